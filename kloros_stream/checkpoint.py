@@ -1,0 +1,88 @@
+"""Durable component state: atomic JSON files under ``[service] state_dir``.
+
+Every write goes to a temp file in the same directory, is fsynced, then renamed over the
+old file (and the directory fsynced), so a crash leaves either the old or the new state,
+never a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+log = structlog.get_logger("kloros_stream.checkpoint")
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so readers see the old or the new content, whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS))
+
+
+class CheckpointStore:
+    """Named JSON checkpoints in one directory (one file per name)."""
+
+    def __init__(self, directory: Path, *, writable: bool = True) -> None:
+        self.directory = directory
+        self.writable = writable
+
+    def path(self, name: str) -> Path:
+        return self.directory / f"{_SAFE.sub('_', name)}.json"
+
+    def load(self, name: str) -> Any | None:
+        """The saved data, or None if absent or unreadable (logged, never raised)."""
+        if not self.writable:
+            return None
+        path = self.path(name)
+        try:
+            return orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, orjson.JSONDecodeError) as err:
+            log.error("checkpoint_unreadable", path=str(path), error=str(err))
+            return None
+
+    def save(self, name: str, data: Any) -> None:
+        if self.writable:
+            atomic_write_json(self.path(name), data)
+
+    def child(self, prefix: str) -> CheckpointStore:
+        """A store whose files live in a subdirectory (one per monitor)."""
+        return CheckpointStore(self.directory / _SAFE.sub("_", prefix), writable=self.writable)
+
+
+def read_only_store() -> CheckpointStore:
+    """For one-shot scans: loads nothing, saves nothing, so a scan sees a fresh view."""
+    return CheckpointStore(Path(os.devnull), writable=False)

@@ -1,0 +1,271 @@
+"""Configuration: the contract's ``config.toml``, validated with pydantic.
+
+Every key has a default; unknown keys and bad values are rejected with a message that
+names the key. Relative paths resolve against the directory of the config file (or the
+working directory when the built-in defaults are used); ``~`` expands.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+MONITOR_NAMES: tuple[str, ...] = (
+    "exception",
+    "integration",
+    "chaos",
+    "test",
+    "module_discovery",
+    "capability_discovery",
+    "exploration",
+    "metric_quality",
+    "knowledge_discovery",
+)
+
+ENV_VAR = "KLOROS_STREAM_CONFIG"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and the problem."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServiceConfig(Section):
+    state_dir: Path = Path("var/state")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_line_bytes: int = Field(default=1_048_576, ge=1024)
+    """Lines longer than this (tailed files, journal entries) are skipped and counted."""
+
+
+class BusConfig(Section):
+    maxsize: int = Field(default=10_000, ge=1)
+
+
+class FeedConfig(Section):
+    path: Path = Path("var/curiosity_feed.jsonl")
+    snapshot_path: Path | None = None
+    compact_bytes: int = Field(default=67_108_864, ge=4096)
+    counter_flush_s: float = Field(default=60.0, gt=0)
+    """A question whose only change is its counters reaches the feed at most this often."""
+
+    @field_validator("snapshot_path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if v in ("", None) else v
+
+
+class CuriosityConfig(Section):
+    suppress: list[str] = Field(default_factory=list)
+
+
+class HistoryConfig(Section):
+    path: Path | None = None
+    max_bytes: int = Field(default=104_857_600, ge=4096)
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if v in ("", None) else v
+
+
+class HttpConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+
+
+class SupervisorConfig(Section):
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    stable_after_s: float = Field(default=60.0, gt=0)
+    """A monitor that ran this long without crashing starts its backoff afresh."""
+    breaker_restarts: int = Field(default=5, ge=1)
+    breaker_window_s: float = Field(default=60.0, gt=0)
+    """More than ``breaker_restarts`` crashes within this window: state ``failed``."""
+    unavailable_retry_s: float = Field(default=300.0, gt=0)
+
+
+class MonitorConfig(Section):
+    enabled: bool = True
+
+
+class ExceptionMonitorConfig(MonitorConfig):
+    journal: bool = True
+    journalctl: str = "journalctl"
+    namespace: str = ""
+    units: list[str] = Field(default_factory=lambda: ["kloros-*"])
+    identifiers: list[str] = Field(default_factory=list)
+    log_files: list[Path] = Field(default_factory=list)
+    flush_after_s: float = Field(default=0.5, gt=0)
+    """An incomplete traceback is flushed after this quiet period."""
+    dedup_size: int = Field(default=4096, ge=16)
+
+
+class IntegrationMonitorConfig(MonitorConfig):
+    roots: list[Path] = Field(default_factory=lambda: [Path("src")])
+    exclude: list[str] = Field(
+        default_factory=lambda: [".git", ".venv", "venv", "__pycache__", "node_modules"]
+    )
+    max_file_bytes: int = Field(default=2_000_000, ge=1)
+    emit_calls: list[str] = Field(default_factory=lambda: ["emit", "publish"])
+    subscribe_calls: list[str] = Field(
+        default_factory=lambda: ["ChemSub", "UMNSub", "subscribe"]
+    )
+
+
+class ChaosMonitorConfig(MonitorConfig):
+    history_file: Path = Path("var/chaos_history.jsonl")
+    max_scenarios: int = Field(default=1000, ge=1)
+    recovery_runs: int = Field(default=5, ge=1)
+    recovery_rate: float = Field(default=0.8, ge=0, le=1)
+
+
+class TestMonitorConfig(MonitorConfig):
+    results_dir: Path = Path("var/test-results")
+
+
+class ModuleDiscoveryConfig(MonitorConfig):
+    roots: list[Path] = Field(default_factory=lambda: [Path("src")])
+    exclude: list[str] = Field(
+        default_factory=lambda: [".git", ".venv", "venv", "__pycache__", "node_modules"]
+    )
+
+
+class CapabilityDiscoveryConfig(MonitorConfig):
+    required_executables: list[str] = Field(default_factory=list)
+    required_modules: list[str] = Field(default_factory=list)
+    scan_imports: bool = True
+
+
+class ExplorationConfig(MonitorConfig):
+    nvidia_smi: str = "nvidia-smi"
+    interval_s: float = Field(default=300, gt=0)
+    idle_threshold_pct: float = Field(default=10, ge=0, le=100)
+    idle_window_s: float = Field(default=1800, gt=0)
+
+
+class MetricQualityConfig(MonitorConfig):
+    experiments_file: Path = Path("var/curiosity_experiments.jsonl")
+
+
+class KnowledgeDiscoveryConfig(MonitorConfig):
+    docs_dirs: list[Path] = Field(default_factory=lambda: [Path("docs")])
+    index_file: Path = Path("var/knowledge_index.json")
+    stale_after_days: float = Field(default=180, gt=0)
+
+
+class MonitorsConfig(Section):
+    exception: ExceptionMonitorConfig = Field(default_factory=ExceptionMonitorConfig)
+    integration: IntegrationMonitorConfig = Field(default_factory=IntegrationMonitorConfig)
+    chaos: ChaosMonitorConfig = Field(default_factory=ChaosMonitorConfig)
+    test: TestMonitorConfig = Field(default_factory=TestMonitorConfig)
+    module_discovery: ModuleDiscoveryConfig = Field(default_factory=ModuleDiscoveryConfig)
+    capability_discovery: CapabilityDiscoveryConfig = Field(
+        default_factory=CapabilityDiscoveryConfig
+    )
+    exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
+    metric_quality: MetricQualityConfig = Field(default_factory=MetricQualityConfig)
+    knowledge_discovery: KnowledgeDiscoveryConfig = Field(
+        default_factory=KnowledgeDiscoveryConfig
+    )
+
+    def get(self, name: str) -> MonitorConfig:
+        return getattr(self, name)
+
+
+class Config(Section):
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+    bus: BusConfig = Field(default_factory=BusConfig)
+    feed: FeedConfig = Field(default_factory=FeedConfig)
+    curiosity: CuriosityConfig = Field(default_factory=CuriosityConfig)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
+    monitors: MonitorsConfig = Field(default_factory=MonitorsConfig)
+
+    source: Path | None = Field(default=None, exclude=True)
+    """The file this configuration was read from (None: built-in defaults)."""
+
+    def resolved(self, base: Path) -> Config:
+        """A copy with every path made absolute against ``base``."""
+        return _resolve_paths(self, base)
+
+
+def _resolve_paths(model: BaseModel, base: Path) -> Any:
+    updates: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        if name == "source":
+            continue
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            updates[name] = _resolve_paths(value, base)
+        elif isinstance(value, Path):
+            updates[name] = _absolute(value, base)
+        elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
+            updates[name] = [_absolute(v, base) for v in value]
+    return model.model_copy(update=updates)
+
+
+def _absolute(path: Path, base: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None) -> Path | None:
+    """``--config``, else ``$KLOROS_STREAM_CONFIG``, else ``./config.toml``, else None."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    local = Path("config.toml")
+    return local if local.is_file() else None
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+        else:
+            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    return "; ".join(lines)
+
+
+def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -> Config:
+    """Validate a decoded TOML document and resolve its paths against ``base``."""
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+    cfg = cfg.resolved(base.resolve())
+    cfg.source = source
+    return cfg
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
+    """Find, read and validate the configuration; raises :class:`ConfigError`."""
+    path = find_config_path(explicit)
+    if path is None:
+        return parse_config({}, Path.cwd())
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read: {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    return parse_config(data, path.parent, source=path.resolve())
+
+
+def effective_settings(cfg: Config) -> dict[str, Any]:
+    """The settings as plain data, for ``check-config``."""
+    return cfg.model_dump(mode="json")

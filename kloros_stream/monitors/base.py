@@ -1,0 +1,172 @@
+"""What every monitor is: a long-running coroutine that publishes gap signals.
+
+A monitor gets a :class:`MonitorContext` (its config section, the whole config, a
+checkpoint store of its own, a logger, and ``gap``/``resolve`` to publish) and implements
+:meth:`Monitor.run`: do the initial scan, return at once if ``ctx.one_shot`` (the
+``scan`` command), else follow events until cancelled. Raise :class:`MonitorUnavailable`
+when the source does not exist here; any other exception is a crash the supervisor
+restarts with backoff.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import structlog
+
+from ..checkpoint import CheckpointStore
+from ..config import Config, MonitorConfig
+from ..models import CAPABILITY_GAP, CAPABILITY_GAP_RESOLVED, Signal
+
+
+class MonitorUnavailable(Exception):  # noqa: N818 - reads as a state, not an error
+    """The monitor's source does not exist on this host (not a crash: retried rarely)."""
+
+
+class Publisher:
+    """Anything with ``publish(signal)``: the bus, or a list sink for one-shot scans."""
+
+    def publish(self, item: Signal) -> None:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+
+@dataclass
+class MonitorStatus:
+    """Live state of one monitor, read by ``/health``."""
+
+    state: str = "starting"
+    restarts: int = 0
+    last_error: str | None = None
+    last_event_at: float | None = None
+    signals: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+    """Monitor-specific facts for /health (hardware inventory, watch-limit errors, ...)."""
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "state": self.state,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "last_event_at": self.last_event_at,
+            "signals": self.signals,
+        }
+        if self.details:
+            data["details"] = self.details
+        return data
+
+
+@dataclass
+class MonitorContext:
+    name: str
+    config: Config
+    publisher: Publisher
+    checkpoints: CheckpointStore
+    status: MonitorStatus = field(default_factory=MonitorStatus)
+    one_shot: bool = False
+    log: Any = None
+
+    def __post_init__(self) -> None:
+        if self.log is None:
+            self.log = structlog.get_logger("kloros_stream.monitor").bind(monitor=self.name)
+
+    @property
+    def section(self) -> MonitorConfig:
+        return self.config.monitors.get(self.name)
+
+    def touch(self, when: float | None = None) -> None:
+        """Record that a source event arrived (``last_event_at`` in /health)."""
+        self.status.last_event_at = time.time() if when is None else when
+
+    def gap(
+        self,
+        *,
+        gap_type: str,
+        gap_name: str,
+        gap_category: str,
+        gap_reason: str,
+        ecosystem: str,
+        observed_at: float | None = None,
+        intensity: float = 1.0,
+        **facts: Any,
+    ) -> None:
+        """Publish a CAPABILITY_GAP signal; extra keyword arguments become facts."""
+        self._publish(
+            CAPABILITY_GAP,
+            ecosystem,
+            observed_at,
+            intensity,
+            {
+                "gap_type": gap_type,
+                "gap_name": gap_name,
+                "gap_category": gap_category,
+                "gap_reason": gap_reason,
+                **facts,
+            },
+        )
+
+    def resolve(
+        self,
+        *,
+        gap_type: str,
+        gap_name: str,
+        ecosystem: str,
+        gap_category: str = "",
+        gap_reason: str = "",
+        observed_at: float | None = None,
+        **facts: Any,
+    ) -> None:
+        """Publish CAPABILITY_GAP_RESOLVED for a gap that went away."""
+        self._publish(
+            CAPABILITY_GAP_RESOLVED,
+            ecosystem,
+            observed_at,
+            1.0,
+            {
+                "gap_type": gap_type,
+                "gap_name": gap_name,
+                "gap_category": gap_category,
+                "gap_reason": gap_reason or "the gap went away",
+                **facts,
+            },
+        )
+
+    def _publish(
+        self,
+        signal: str,
+        ecosystem: str,
+        observed_at: float | None,
+        intensity: float,
+        facts: dict[str, Any],
+    ) -> None:
+        now = time.time()
+        self.publisher.publish(
+            Signal(
+                signal=signal,  # type: ignore[arg-type]
+                ecosystem=ecosystem,
+                intensity=intensity,
+                facts=facts,
+                incident_id=f"{facts['gap_type']}:{facts.get('fingerprint') or facts['gap_name']}",
+                ts=now,
+                monitor=self.name,
+                observed_at=observed_at if observed_at is not None else now,
+            )
+        )
+        self.status.signals += 1
+
+
+class Monitor(ABC):
+    """Base class of the nine monitors."""
+
+    name: ClassVar[str]
+    ecosystem: ClassVar[str]
+
+    def __init__(self, ctx: MonitorContext) -> None:
+        self.ctx = ctx
+        self.log = ctx.log
+
+    @abstractmethod
+    async def run(self) -> None:
+        """Initial scan, then (unless ``ctx.one_shot``) follow events until cancelled."""
