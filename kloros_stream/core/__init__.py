@@ -1,0 +1,1 @@
+"""CuriosityCore: the pure consumer that turns gap signals into questions."""

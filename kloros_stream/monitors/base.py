@@ -44,6 +44,12 @@ class MonitorStatus:
     signals: int = 0
     details: dict[str, Any] = field(default_factory=dict)
     """Monitor-specific facts for /health (hardware inventory, watch-limit errors, ...)."""
+    counters: dict[str, int] = field(default_factory=dict)
+    """Monitor-specific counters (lines read, malformed skipped, ...), exported in /metrics
+    as ``kloros_stream_monitor_events_total{monitor, event}``."""
+
+    def count(self, event: str, n: int = 1) -> None:
+        self.counters[event] = self.counters.get(event, 0) + n
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -55,6 +61,8 @@ class MonitorStatus:
         }
         if self.details:
             data["details"] = self.details
+        if self.counters:
+            data["counters"] = self.counters
         return data
 
 

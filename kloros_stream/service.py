@@ -1,0 +1,278 @@
+"""The service: monitors -> bus -> CuriosityCore -> feed, with HTTP beside it.
+
+Sources (the nine supervised monitors) publish to the drop-oldest bus; one consumer task
+takes batches off the bus, turns them into questions and appends those to the feed; a
+housekeeping task, woken only when there is something to do, writes deferred counter
+updates, fsyncs, refreshes the snapshot and compacts. Shutdown stops the monitors first,
+then drains the bus into the feed and closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from .bus import SignalBus
+from .checkpoint import CheckpointStore, read_only_store
+from .config import MONITOR_NAMES, Config
+from .core.curiosity import CuriosityCore
+from .feed import QuestionFeed
+from .metrics import build_registry
+from .models import Signal
+from .monitors import monitor_class
+from .monitors.base import Monitor, MonitorContext, MonitorStatus, MonitorUnavailable
+from .supervisor import BackoffPolicy, Supervised
+from .web import build_app
+
+log = structlog.get_logger("kloros_stream.service")
+
+MonitorFactory = Callable[[MonitorContext], Monitor]
+BATCH_LIMIT = 4096
+HOUSEKEEPING_COALESCE_S = 1.0
+MONITOR_STOP_TIMEOUT_S = 2.0
+
+
+def default_factory(name: str) -> MonitorFactory:
+    return lambda ctx: monitor_class(name)(ctx)
+
+
+class Service:
+    def __init__(self, config: Config,
+                 factories: dict[str, MonitorFactory] | None = None) -> None:
+        self.config = config
+        self.factories = factories or {name: default_factory(name) for name in MONITOR_NAMES}
+        self.monitor_names: tuple[str, ...] = tuple(self.factories)
+        self.bus: SignalBus[Signal] = SignalBus(config.bus.maxsize)
+        self.core = CuriosityCore(config.curiosity.suppress, config.feed.counter_flush_s)
+        self.feed = QuestionFeed(config.feed.path, compact_bytes=config.feed.compact_bytes,
+                                 snapshot_path=config.feed.snapshot_path)
+        self.checkpoints = CheckpointStore(config.service.state_dir)
+        self.statuses: dict[str, MonitorStatus] = {n: MonitorStatus() for n in self.monitor_names}
+        self.supervised: dict[str, Supervised] = {}
+        self.registry, self.latency = build_registry(self)
+        self.started_at = time.monotonic()
+        self.port: int | None = None
+        self._stop = asyncio.Event()
+        self._dirty = asyncio.Event()
+        self._consumer: asyncio.Task[None] | None = None
+        self._housekeeper: asyncio.Task[None] | None = None
+        self._runner: web.AppRunner | None = None
+        self.consumer_errors = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def run(self) -> None:
+        """Run until :meth:`request_stop` (or SIGTERM/SIGINT), then shut down cleanly."""
+        self._install_signal_handlers()
+        self._recover_feed()
+        await self._start_http()
+        self._consumer = asyncio.create_task(self._consume(), name="consumer")
+        self._housekeeper = asyncio.create_task(self._housekeep(), name="housekeeping")
+        for name in self.monitor_names:
+            self._start_monitor(name)
+        log.info("service_ready", port=self.port,
+                 monitors={n: s.state for n, s in self.statuses.items()},
+                 questions=len(self.core.questions))
+        await self._stop.wait()
+        await self._shutdown()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _install_signal_handlers(self) -> None:
+        """The handlers only set an event; the work happens in :meth:`run`."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+
+    def _recover_feed(self) -> None:
+        contents = self.feed.open()
+        loaded = self.core.load(contents.questions.values(), time.time())
+        log.info("feed_recovered", path=str(self.feed.path), lines=contents.lines,
+                 questions=loaded, invalid_lines=contents.invalid,
+                 torn_bytes=contents.torn_bytes)
+
+    async def _start_http(self) -> None:
+        self._runner = web.AppRunner(build_app(self), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port)
+        await site.start()
+        addresses = self._runner.addresses
+        self.port = addresses[0][1] if addresses else self.config.http.port
+        log.info("http_listening", host=self.config.http.host, port=self.port)
+
+    def _start_monitor(self, name: str) -> None:
+        status = self.statuses[name]
+        if not self.config.monitors.get(name).enabled:
+            status.state = "disabled"
+            return
+        ctx = MonitorContext(
+            name=name,
+            config=self.config,
+            publisher=self.bus,
+            checkpoints=self.checkpoints.child(name),
+            status=status,
+        )
+        factory = self.factories[name]
+        sup = Supervised(name, lambda: factory(ctx), status,
+                         BackoffPolicy.from_config(self.config.supervisor))
+        self.supervised[name] = sup
+        sup.start()
+
+    async def _stop_monitor(self, name: str) -> None:
+        sup = self.supervised.pop(name, None)
+        if sup is None:
+            return
+        try:
+            await asyncio.wait_for(sup.stop(), MONITOR_STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.error("monitor_stop_timeout", monitor=name)
+
+    async def _shutdown(self) -> None:
+        log.info("service_stopping")
+        await asyncio.gather(*(self._stop_monitor(n) for n in list(self.supervised)))
+        for task in (self._consumer, self._housekeeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        drained = self._process(self.bus.take_nowait())
+        self._write(self.core.due_updates(time.time(), force=True))
+        self.feed.flush()
+        self._refresh_snapshot(time.time())
+        self.feed.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        log.info("service_stopped", drained=drained, questions=len(self.core.questions),
+                 feed_lines=self.feed.lines_written, dropped=self.bus.total_dropped)
+
+    # -- the consumer --------------------------------------------------------------------
+    async def _consume(self) -> None:
+        while True:
+            batch = await self.bus.take(BATCH_LIMIT)
+            self._process(batch)
+
+    def _process(self, batch: list[Signal]) -> int:
+        """Apply a batch of signals to the core and append the due lines to the feed."""
+        now = time.time()
+        written: list[float] = []
+        for sig in batch:
+            try:
+                q = self.core.handle(sig, now)
+            except Exception:
+                self.consumer_errors += 1
+                log.exception("signal_rejected", monitor=sig.monitor, facts=sig.facts)
+                continue
+            if q is not None:
+                self.feed.append(q)
+                written.append(sig.observed_at)
+        if written:
+            self.feed.flush()
+            done = time.time()
+            for observed in written:
+                self.latency.observe(max(0.0, done - observed))
+            self._dirty.set()
+        return len(batch)
+
+    def _write(self, questions: list[Any]) -> None:
+        for q in questions:
+            self.feed.append(q)
+        self.feed.flush()
+
+    # -- housekeeping (woken only when there is something to do) --------------------------
+    async def _housekeep(self) -> None:
+        while True:
+            due = self.core.next_due()
+            timeout = None if due is None else max(0.0, due - time.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), timeout)
+            self._dirty.clear()
+            await asyncio.sleep(HOUSEKEEPING_COALESCE_S)
+            now = time.time()
+            try:
+                self._write(self.core.due_updates(now))
+                self.feed.sync()
+                self._refresh_snapshot(now)
+                if self.feed.needs_compaction:
+                    self.feed.compact(self.core.ranked(include_resolved=True))
+            except OSError:
+                log.exception("feed_housekeeping_failed", path=str(self.feed.path))
+
+    def _refresh_snapshot(self, now: float) -> None:
+        if self.feed.snapshot_path is not None and self.feed.snapshot_dirty:
+            self.feed.write_snapshot(self.core.open_questions(), now)
+
+    # -- views ---------------------------------------------------------------------------
+    @property
+    def consumer_running(self) -> bool:
+        return self._consumer is not None and not self._consumer.done()
+
+    def health(self) -> tuple[dict[str, Any], int]:
+        """The /health report and its HTTP status (503 if a monitor failed or the consumer
+        is down)."""
+        failed = [n for n, s in self.statuses.items() if s.state == "failed"]
+        restarting = [n for n, s in self.statuses.items() if s.state == "restarting"]
+        down = not self.consumer_running
+        report: dict[str, Any] = {
+            "status": "degraded" if failed or restarting or down else "ok",
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "bus": {
+                "depth": self.bus.depth,
+                "maxsize": self.bus.maxsize,
+                "published": self.bus.total_published,
+                "dropped": self.bus.total_dropped,
+            },
+            "consumer": {"running": not down, "signals": self.core.handled,
+                         "errors": self.consumer_errors},
+            "questions": {"open": sum(q.is_open for q in self.core.questions.values()),
+                          "total": len(self.core.questions)},
+            "monitors": {n: s.as_json() for n, s in self.statuses.items()},
+        }
+        if failed or down:
+            report["reason"] = ("consumer down" if down else
+                                "; ".join(f"{n}: {self.statuses[n].last_error}" for n in failed))
+        return report, (503 if failed or down else 200)
+
+
+# -- one-shot scan -------------------------------------------------------------------------
+class _Collector:
+    def __init__(self) -> None:
+        self.signals: list[Signal] = []
+
+    def publish(self, item: Signal) -> None:
+        self.signals.append(item)
+
+
+async def scan(config: Config, factories: dict[str, MonitorFactory] | None = None,
+               timeout_s: float = 120.0) -> tuple[list[Signal], dict[str, str]]:
+    """Every enabled monitor's initial scan, once; nothing written to the feed or state.
+
+    Returns the signals and, per monitor that could not scan, the reason.
+    """
+    factories = factories or {name: default_factory(name) for name in MONITOR_NAMES}
+    sink = _Collector()
+    problems: dict[str, str] = {}
+
+    async def one(name: str) -> None:
+        ctx = MonitorContext(name=name, config=config, publisher=sink,
+                             checkpoints=read_only_store(), one_shot=True)
+        try:
+            await asyncio.wait_for(factories[name](ctx).run(), timeout_s)
+        except MonitorUnavailable as err:
+            problems[name] = f"unavailable: {err}"
+        except TimeoutError:
+            problems[name] = f"scan did not finish within {timeout_s:g}s"
+        except Exception as err:
+            log.exception("scan_failed", monitor=name)
+            problems[name] = f"failed: {type(err).__name__}: {err}"
+
+    names = [n for n in factories if config.monitors.get(n).enabled]
+    await asyncio.gather(*(one(n) for n in names))
+    return sink.signals, problems
