@@ -138,11 +138,11 @@ class Service:
     async def _shutdown(self) -> None:
         log.info("service_stopping")
         await asyncio.gather(*(self._stop_monitor(n) for n in list(self.supervised)))
-        for task in (self._consumer, self._housekeeper):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [t for t in (self._consumer, self._housekeeper) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)  # waits without swallowing our own cancellation
         drained = self._process(self.bus.take_nowait())
         self._write(self.core.due_updates(time.time(), force=True))
         self.feed.flush()

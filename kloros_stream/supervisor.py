@@ -67,10 +67,7 @@ class Supervised:
     async def stop(self) -> None:
         if self.task is not None and not self.task.done():
             self.task.cancel()
-            try:
-                await self.task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait({self.task})  # never swallows the caller's own cancellation
 
     async def _loop(self) -> None:
         attempt = 0

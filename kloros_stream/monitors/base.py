@@ -22,7 +22,7 @@ from ..config import Config, MonitorConfig
 from ..models import CAPABILITY_GAP, CAPABILITY_GAP_RESOLVED, Signal
 
 
-class MonitorUnavailable(Exception):  # noqa: N818 - reads as a state, not an error
+class MonitorUnavailable(Exception):
     """The monitor's source does not exist on this host (not a crash: retried rarely)."""
 
 
