@@ -5,6 +5,11 @@ takes batches off the bus, turns them into questions and appends those to the fe
 housekeeping task, woken only when there is something to do, writes deferred counter
 updates, fsyncs, refreshes the snapshot and compacts. Shutdown stops the monitors first,
 then drains the bus into the feed and closes it.
+
+Operations: every consumed signal is appended to the ``[history]`` log when it is set;
+under systemd (``$NOTIFY_SOCKET``) the service sends READY=1 once monitors and HTTP are
+up, a STATUS= line every few seconds, WATCHDOG=1 from the event loop and STOPPING=1 on
+shutdown. SIGHUP re-reads the config file (RELOADING=1, then READY=1): see :mod:`.reload`.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -21,13 +27,17 @@ from aiohttp import web
 
 from .bus import SignalBus
 from .checkpoint import CheckpointStore, read_only_store
-from .config import MONITOR_NAMES, Config
+from .config import MONITOR_NAMES, Config, ConfigError, load_config
 from .core.curiosity import CuriosityCore
 from .feed import QuestionFeed
+from .history import SignalHistory
+from .logs import configure_logging
 from .metrics import build_registry
 from .models import Signal
 from .monitors import monitor_class
 from .monitors.base import Monitor, MonitorContext, MonitorStatus, MonitorUnavailable
+from .reload import plan_reload
+from .sdnotify import Notifier, watchdog_loop
 from .supervisor import BackoffPolicy, Supervised
 from .web import build_app
 
@@ -37,16 +47,32 @@ MonitorFactory = Callable[[MonitorContext], Monitor]
 BATCH_LIMIT = 4096
 HOUSEKEEPING_COALESCE_S = 1.0
 MONITOR_STOP_TIMEOUT_S = 2.0
+STATUS_INTERVAL_S = 5.0
+HISTORY_CLOSE_TIMEOUT_S = 2.0
 
 
 def default_factory(name: str) -> MonitorFactory:
     return lambda ctx: monitor_class(name)(ctx)
 
 
+def open_history(config: Config) -> SignalHistory | None:
+    """The ``[history]`` log, or None when no path is set or it cannot be opened (logged)."""
+    if config.history.path is None:
+        return None
+    try:
+        return SignalHistory(config.history.path, config.history.max_bytes)
+    except OSError as err:
+        log.error("history_unavailable", path=str(config.history.path), error=str(err))
+        return None
+
+
 class Service:
     def __init__(self, config: Config,
-                 factories: dict[str, MonitorFactory] | None = None) -> None:
+                 factories: dict[str, MonitorFactory] | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.config = config
+        self.notifier = notifier or Notifier.from_env(unset_environment=True)
+        self.history = open_history(config)
         self.factories = factories or {name: default_factory(name) for name in MONITOR_NAMES}
         self.monitor_names: tuple[str, ...] = tuple(self.factories)
         self.bus: SignalBus[Signal] = SignalBus(config.bus.maxsize)
@@ -64,6 +90,8 @@ class Service:
         self._consumer: asyncio.Task[None] | None = None
         self._housekeeper: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
+        self._reload_requested = asyncio.Event()
+        self._ops_tasks: list[asyncio.Task[None]] = []
         self.consumer_errors = 0
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -79,11 +107,16 @@ class Service:
         log.info("service_ready", port=self.port,
                  monitors={n: s.state for n, s in self.statuses.items()},
                  questions=len(self.core.questions))
+        self._start_ops_tasks()
+        self.notifier.ready(status=self.status_line(0.0))
         await self._stop.wait()
         await self._shutdown()
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested.set()
 
     def _install_signal_handlers(self) -> None:
         """The handlers only set an event; the work happens in :meth:`run`."""
@@ -91,6 +124,8 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
 
     def _recover_feed(self) -> None:
         contents = self.feed.open()
@@ -137,6 +172,11 @@ class Service:
 
     async def _shutdown(self) -> None:
         log.info("service_stopping")
+        self.notifier.stopping()
+        for task in self._ops_tasks:
+            task.cancel()
+        if self._ops_tasks:
+            await asyncio.wait(self._ops_tasks)
         await asyncio.gather(*(self._stop_monitor(n) for n in list(self.supervised)))
         tasks = [t for t in (self._consumer, self._housekeeper) if t is not None]
         for task in tasks:
@@ -148,8 +188,11 @@ class Service:
         self.feed.flush()
         self._refresh_snapshot(time.time())
         self.feed.close()
+        if self.history is not None:
+            self.history.close(HISTORY_CLOSE_TIMEOUT_S)
         if self._runner is not None:
             await self._runner.cleanup()
+        self.notifier.close()
         log.info("service_stopped", drained=drained, questions=len(self.core.questions),
                  feed_lines=self.feed.lines_written, dropped=self.bus.total_dropped)
 
@@ -161,6 +204,11 @@ class Service:
 
     def _process(self, batch: list[Signal]) -> int:
         """Apply a batch of signals to the core and append the due lines to the feed."""
+        history = self.history
+        if history is not None:
+            for sig in batch:
+                history.append(sig.model_dump_json().encode())
+            history.flush()
         now = time.time()
         written: list[float] = []
         for sig in batch:
@@ -209,6 +257,88 @@ class Service:
         if self.feed.snapshot_path is not None and self.feed.snapshot_dirty:
             self.feed.write_snapshot(self.core.open_questions(), now)
 
+    # -- operations: systemd notify, SIGHUP reload -----------------------------------------
+    def _start_ops_tasks(self) -> None:
+        """The SIGHUP reloader; under systemd also the watchdog and the STATUS= line."""
+        jobs = {"reloader": self._reloader()}
+        if self.notifier.enabled:
+            jobs["watchdog"] = watchdog_loop(self.notifier, healthy=lambda: self.consumer_running)
+            jobs["status"] = self._report_status()
+        self._ops_tasks = [asyncio.create_task(c, name=n) for n, c in jobs.items()]
+
+    def status_line(self, signals_per_s: float) -> str:
+        """One line for systemd's STATUS=: questions, signal rate, drops, monitor states."""
+        open_q = sum(q.is_open for q in self.core.questions.values())
+        states = Counter(s.state for s in self.statuses.values())
+        monitors = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+        return (f"{open_q} open questions ({len(self.core.questions)} total), "
+                f"{signals_per_s:.1f} signals/s, {self.bus.total_dropped} dropped; "
+                f"monitors: {monitors}")
+
+    async def _report_status(self) -> None:
+        handled, since = self.core.handled, time.monotonic()
+        while True:
+            await asyncio.sleep(STATUS_INTERVAL_S)
+            now = time.monotonic()
+            rate = (self.core.handled - handled) / max(now - since, 1e-6)
+            handled, since = self.core.handled, now
+            self.notifier.status(self.status_line(rate))
+
+    async def _reloader(self) -> None:
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested.clear()
+            try:
+                await self.reload()
+            except Exception:
+                log.exception("reload_failed")
+                self.notifier.ready(status="reload failed, see the log")
+
+    async def reload(self) -> bool:
+        """Re-read the config file and apply it; an invalid one is rejected, the old kept."""
+        self.notifier.reloading()
+        log.info("reload_started", config=str(self.config.source))
+        try:
+            if self.config.source is None:
+                raise ConfigError("running on built-in defaults: no config file to reload")
+            new = load_config(self.config.source)
+        except ConfigError as err:
+            log.error("reload_rejected", config=str(self.config.source), reason=str(err))
+            self.notifier.ready(status=f"reload rejected, old config kept: {err}")
+            return False
+        plan = plan_reload(self.config, new)
+        old, self.config = self.config, plan.config
+        mine = set(self.monitor_names)
+        await asyncio.gather(*(self._stop_monitor(n) for n in plan.stop + plan.restart
+                               if n in mine))
+        for name in set(plan.stop) & mine:
+            self.statuses[name].state = "disabled"
+        await self._apply_settings(old, plan.config)
+        for name in plan.start + plan.restart:
+            if name in mine:
+                self._start_monitor(name)
+        log.info("reload_applied", started=plan.start, stopped=plan.stop,
+                 restarted=plan.restart, unchanged=plan.unchanged, changed=plan.changed)
+        if plan.needs_restart:
+            log.warning("reload_needs_restart", keys=plan.needs_restart)
+        self.notifier.ready(status=self.status_line(0.0))
+        return True
+
+    async def _apply_settings(self, old: Config, new: Config) -> None:
+        """The settings that take effect without restarting anything."""
+        self.core.suppress = tuple(new.curiosity.suppress)
+        self.bus.maxsize = new.bus.maxsize
+        policy = BackoffPolicy.from_config(new.supervisor)
+        for sup in self.supervised.values():
+            sup.policy = policy
+        if new.service.log_level != old.service.log_level:
+            configure_logging(new.service.log_level)
+        if new.history != old.history:
+            history, self.history = self.history, None
+            if history is not None:
+                await asyncio.to_thread(history.close)
+            self.history = open_history(new)
+
     # -- views ---------------------------------------------------------------------------
     @property
     def consumer_running(self) -> bool:
@@ -235,6 +365,8 @@ class Service:
                           "total": len(self.core.questions)},
             "monitors": {n: s.as_json() for n, s in self.statuses.items()},
         }
+        if self.history is not None:
+            report["history"] = self.history.stats
         if failed or down:
             report["reason"] = ("consumer down" if down else
                                 "; ".join(f"{n}: {self.statuses[n].last_error}" for n in failed))
