@@ -218,8 +218,8 @@ def idle_accelerator(f: dict[str, Any]) -> Draft:
     idle = f"{minutes:.0f} min" if isinstance(minutes, (int, float)) else "a long time"
     return Draft(
         hypothesis=f"IDLE_ACCELERATOR_{_slug(name)}",
-        question=f"{f.get('device_name') or name} has been idle {idle}: "
-        "run the queued experiments on it?",
+        question=(f"{f['device_name']} ({name})" if f.get("device_name") else name)
+        + f" has been idle {idle}: run the queued experiments on it?",
         evidence=_evidence(f, f"Utilisation {f.get('utilization_pct', '?')}% "
                               f"(threshold {f.get('threshold_pct', '?')}%)"),
         action_class=ActionClass.EXPERIMENT,
@@ -299,8 +299,9 @@ def generic(f: dict[str, Any]) -> Draft:
     gap_type, name = f["gap_type"], f["gap_name"]
     return Draft(
         hypothesis=f"{_slug(gap_type)}_{_slug(name)}",
-        question=f"{gap_type.replace('_', ' ').capitalize()} '{name}': "
-        f"{f.get('gap_reason') or 'what does it mean and what should change?'}",
+        question=f"{gap_type.replace('_', ' ').capitalize()} '{name}'"
+        + (f": {reason.rstrip('.')}." if (reason := f.get("gap_reason")) else ".")
+        + " What does it mean, and what should change?",
         evidence=_evidence(f, f"Category: {f.get('gap_category')}"),
         action_class=ActionClass.INVESTIGATE,
         autonomy=2,
