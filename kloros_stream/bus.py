@@ -4,12 +4,16 @@ Publishers call :meth:`SignalBus.publish` (plain, synchronous, O(1)); the single
 awaits :meth:`SignalBus.take` for a batch. When the buffer is full the oldest signal is
 dropped and counted against the monitor that published it. Publish only from the event
 loop's thread; a worker thread hands its signals over with ``loop.call_soon_threadsafe``.
+
+The hot path counts only drops; ``delivered`` is counted per batch (in C, by
+``Counter.update``) and ``published`` is derived: delivered + dropped + still buffered.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
+from operator import attrgetter
 from typing import Generic, Protocol, TypeVar
 
 
@@ -18,6 +22,7 @@ class _HasMonitor(Protocol):
 
 
 T = TypeVar("T", bound=_HasMonitor)
+_monitor_of = attrgetter("monitor")
 
 
 class SignalBus(Generic[T]):
@@ -27,7 +32,6 @@ class SignalBus(Generic[T]):
         self.maxsize = maxsize
         self._buffer: deque[T] = deque()
         self._ready = asyncio.Event()
-        self.published: Counter[str] = Counter()
         self.delivered: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
 
@@ -40,9 +44,9 @@ class SignalBus(Generic[T]):
         buffer = self._buffer
         if len(buffer) >= self.maxsize:
             self.dropped[buffer.popleft().monitor] += 1
+        elif not buffer:
+            self._ready.set()  # the consumer waits only on an empty buffer
         buffer.append(item)
-        self.published[item.monitor] += 1
-        self._ready.set()
 
     def take_nowait(self, limit: int | None = None) -> list[T]:
         """Everything buffered (up to ``limit``), oldest first, without waiting."""
@@ -51,9 +55,7 @@ class SignalBus(Generic[T]):
         batch = [buffer.popleft() for _ in range(count)]
         if not buffer:
             self._ready.clear()
-        delivered = self.delivered
-        for item in batch:
-            delivered[item.monitor] += 1
+        self.delivered.update(map(_monitor_of, batch))
         return batch
 
     async def take(self, limit: int | None = None) -> list[T]:
@@ -64,8 +66,15 @@ class SignalBus(Generic[T]):
         return self.take_nowait(limit)
 
     @property
+    def published(self) -> Counter[str]:
+        """Signals published per monitor: delivered + dropped + still buffered."""
+        out = self.delivered + self.dropped
+        out.update(map(_monitor_of, self._buffer))
+        return out
+
+    @property
     def total_published(self) -> int:
-        return sum(self.published.values())
+        return sum(self.delivered.values()) + self.total_dropped + len(self._buffer)
 
     @property
     def total_dropped(self) -> int:

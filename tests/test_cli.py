@@ -1,0 +1,196 @@
+"""The ``questions`` and ``scan`` commands through real ``kloros-stream`` subprocesses on a
+prepared feed and config."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kloros_stream.config import ENV_VAR, load_config
+from kloros_stream.core.curiosity import CuriosityCore
+from kloros_stream.feed import QuestionFeed
+from kloros_stream.models import CAPABILITY_GAP_RESOLVED, CuriosityQuestion, Signal
+from kloros_stream.service import scan
+from tests.support.scripted import Script, gap, resolution
+from tests.support.service import write_config
+
+T0 = 1_700_000_000.0
+GAPS = [  # (gap_type, gap_name): priorities 9.0, 3.33, 2.83, 2.5 (value / cost)
+    ("syntax_error", "pkg/broken.py"),
+    ("orphaned_queue", "voice.Pipeline.pending"),
+    ("test_failure", "tests/test_voice.py::test_load"),
+    ("new_module", "kloros.skills.weather"),
+]
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kloros_stream", *args], capture_output=True, text=True,
+        timeout=120, cwd=cwd, env={**os.environ, **(env or {})},
+    )
+
+
+def _signal(gap_type: str, name: str, *, resolved: bool = False, at: float = T0,
+            **facts: Any) -> Signal:
+    return Signal(signal=CAPABILITY_GAP_RESOLVED if resolved else "CAPABILITY_GAP",
+                  ecosystem="testing", monitor="test", observed_at=at,
+                  facts={"gap_type": gap_type, "gap_name": name, "gap_category": "c",
+                         "gap_reason": f"{name} needs attention", **facts})
+
+
+@pytest.fixture
+def prepared(tmp_path: Path) -> tuple[Path, list[CuriosityQuestion]]:
+    """A config and a feed: four questions, one superseded line, one resolved, a torn tail.
+    Returns the config path and the open questions, highest priority first."""
+    cfg_path = write_config(tmp_path)
+    cfg = load_config(cfg_path)
+    core = CuriosityCore()
+    feed = QuestionFeed(cfg.feed.path, compact_bytes=1 << 26)
+    feed.open()
+    for gap_type, name in GAPS:
+        q = core.handle(_signal(gap_type, name), T0)
+        assert q is not None
+        feed.append(q)
+    for s in (_signal("test_failure", GAPS[2][1], at=T0 + 1, error="new error"),
+              _signal("new_module", GAPS[3][1], resolved=True, at=T0 + 2)):
+        q = core.handle(s, s.observed_at)
+        assert q is not None
+        feed.append(q)
+    feed.close()
+    with cfg.feed.path.open("ab") as fh:
+        fh.write(b'{"id": "torn')
+    return cfg_path, core.open_questions()
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_questions_table(prepared: tuple[Path, list[CuriosityQuestion]]) -> None:
+    cfg, open_qs = prepared
+    before = (cfg.parent / "var" / "feed.jsonl").read_bytes()
+    proc = cli("questions", "--config", str(cfg), cwd=cfg.parent)
+    assert proc.returncode == 0, proc.stderr
+    header, *rows = proc.stdout.splitlines()
+    assert header.split() == ["PRIORITY", "STATUS", "SEEN", "GAP", "TYPE", "QUESTION"]
+    assert len(rows) == 3
+    for row, q in zip(rows, open_qs, strict=True):
+        assert f"{q.priority:.2f}" in row
+        assert q.metadata["gap_type"] in row
+        assert q.question[:40] in row
+    assert "new_module" not in proc.stdout  # resolved
+    assert (cfg.parent / "var" / "feed.jsonl").read_bytes() == before  # read-only
+
+
+def test_questions_json_top_and_all(prepared: tuple[Path, list[CuriosityQuestion]]) -> None:
+    cfg, open_qs = prepared
+    proc = cli("questions", "--config", str(cfg), "--json", cwd=cfg.parent)
+    assert proc.returncode == 0
+    got = [CuriosityQuestion.model_validate(d) for d in json_lines(proc.stdout)]
+    assert got == open_qs
+    assert [q.metadata["gap_name"] for q in got] == [name for _, name in GAPS[:3]]
+    assert any("new error" in e for e in got[2].evidence)  # the superseding line won
+
+    top = json_lines(cli("questions", "--config", str(cfg), "--json", "--top", "2",
+                         cwd=cfg.parent).stdout)
+    assert [d["id"] for d in top] == [q.id for q in open_qs[:2]]
+
+    everything = json_lines(cli("questions", "--config", str(cfg), "--json", "--all",
+                                cwd=cfg.parent).stdout)
+    assert len(everything) == 4
+    assert [d["status"] for d in everything].count("resolved") == 1
+    priorities = [d["priority"] for d in everything]
+    assert priorities == sorted(priorities, reverse=True)
+
+    table = cli("questions", "--config", str(cfg), "--all", "--top", "10", cwd=cfg.parent)
+    assert "resolved" in table.stdout and len(table.stdout.splitlines()) == 5
+
+
+def test_questions_uses_the_environment_config(
+    prepared: tuple[Path, list[CuriosityQuestion]], tmp_path: Path
+) -> None:
+    cfg, open_qs = prepared
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = cli("questions", "--json", "--top", "1", cwd=elsewhere, env={ENV_VAR: str(cfg)})
+    assert [d["id"] for d in json_lines(proc.stdout)] == [open_qs[0].id]
+
+
+def test_questions_on_an_empty_feed(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    proc = cli("questions", "--config", str(cfg), cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "no open questions" in proc.stdout
+    assert cli("questions", "--config", str(cfg), "--json", cwd=tmp_path).stdout == ""
+
+
+def test_questions_with_a_bad_config_exits_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[feed]\npath = 3\n")
+    proc = cli("questions", "--config", str(cfg), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "feed.path" in proc.stderr
+
+
+def test_scan_json_prints_gaps_and_writes_nothing(tmp_path: Path) -> None:
+    pytest.importorskip("kloros_stream.monitors.chaos")
+    history = tmp_path / "var" / "chaos_history.jsonl"
+    history.parent.mkdir(parents=True)
+    history.write_text(
+        json.dumps({"scenario": "gpu_oom", "healed": False, "error": "OOM"}) + "\n"
+        + json.dumps({"scenario": "gpu_oom", "healed": False, "error": "OOM"}) + "\n"
+        + json.dumps({"scenario": "disk_full", "healed": False}) + "\n"
+        + json.dumps({"scenario": "fine", "healed": True}) + "\n"
+        + "not json\n"
+    )
+    cfg = write_config(tmp_path, {"monitors": {"chaos": {
+        "history_file": "var/chaos_history.jsonl"}}})
+    proc = cli("scan", "--config", str(cfg), "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    gaps = json_lines(proc.stdout)
+    assert sorted(g["facts"]["gap_name"] for g in gaps) == ["disk_full", "gpu_oom"]
+    for g in gaps:
+        assert g["signal"] == "CAPABILITY_GAP"
+        assert g["facts"]["gap_type"] == "healing_failure"
+        for key in ("signal", "ecosystem", "intensity", "facts", "incident_id", "trace",
+                    "ts", "schema_version", "channel"):
+            assert key in g, key
+    assert not (tmp_path / "var" / "feed.jsonl").exists()
+    assert not (tmp_path / "var" / "state").exists()
+
+    table = cli("scan", "--config", str(cfg), cwd=tmp_path)
+    assert table.returncode == 0
+    assert "gpu_oom" in table.stdout and "healing_failure" in table.stdout
+
+
+def test_scan_with_nothing_enabled(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    proc = cli("scan", "--config", str(cfg), "--json", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert proc.stdout == ""
+    assert cli("scan", "--config", str(cfg), cwd=tmp_path).stdout.strip() == "no gaps found"
+
+
+async def test_scan_runs_each_initial_scan_once(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path, {"monitors": {"test": {}, "chaos": {},
+                                                            "exploration": {}}}))
+    scripts = {
+        "test": Script(gaps=[gap("test_failure", "t::a"), resolution("test_failure", "t::b")]),
+        "chaos": Script(crash_forever=True),
+        "exploration": Script(unavailable="nvidia-smi not found"),
+        "integration": Script(gaps=[gap("syntax_error", "disabled.py")]),
+    }
+    signals, problems = await scan(cfg, {n: s.factory() for n, s in scripts.items()})
+    assert [(s.gap_name, s.resolved) for s in signals] == [("t::a", False), ("t::b", True)]
+    assert problems["exploration"] == "unavailable: nvidia-smi not found"
+    assert problems["chaos"].startswith("failed: RuntimeError")
+    assert scripts["test"].runs == 1 and scripts["chaos"].runs == 1  # no restarts
+    assert scripts["integration"].runs == 0  # disabled
+    assert not cfg.feed.path.exists()

@@ -1,0 +1,364 @@
+"""Config: the contract's defaults, strict validation naming the key, path resolution and
+config lookup (``--config``, ``$KLOROS_STREAM_CONFIG``, ``./config.toml``, defaults)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kloros_stream.cli import main
+from kloros_stream.config import (
+    ENV_VAR,
+    MONITOR_NAMES,
+    Config,
+    ConfigError,
+    load_config,
+    parse_config,
+)
+
+# The ``config.toml`` block of the contract, verbatim: every key with its default.
+CONTRACT_TOML = """
+[service]
+state_dir = "var/state"
+log_level = "info"
+
+[bus]
+maxsize = 10000
+
+[feed]
+path = "var/curiosity_feed.jsonl"
+snapshot_path = ""
+compact_bytes = 67108864
+
+[curiosity]
+suppress = []
+
+[history]
+path = ""
+max_bytes = 104857600
+
+[http]
+host = "127.0.0.1"
+port = 8765
+
+[monitors.exception]
+enabled = true
+journal = true
+journalctl = "journalctl"
+namespace = ""
+units = ["kloros-*"]
+identifiers = []
+log_files = []
+
+[monitors.integration]
+enabled = true
+roots = ["src"]
+exclude = [".git", ".venv", "venv", "__pycache__", "node_modules"]
+
+[monitors.chaos]
+enabled = true
+history_file = "var/chaos_history.jsonl"
+
+[monitors.test]
+enabled = true
+results_dir = "var/test-results"
+
+[monitors.module_discovery]
+enabled = true
+roots = ["src"]
+
+[monitors.capability_discovery]
+enabled = true
+required_executables = []
+required_modules = []
+scan_imports = true
+
+[monitors.exploration]
+enabled = true
+nvidia_smi = "nvidia-smi"
+interval_s = 300
+idle_threshold_pct = 10
+idle_window_s = 1800
+
+[monitors.metric_quality]
+enabled = true
+experiments_file = "var/curiosity_experiments.jsonl"
+
+[monitors.knowledge_discovery]
+enabled = true
+docs_dirs = ["docs"]
+index_file = "var/knowledge_index.json"
+"""
+
+CONTRACT_MONITORS = (
+    "exception", "integration", "chaos", "test", "module_discovery", "capability_discovery",
+    "exploration", "metric_quality", "knowledge_discovery",
+)
+
+
+def _lookup(cfg: Config, dotted: str) -> Any:
+    value: Any = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out |= _flatten(value, f"{name}.")
+        else:
+            out[name] = value
+    return out
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_env_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_VAR, raising=False)
+
+
+# -- defaults ------------------------------------------------------------------------------
+def test_monitor_names_are_the_contract_names() -> None:
+    assert MONITOR_NAMES == CONTRACT_MONITORS
+    assert tuple(Config().monitors.model_dump()) == CONTRACT_MONITORS
+
+
+def test_every_contract_key_has_its_default(tmp_path: Path) -> None:
+    cfg = parse_config({}, tmp_path)
+    expected = _flatten(tomllib.loads(CONTRACT_TOML))
+    base = tmp_path.resolve()
+    path_lists = {"monitors.integration.roots", "monitors.module_discovery.roots",
+                  "monitors.knowledge_discovery.docs_dirs", "monitors.exception.log_files"}
+    for key, default in expected.items():
+        actual = _lookup(cfg, key)
+        if key in ("feed.snapshot_path", "history.path"):
+            assert actual is None, key  # "" in the contract: not set
+        elif key in path_lists:
+            assert actual == [base / p for p in default], key
+        elif isinstance(actual, Path):
+            assert actual == base / default, key
+        else:
+            assert actual == default, key
+
+
+def test_the_contract_file_is_accepted_and_equals_the_defaults(tmp_path: Path) -> None:
+    explicit = parse_config(tomllib.loads(CONTRACT_TOML), tmp_path)
+    assert explicit.model_dump() == parse_config({}, tmp_path).model_dump()
+
+
+# -- rejection -----------------------------------------------------------------------------
+@pytest.mark.parametrize(("data", "key"), [
+    ({"nonsense": {"a": 1}}, "nonsense"),
+    ({"feed": {"pathh": "x"}}, "feed.pathh"),
+    ({"monitors": {"chaos": {"histroy_file": "x"}}}, "monitors.chaos.histroy_file"),
+    ({"monitors": {"nosuch": {"enabled": True}}}, "monitors.nosuch"),
+    ({"http": {"port": 8765, "bind": "0.0.0.0"}}, "http.bind"),
+])
+def test_unknown_key_is_an_error_naming_the_key(tmp_path: Path, data: dict[str, Any],
+                                                key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, tmp_path)
+    assert key in str(err.value)
+    assert "unknown key" in str(err.value)
+
+
+@pytest.mark.parametrize(("data", "key"), [
+    ({"bus": {"maxsize": 0}}, "bus.maxsize"),
+    ({"bus": {"maxsize": "many"}}, "bus.maxsize"),
+    ({"http": {"port": 70000}}, "http.port"),
+    ({"http": {"port": -1}}, "http.port"),
+    ({"service": {"log_level": "loud"}}, "service.log_level"),
+    ({"feed": {"compact_bytes": 10}}, "feed.compact_bytes"),
+    ({"curiosity": {"suppress": "integration.*"}}, "curiosity.suppress"),
+    ({"monitors": {"exception": {"enabled": [1]}}}, "monitors.exception.enabled"),
+    ({"monitors": {"exploration": {"idle_threshold_pct": 150}}},
+     "monitors.exploration.idle_threshold_pct"),
+    ({"monitors": {"integration": {"roots": "src"}}}, "monitors.integration.roots"),
+    ({"service": "not a table"}, "service"),
+])
+def test_bad_value_is_an_error_naming_the_key(tmp_path: Path, data: dict[str, Any],
+                                              key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, tmp_path)
+    message = str(err.value)
+    assert message.startswith(f"{key}:") or f"; {key}:" in message, message
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"bus": {"maxsize": 0}, "http": {"port": "x"}, "extra": {}}, tmp_path)
+    for key in ("bus.maxsize", "http.port", "extra"):
+        assert key in str(err.value)
+
+
+def test_unreadable_files_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+    bad = _write(tmp_path / "bad.toml", "[bus\nmaxsize = 1\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+# -- check-config --------------------------------------------------------------------------
+def test_check_config_exits_2_naming_the_key(tmp_path: Path) -> None:
+    cfg = _write(tmp_path / "config.toml", "[bus]\nmaxsize = -5\n[feed]\nbogus = 1\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "kloros_stream", "check-config", "--config", str(cfg)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "bus.maxsize" in proc.stderr
+    assert "feed.bogus" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_check_config_prints_the_effective_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _write(tmp_path / "etc" / "config.toml",
+                 '[bus]\nmaxsize = 7\n[feed]\npath = "out/feed.jsonl"\n')
+    assert main(["check-config", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    header, _, body = out.partition("\n")
+    assert "valid" in header and str(cfg.resolve()) in header
+    settings = json.loads(body)
+    assert settings["bus"]["maxsize"] == 7
+    assert settings["feed"]["path"] == str((tmp_path / "etc" / "out" / "feed.jsonl").resolve())
+    assert settings["http"]["port"] == 8765  # untouched keys show their defaults
+    assert set(settings["monitors"]) == set(CONTRACT_MONITORS)
+
+
+def test_check_config_in_process_exit_code_and_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _write(tmp_path / "config.toml", '[http]\nport = "eighty"\n')
+    assert main(["check-config", "--config", str(cfg)]) == 2
+    captured = capsys.readouterr()
+    assert "http.port" in captured.err
+    assert captured.out == ""
+
+
+# -- paths ---------------------------------------------------------------------------------
+def test_relative_paths_resolve_against_the_config_files_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg_dir = tmp_path / "etc" / "kloros"
+    cfg = _write(cfg_dir / "config.toml", """
+[service]
+state_dir = "state"
+[feed]
+path = "../feed.jsonl"
+snapshot_path = "snap.json"
+[history]
+path = "hist/h.jsonl"
+[monitors.integration]
+roots = ["src", "/abs/src"]
+[monitors.exception]
+log_files = ["logs/app.log"]
+[monitors.chaos]
+history_file = "chaos.jsonl"
+[monitors.knowledge_discovery]
+docs_dirs = ["docs"]
+""")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    c = load_config(cfg)
+    base = cfg_dir.resolve()
+    assert c.source == cfg.resolve()
+    assert c.service.state_dir == base / "state"
+    assert c.feed.path == base / ".." / "feed.jsonl"
+    assert c.feed.snapshot_path == base / "snap.json"
+    assert c.history.path == base / "hist" / "h.jsonl"
+    assert c.monitors.integration.roots == [base / "src", Path("/abs/src")]
+    assert c.monitors.exception.log_files == [base / "logs" / "app.log"]
+    assert c.monitors.chaos.history_file == base / "chaos.jsonl"
+    assert c.monitors.knowledge_discovery.docs_dirs == [base / "docs"]
+    # Still-relative defaults resolve against the config file too, not the cwd.
+    assert c.monitors.test.results_dir == base / "var" / "test-results"
+
+
+def test_tilde_expands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    cfg = _write(tmp_path / "config.toml",
+                 '[service]\nstate_dir = "~/state"\n[monitors.integration]\nroots = ["~/src"]\n')
+    c = load_config(cfg)
+    assert c.service.state_dir == home / "state"
+    assert c.monitors.integration.roots == [home / "src"]
+
+
+# -- lookup --------------------------------------------------------------------------------
+def test_lookup_uses_the_environment_variable(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _write(tmp_path / "env" / "config.toml", "[bus]\nmaxsize = 11\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(ENV_VAR, str(cfg))
+    c = load_config(None)
+    assert c.bus.maxsize == 11
+    assert c.source == cfg.resolve()
+    assert c.feed.path == cfg.parent.resolve() / "var" / "curiosity_feed.jsonl"
+
+
+def test_explicit_config_beats_the_environment(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    env_cfg = _write(tmp_path / "a.toml", "[bus]\nmaxsize = 11\n")
+    explicit = _write(tmp_path / "b.toml", "[bus]\nmaxsize = 22\n")
+    monkeypatch.setenv(ENV_VAR, str(env_cfg))
+    assert load_config(explicit).bus.maxsize == 22
+
+
+def test_environment_beats_the_local_file(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    _write(tmp_path / "config.toml", "[bus]\nmaxsize = 33\n")
+    env_cfg = _write(tmp_path / "other" / "c.toml", "[bus]\nmaxsize = 44\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(None).bus.maxsize == 33
+    monkeypatch.setenv(ENV_VAR, str(env_cfg))
+    assert load_config(None).bus.maxsize == 44
+
+
+def test_missing_environment_file_is_an_error(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "nope.toml"))
+    with pytest.raises(ConfigError, match=r"nope\.toml"):
+        load_config(None)
+
+
+def test_built_in_defaults_without_any_file(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    c = load_config(None)
+    assert c.source is None
+    assert c.http.port == 8765
+    assert c.feed.path == tmp_path.resolve() / "var" / "curiosity_feed.jsonl"
+
+
+def test_check_config_uses_the_environment_variable(tmp_path: Path) -> None:
+    cfg = _write(tmp_path / "env.toml", "[monitors.chaos]\nenabled = false\nextra = 1\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "kloros_stream", "check-config"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**_base_env(), ENV_VAR: str(cfg)},
+    )
+    assert proc.returncode == 2
+    assert "monitors.chaos.extra" in proc.stderr
+
+
+def _base_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != ENV_VAR}

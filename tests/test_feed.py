@@ -1,0 +1,243 @@
+"""The question feed: append-only JSONL that survives torn writes and restarts, compacts
+to one line per id atomically, and writes the KLoROS snapshot."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+
+from kloros_stream.core.curiosity import CuriosityCore
+from kloros_stream.feed import QuestionFeed, read_feed
+from kloros_stream.models import CAPABILITY_GAP_RESOLVED, CuriosityQuestion, Signal
+from tests.support.scripted import Script, gap, running_service, service_config, wait_until
+
+T0 = 1_700_000_000.0
+
+
+def question(name: str, *, at: float = T0, core: CuriosityCore | None = None,
+             resolved: bool = False, **facts: object) -> CuriosityQuestion:
+    core = core or CuriosityCore()
+    q = core.handle(Signal(
+        signal=CAPABILITY_GAP_RESOLVED if resolved else "CAPABILITY_GAP",
+        ecosystem="testing", monitor="test", observed_at=at,
+        facts={"gap_type": "test_failure", "gap_name": name, "gap_category": "quality",
+               "gap_reason": "failed", **facts}), at)
+    assert q is not None
+    return q
+
+
+def open_feed(path: Path, **kw: object) -> QuestionFeed:
+    feed = QuestionFeed(path, compact_bytes=int(kw.pop("compact_bytes", 1 << 26)),
+                        snapshot_path=kw.pop("snapshot_path", None))  # type: ignore[arg-type]
+    feed.open()
+    return feed
+
+
+def lines(path: Path) -> list[dict[str, object]]:
+    return [orjson.loads(raw) for raw in path.read_bytes().splitlines()]
+
+
+def test_missing_feed_reads_as_empty(tmp_path: Path) -> None:
+    contents = read_feed(tmp_path / "none.jsonl")
+    assert contents.questions == {} and contents.lines == 0
+
+
+def test_lines_are_written_on_flush_one_complete_question_each(tmp_path: Path) -> None:
+    path = tmp_path / "feed.jsonl"
+    feed = open_feed(path)
+    a, b = question("t::a"), question("t::b")
+    feed.append(a)
+    feed.append(b)
+    assert path.read_bytes() == b""  # buffered until the batch is flushed
+    assert feed.flush() == 2
+    assert [CuriosityQuestion.model_validate(d) for d in lines(path)] == [a, b]
+    assert feed.flush() == 0
+    feed.close()
+
+
+def test_torn_last_line_is_ignored_cut_and_the_log_continues(tmp_path: Path) -> None:
+    path = tmp_path / "feed.jsonl"
+    a, b = question("t::a"), question("t::b")
+    good = b"".join(orjson.dumps(q.model_dump(mode="json")) + b"\n" for q in (a, b))
+    torn = orjson.dumps(question("t::c").model_dump(mode="json"))[:57]
+    path.write_bytes(good + torn)
+
+    contents = read_feed(path)
+    assert set(contents.questions) == {a.id, b.id}
+    assert contents.torn_bytes == len(torn) and contents.valid_end == len(good)
+
+    feed = QuestionFeed(path, compact_bytes=1 << 26)
+    recovered = feed.open()
+    assert set(recovered.questions) == {a.id, b.id}
+    assert path.read_bytes() == good  # the torn tail is cut off
+    d = question("t::d")
+    feed.append(d)
+    feed.flush()
+    feed.close()
+    assert [x["id"] for x in lines(path)] == [a.id, b.id, d.id]  # every line parses
+    assert read_feed(path).torn_bytes == 0
+
+
+def test_invalid_middle_line_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "feed.jsonl"
+    a, b = question("t::a"), question("t::b")
+    path.write_bytes(orjson.dumps(a.model_dump(mode="json")) + b"\n" + b"{not json\n"
+                     + b'{"no_id": 1}\n' + b"\n"
+                     + orjson.dumps(b.model_dump(mode="json")) + b"\n")
+    contents = read_feed(path)
+    assert set(contents.questions) == {a.id, b.id}
+    assert contents.invalid == 2
+
+
+def test_restart_rebuilds_the_latest_line_per_id(tmp_path: Path) -> None:
+    path = tmp_path / "feed.jsonl"
+    core = CuriosityCore()
+    feed = open_feed(path)
+    a = question("t::a", core=core)
+    b = question("t::b", core=core)
+    a2 = question("t::a", core=core, at=T0 + 5, error="a different error")
+    b_resolved = question("t::b", core=core, at=T0 + 6, resolved=True)
+    for q in (a, b, a2, b_resolved):
+        feed.append(q)
+    feed.flush()
+    feed.close()
+
+    again = QuestionFeed(path, compact_bytes=1 << 26)
+    contents = again.open()
+    assert contents.lines == 4
+    rebuilt = CuriosityCore()
+    assert rebuilt.load(contents.questions.values(), T0 + 10) == 2
+    assert rebuilt.questions[a.id] == a2
+    assert rebuilt.questions[b.id].status == "resolved"
+    again.close()
+
+
+def test_compaction_keeps_the_latest_line_per_id_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "feed.jsonl"
+    core = CuriosityCore()
+    feed = open_feed(path, compact_bytes=4096)
+    for i in range(30):
+        feed.append(question(f"t::{i % 3}", core=core, at=T0 + i, error=f"error {i}"))
+    feed.flush()
+    assert feed.needs_compaction
+    inode = path.stat().st_ino
+    latest = core.ranked(include_resolved=True)
+    feed.compact(latest)
+    assert path.stat().st_ino != inode  # replaced by rename, never rewritten in place
+    assert not feed.needs_compaction
+    assert feed.compactions == 1
+    assert [CuriosityQuestion.model_validate(d) for d in lines(path)] == latest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feed.jsonl"]  # no temp left over
+    extra = question("t::new", core=core)
+    feed.append(extra)
+    feed.flush()
+    feed.close()
+    assert [d["id"] for d in lines(path)] == [q.id for q in latest] + [extra.id]
+
+
+def test_snapshot_has_the_kloros_format(tmp_path: Path) -> None:
+    snap = tmp_path / "out" / "snapshot.json"
+    feed = open_feed(tmp_path / "feed.jsonl", snapshot_path=snap)
+    qs = [question("t::a"), question("t::b")]
+    feed.append(qs[0])
+    assert feed.snapshot_dirty
+    feed.write_snapshot(qs, T0)
+    assert not feed.snapshot_dirty
+    data = orjson.loads(snap.read_bytes())
+    assert set(data) == {"questions", "generated_at", "count"}
+    assert data["count"] == 2
+    assert [CuriosityQuestion.model_validate(d) for d in data["questions"]] == qs
+    assert datetime.fromisoformat(data["generated_at"]).timestamp() == T0
+    feed.close()
+
+
+def test_snapshot_is_skipped_without_a_path(tmp_path: Path) -> None:
+    feed = open_feed(tmp_path / "feed.jsonl")
+    feed.write_snapshot([question("t::a")], T0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feed.jsonl"]
+    feed.close()
+
+
+# -- through the running service ----------------------------------------------------------
+async def test_service_restart_neither_duplicates_nor_loses_questions(tmp_path: Path) -> None:
+    cfg = service_config(tmp_path)
+    gaps = [gap("test_failure", f"t::{i}") for i in range(3)]
+    async with running_service(cfg, {"test": Script(gaps=gaps)}) as svc:
+        await wait_until(lambda: svc.feed.lines_written == 3, what="three lines")
+    first = read_feed(cfg.feed.path).questions
+    assert len(first) == 3
+
+    # Restart; the monitor reports the same gaps again plus a new one.
+    script = Script(gaps=[*gaps, gap("test_failure", "t::new")])
+    async with running_service(cfg, {"test": script}) as svc:
+        await wait_until(lambda: svc.core.handled == 4, what="four signals handled")
+        assert len(svc.core.questions) == 4
+        assert svc.core.created["test_failure"] == 1  # only t::new is a new question
+    after = read_feed(cfg.feed.path).questions
+    assert set(first) < set(after) and len(after) == 4
+    for qid, q in first.items():
+        assert after[qid]["created_at"] == q["created_at"]  # the same question, not a new one
+        assert after[qid]["metadata"]["occurrences"] == 2
+    # Every line for an id belongs to one question (one created_at): no duplicate.
+    created: dict[str, set[object]] = {}
+    for d in lines(cfg.feed.path):
+        created.setdefault(str(d["id"]), set()).add(d["created_at"])
+    assert all(len(v) == 1 for v in created.values())
+
+
+async def test_service_recovers_from_a_torn_tail(tmp_path: Path) -> None:
+    cfg = service_config(tmp_path)
+    async with running_service(cfg, {"test": Script(gaps=[gap("test_failure", "t::a")])}
+                               ) as svc:
+        await wait_until(lambda: svc.feed.lines_written == 1)
+    path = cfg.feed.path
+    with path.open("ab") as fh:
+        fh.write(b'{"id": "test_failure-torn", "hypo')
+    script = Script()
+    async with running_service(cfg, {"test": script}) as svc:
+        assert len(svc.core.questions) == 1
+        script.push(gap("test_failure", "t::b"))
+        await wait_until(lambda: svc.feed.lines_written == 1)
+    assert [d["metadata"]["gap_name"] for d in lines(path)] == ["t::a", "t::b"]
+
+
+async def test_service_compacts_and_writes_the_snapshot(tmp_path: Path) -> None:
+    cfg = service_config(tmp_path, {"feed": {"compact_bytes": 4096,
+                                             "snapshot_path": "var/snapshot.json"}})
+    script = Script()
+    async with running_service(cfg, {"test": script}) as svc:
+        for round_ in range(4):
+            for i in range(5):
+                script.push(gap("test_failure", f"t::{i}", error=f"round {round_}"))
+        script.push(gap("test_failure", "t::gone"))
+        script.push({**gap("test_failure", "t::gone"), "resolve": True})
+        await wait_until(lambda: svc.core.handled == 22)
+        await wait_until(lambda: svc.feed.compactions >= 1, what="a compaction")
+        snap = cfg.feed.snapshot_path
+        assert snap is not None
+        await wait_until(lambda: snap.exists(), what="the snapshot")
+    ids = [d["id"] for d in lines(cfg.feed.path)]
+    assert len(ids) == len(set(ids)) == 6  # compacted: one line per question
+    data = orjson.loads(snap.read_bytes())
+    assert data["count"] == 5 == len(data["questions"])  # open questions only
+    assert all(q["status"] == "ready" for q in data["questions"])
+    assert all("round 3" in " ".join(q["evidence"]) for q in data["questions"])
+
+
+async def test_service_writes_counter_updates_later(tmp_path: Path) -> None:
+    cfg = service_config(tmp_path, {"feed": {"counter_flush_s": 0.2}})
+    script = Script()
+    async with running_service(cfg, {"test": script}) as svc:
+        for _ in range(5):
+            script.push(gap("test_failure", "t::flaky"))
+        await wait_until(lambda: svc.core.handled == 5)
+        assert svc.feed.lines_written == 1  # the repeats wrote nothing at once
+
+        def counted() -> bool:
+            latest = read_feed(cfg.feed.path).questions
+            return [q["metadata"]["occurrences"] for q in latest.values()] == [5]
+
+        await wait_until(counted, what="the counters in the feed")
+        assert svc.feed.lines_written == 2
