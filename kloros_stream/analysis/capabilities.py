@@ -1,0 +1,308 @@
+"""What the environment can do: executables on PATH, importable modules, and the imports of
+a source tree that resolve nowhere.
+
+Nothing here imports or runs the code it looks at. Module resolution asks the import
+system's finders for a *spec* of a top-level name (``find_spec`` on a top-level name does
+not import anything), never bypassing to ``sys.modules``, so a module uninstalled after
+the service imported it is still seen as gone. Executable lookup and spec lookup touch the
+filesystem (``stat``); everything else is pure.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import os
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+import structlog
+
+from .pysource import SourceError, parse_module, split_imports, top_level
+
+log = structlog.get_logger(__name__)
+
+STDLIB_MODULES: frozenset[str] = frozenset(sys.stdlib_module_names) | frozenset(
+    sys.builtin_module_names
+)
+MODULE_SUFFIXES: tuple[str, ...] = (".py", ".pyi", ".pyc", ".so", ".pyd")
+MAX_FILES_IN_FACTS = 20
+"""Bound on the importing files listed in a ``missing_library`` gap."""
+
+
+# -- executables ---------------------------------------------------------------------------
+def path_dirs(path_value: str | None) -> list[Path]:
+    """The directories of a ``PATH`` value, in order, without empties or repeats."""
+    out: list[Path] = []
+    for part in (path_value or "").split(os.pathsep):
+        if part and Path(part) not in out:
+            out.append(Path(part))
+    return out
+
+
+def is_executable(path: Path) -> bool:
+    """A regular file (or a link to one) that we may execute."""
+    try:
+        return path.is_file() and os.access(path, os.X_OK)
+    except OSError:
+        return False
+
+
+def find_executable(name: str, dirs: Sequence[Path]) -> Path | None:
+    """Where ``name`` is found on ``dirs`` (first match), or None. A name with a ``/`` is
+    a path and is checked as is."""
+    if "/" in name:
+        path = Path(name)
+        return path if is_executable(path) else None
+    for directory in dirs:
+        candidate = directory / name
+        if is_executable(candidate):
+            return candidate
+    return None
+
+
+# -- modules -------------------------------------------------------------------------------
+class ModuleResolver:
+    """Whether a module is installed, without importing it; results cached until
+    :meth:`invalidate` (call it when a site-packages directory changes). A top-level name
+    of the standard library always resolves (``winreg`` on Linux is a platform switch,
+    not a missing library).
+
+    Asks every finder on ``sys.meta_path`` (built-ins, frozen, ``sys.path`` entries,
+    editable-install finders) for a spec. A dotted name is resolved part by part with the
+    path finder over the parent's search locations, which also imports nothing.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, bool] = {}
+
+    def invalidate(self) -> None:
+        importlib.invalidate_caches()
+        self._cache.clear()
+
+    def resolves(self, name: str) -> bool:
+        found = self._cache.get(name)
+        if found is None:
+            found = self._cache[name] = name in STDLIB_MODULES or self._find(name)
+        return found
+
+    def _find(self, name: str) -> bool:
+        parts = name.split(".")
+        spec = _top_level_spec(parts[0])
+        if spec is None:
+            return False
+        for i in range(1, len(parts)):
+            if spec.submodule_search_locations is None:
+                return True  # a plain module: ``os.path``, ``six.moves`` are its attributes
+            try:
+                locations = list(spec.submodule_search_locations)
+                spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: i + 1]), locations)
+            except Exception as err:  # a finder's own failure: treat as not found
+                log.debug("module_spec_failed", module=name, error=repr(err))
+                return False
+            if spec is None:
+                return False
+        return True
+
+
+def _top_level_spec(name: str) -> importlib.machinery.ModuleSpec | None:
+    for finder in sys.meta_path:
+        find_spec = getattr(finder, "find_spec", None)
+        if find_spec is None:
+            continue
+        try:
+            spec = find_spec(name, None)
+        except Exception as err:  # a third-party finder failing must not crash us
+            log.debug("module_spec_failed", module=name, finder=repr(finder), error=repr(err))
+            continue
+        if spec is not None:
+            return spec
+    return None
+
+
+def site_dirs(entries: Iterable[str] | None = None) -> list[Path]:
+    """The directories on ``sys.path`` (or ``entries``) where installs land: absolute,
+    not the standard library itself, not zip files. Missing ones are kept (they may appear)."""
+    stdlib = Path(os.__file__).resolve().parent
+    out: list[Path] = []
+    for entry in sys.path if entries is None else entries:
+        if not entry or entry.endswith((".zip", ".egg")):
+            continue
+        path = Path(entry)
+        if not path.is_absolute() or path in out:
+            continue
+        try:
+            resolved = path.resolve()
+        except OSError:
+            resolved = path
+        if resolved == stdlib or resolved.parent == stdlib:  # stdlib and lib-dynload
+            continue
+        out.append(path)
+    return out
+
+
+# -- imports of a source tree ----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class FileImports:
+    """Top-level module names a file imports at module level, split like ``pysource``."""
+
+    required: frozenset[str]
+    optional: frozenset[str]
+
+
+def file_imports(source: bytes, filename: str = "<source>") -> FileImports:
+    """The top-level names ``source`` imports; raises :class:`SourceError` if it does not
+    parse (the caller keeps the file's previous imports)."""
+    split = split_imports(parse_module(source, filename))
+    required = frozenset(top_level(m) for m in split.required)
+    return FileImports(
+        required=required, optional=frozenset(top_level(m) for m in split.optional) - required
+    )
+
+
+def _module_entry(name: str) -> str | None:
+    """The importable name a file gives its directory (``x.py``, ``x.cpython-311-...so``)."""
+    for suffix in MODULE_SUFFIXES:
+        if name.endswith(suffix):
+            stem = name[: -len(suffix)].split(".", 1)[0]
+            return stem if stem.isidentifier() else None
+    return None
+
+
+class LocalModules:
+    """Importable names that a source tree itself provides, per directory.
+
+    Every source file ``a/b/c.py`` (relative to its root) makes ``a`` visible in the root,
+    ``b`` in ``a`` and ``c`` in ``a/b``. A file sees the names of any root's top level and
+    of each directory between its own root and itself (scripts run from their own
+    directory, tests run with their rootdir on the path).
+    """
+
+    def __init__(self) -> None:
+        self._names: dict[tuple[str, tuple[str, ...]], Counter[str]] = defaultdict(Counter)
+        self._top: Counter[str] = Counter()
+
+    @staticmethod
+    def _entries(rel: PurePath) -> list[tuple[tuple[str, ...], str]]:
+        parts = rel.parts
+        stem = _module_entry(parts[-1]) if parts else None
+        entries = [(tuple(parts[:i]), parts[i]) for i in range(len(parts) - 1)]
+        return entries + ([(tuple(parts[:-1]), stem)] if stem else [])
+
+    def add(self, root: str, rel: PurePath) -> set[str]:
+        """Count a file; returns the names that became visible somewhere."""
+        new: set[str] = set()
+        for directory, name in self._entries(rel):
+            counter = self._names[(root, directory)]
+            if counter[name] == 0:
+                new.add(name)
+            counter[name] += 1
+            if not directory:
+                self._top[name] += 1
+        return new
+
+    def discard(self, root: str, rel: PurePath) -> set[str]:
+        """Uncount a file; returns the names that vanished somewhere."""
+        gone: set[str] = set()
+        for directory, name in self._entries(rel):
+            counter = self._names.get((root, directory))
+            if counter is None or counter[name] <= 0:
+                continue
+            counter[name] -= 1
+            if not directory:
+                self._top[name] -= 1
+                if self._top[name] <= 0:
+                    del self._top[name]
+            if counter[name] <= 0:
+                del counter[name]
+                gone.add(name)
+                if not counter:
+                    del self._names[(root, directory)]
+        return gone
+
+    def visible(self, name: str, root: str, rel: PurePath) -> bool:
+        """Whether ``name`` is a module of the roots that the file ``rel`` can import."""
+        if self._top[name] > 0:
+            return True
+        parts = rel.parts[:-1]
+        for i in range(1, len(parts) + 1):
+            counter = self._names.get((root, tuple(parts[:i])))
+            if counter is not None and counter[name] > 0:
+                return True
+        return False
+
+
+class ImportIndex:
+    """Required imports per source file, and which of them resolve nowhere.
+
+    Files are keyed by ``(root, path relative to root)``. A module is *missing* for a file
+    when it is not installed (the resolver), not in the standard library, and not a module
+    of the roots visible from that file (:class:`LocalModules`).
+    """
+
+    def __init__(self, resolver: ModuleResolver) -> None:
+        self.resolver = resolver
+        self.local = LocalModules()
+        self._imports: dict[tuple[str, PurePath], frozenset[str]] = {}
+        self._importers: dict[str, set[tuple[str, PurePath]]] = defaultdict(set)
+
+    @property
+    def modules(self) -> set[str]:
+        return {m for m, files in self._importers.items() if files}
+
+    def set_file(self, root: str, rel: PurePath, imports: FileImports | None) -> set[str]:
+        """Record a source file and its required imports (None: keep the imports it had,
+        e.g. it does not parse right now). Returns the module names whose status may have
+        changed."""
+        key = (root, rel)
+        old = self._imports.get(key)
+        affected: set[str] = set() if old is not None else self.local.add(root, rel)
+        new = old if imports is None else imports.required
+        new = frozenset() if new is None else new
+        for module in (old or frozenset()) - new:
+            self._importers[module].discard(key)
+        for module in new:
+            self._importers[module].add(key)
+        self._imports[key] = new
+        return affected | set(old or ()) | set(new)
+
+    def remove_file(self, root: str, rel: PurePath) -> set[str]:
+        key = (root, rel)
+        old = self._imports.pop(key, None)
+        if old is None:
+            return set()
+        for module in old:
+            self._importers[module].discard(key)
+        return set(old) | self.local.discard(root, rel)
+
+    def missing_for(self, module: str) -> list[str]:
+        """The files (``root/rel`` strings, sorted) for which ``module`` resolves nowhere;
+        empty if it resolves for all of them."""
+        files = self._importers.get(module)
+        if not files or self.resolver.resolves(module):
+            return []
+        return sorted(
+            str(PurePath(root) / rel)
+            for root, rel in files
+            if not self.local.visible(module, root, rel)
+        )
+
+    def missing(self) -> dict[str, list[str]]:
+        """Every missing module with its importing files."""
+        out = {}
+        for module in sorted(self.modules):
+            if files := self.missing_for(module):
+                out[module] = files
+        return out
+
+
+def read_imports(source: bytes, filename: str) -> FileImports | None:
+    """:func:`file_imports`, logging and returning None for a file that does not parse."""
+    try:
+        return file_imports(source, filename)
+    except SourceError as err:
+        log.info("import_scan_skipped", path=filename, error=err.message, line=err.line)
+        return None

@@ -1,0 +1,148 @@
+"""Executable lookup, module resolution without import, and the import index."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path, PurePath
+
+import pytest
+
+from kloros_stream.analysis.capabilities import (
+    ImportIndex,
+    LocalModules,
+    ModuleResolver,
+    file_imports,
+    find_executable,
+    path_dirs,
+    read_imports,
+    site_dirs,
+)
+from kloros_stream.analysis.pysource import SourceError
+
+
+def _tool(directory: Path, name: str, mode: int = 0o755) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(mode)
+    return path
+
+
+def test_path_dirs_order_and_repeats() -> None:
+    assert path_dirs(f"/a{os.pathsep}{os.pathsep}/b{os.pathsep}/a") == [Path("/a"), Path("/b")]
+    assert path_dirs(None) == []
+
+
+def test_find_executable_first_match_and_mode(tmp_path: Path) -> None:
+    first, second = tmp_path / "one", tmp_path / "two"
+    _tool(first, "tool", 0o644)  # not executable: skipped
+    found = _tool(second, "tool")
+    assert find_executable("tool", [first, second]) == found
+    assert find_executable("absent", [first, second]) is None
+    (first / "adir").mkdir()
+    assert find_executable("adir", [first]) is None
+    assert find_executable(str(found), []) == found
+
+
+def test_resolver_stdlib_installed_missing() -> None:
+    resolver = ModuleResolver()
+    assert resolver.resolves("json") and resolver.resolves("sys")
+    assert resolver.resolves("pydantic")
+    assert resolver.resolves("os.path")  # os is a plain module: path is its attribute
+    assert resolver.resolves("email.mime")
+    assert not resolver.resolves("email.no_such_submodule_here")
+    assert not resolver.resolves("kloros_no_such_lib_xyz")
+
+
+def test_resolver_sees_install_and_uninstall_after_invalidate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    resolver = ModuleResolver()
+    assert not resolver.resolves("fakelib_kloros")
+    pkg = tmp_path / "fakelib_kloros"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise SystemExit('must never be imported')\n")
+    assert not resolver.resolves("fakelib_kloros")  # cached until invalidated
+    resolver.invalidate()
+    assert resolver.resolves("fakelib_kloros")
+    assert "fakelib_kloros" not in sys.modules
+    (pkg / "__init__.py").unlink()
+    pkg.rmdir()
+    resolver.invalidate()
+    assert not resolver.resolves("fakelib_kloros")
+
+
+def test_resolver_ignores_sys_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ghost_module_kloros", type(sys)("ghost_module_kloros"))
+    assert not ModuleResolver().resolves("ghost_module_kloros")
+
+
+def test_site_dirs_skip_stdlib_and_relative(tmp_path: Path) -> None:
+    stdlib = str(Path(os.__file__).parent)
+    dirs = site_dirs(
+        ["", "rel", stdlib, f"{stdlib}/lib-dynload", str(tmp_path), "/x.zip", str(tmp_path)]
+    )
+    assert dirs == [tmp_path]
+
+
+def test_file_imports_required_and_optional() -> None:
+    src = b"""
+import os, numpy.linalg
+from requests import get
+from . import sibling
+from __future__ import annotations
+try:
+    import ujson as json
+except ImportError:
+    import json
+if TYPE_CHECKING:
+    import mypy_extensions
+def f():
+    import lazy_only
+"""
+    imports = file_imports(src, "x.py")
+    assert imports.required == {"os", "numpy", "requests"}
+    assert imports.optional == {"ujson", "json"}
+    with pytest.raises(SourceError):
+        file_imports(b"def broken(:\n", "bad.py")
+    assert read_imports(b"def broken(:\n", "bad.py") is None
+
+
+def test_local_modules_visibility() -> None:
+    local = LocalModules()
+    assert local.add("/r", PurePath("pkg/sub/mod.py")) == {"pkg", "sub", "mod"}
+    local.add("/r", PurePath("scripts/helper.py"))
+    local.add("/r", PurePath("ext/fast.cpython-311-x86_64-linux-gnu.so"))
+    assert local.visible("pkg", "/r", PurePath("scripts/run.py"))  # root top level
+    assert local.visible("helper", "/r", PurePath("scripts/run.py"))  # own directory
+    assert not local.visible("helper", "/r", PurePath("pkg/x.py"))
+    assert local.visible("fast", "/r", PurePath("ext/use.py"))
+    assert local.visible("pkg", "/other", PurePath("a.py"))  # any root's top level
+    assert local.discard("/r", PurePath("scripts/helper.py")) == {"scripts", "helper"}
+    assert not local.visible("helper", "/r", PurePath("scripts/run.py"))
+
+
+def test_import_index_missing_and_updates(tmp_path: Path) -> None:
+    index = ImportIndex(ModuleResolver())
+    root = str(tmp_path)
+    a = file_imports(b"import os\nimport kloros_missing_one\nimport mypkg\n", "a.py")
+    affected = index.set_file(root, PurePath("app/a.py"), a)
+    assert {"kloros_missing_one", "mypkg", "os", "app", "a"} <= affected
+    assert index.missing() == {
+        "kloros_missing_one": [f"{root}/app/a.py"],
+        "mypkg": [f"{root}/app/a.py"],
+    }
+    # the tree grows the module itself: no longer missing
+    index.set_file(root, PurePath("mypkg/__init__.py"), file_imports(b"", "i.py"))
+    assert index.missing_for("mypkg") == []
+    # a second importer; the first drops the import; a syntax error keeps old imports
+    index.set_file(root, PurePath("b.py"), file_imports(b"import kloros_missing_one\n", "b"))
+    index.set_file(root, PurePath("app/a.py"), file_imports(b"import os\n", "a.py"))
+    assert index.missing_for("kloros_missing_one") == [f"{root}/b.py"]
+    index.set_file(root, PurePath("b.py"), None)
+    assert index.missing_for("kloros_missing_one") == [f"{root}/b.py"]
+    assert index.remove_file(root, PurePath("b.py")) >= {"kloros_missing_one"}
+    assert index.missing() == {}
+    assert index.remove_file(root, PurePath("never.py")) == set()

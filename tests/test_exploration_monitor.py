@@ -1,0 +1,209 @@
+"""exploration with a fake /dev, a fake /sys/class/drm and a fake nvidia-smi script that
+prints real nvidia-smi CSV (in-process, list publisher, real inotify and subprocesses)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from kloros_stream.models import Signal
+from kloros_stream.monitors.exploration import ExplorationMonitor
+from tests.support.fakes import ListPublisher, make_context
+from tests.support.service import ServiceProcess, write_config
+
+IDLE = "0, GPU-5a1c0b3e-8f0e-4b8e-9c7c-2d6c1f0e9a11, NVIDIA GeForce RTX 3090, 2, 512, 24576\n"
+BUSY = "0, GPU-5a1c0b3e-8f0e-4b8e-9c7c-2d6c1f0e9a11, NVIDIA GeForce RTX 3090, 97, 20000, 24576\n"
+NA = "0, GPU-5a1c0b3e-8f0e-4b8e-9c7c-2d6c1f0e9a11, NVIDIA GeForce RTX 3090, [N/A], [N/A], 24576\n"
+
+
+def fake_nvidia_smi(directory: Path, exit_code: int = 0) -> tuple[Path, Path]:
+    """A script printing the content of ``gpus.csv`` (the test rewrites it), checking that
+    it is called with the real query arguments."""
+    state = directory / "gpus.csv"
+    state.write_text(IDLE)
+    script = directory / "nvidia-smi"
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in --query-gpu=index,uuid,name,utilization.gpu,memory.used,memory.total) ;;'
+        ' *) echo "bad args: $*" >&2; exit 2;; esac\n'
+        f'[ "$2" = "--format=csv,noheader,nounits" ] || exit 3\n'
+        f'cat "{state}"\nexit {exit_code}\n'
+    )
+    script.chmod(0o755)
+    return script, state
+
+
+def _open(pub: ListPublisher, gap_type: str) -> dict[str, Signal]:
+    latest: dict[str, Signal] = {}
+    for s in pub.signals:
+        if s.gap_type == gap_type:
+            latest[s.gap_name] = s
+    return {n: s for n, s in latest.items() if not s.resolved}
+
+
+@contextlib.asynccontextmanager
+async def running(monitor: ExplorationMonitor) -> AsyncIterator[None]:
+    task = asyncio.create_task(monitor.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _monitor(
+    tmp_path: Path, pub: ListPublisher | None = None, **section: object
+) -> tuple[ExplorationMonitor, ListPublisher]:
+    ctx, pub = make_context(
+        "exploration", tmp_path, {"monitors": {"exploration": section}}, publisher=pub
+    )
+    dev, drm = tmp_path / "dev", tmp_path / "drm"
+    dev.mkdir(exist_ok=True)
+    drm.mkdir(exist_ok=True)
+    return ExplorationMonitor(ctx, dev_dir=dev, drm_dir=drm), pub
+
+
+async def test_inventory_in_details_without_nvidia_smi(tmp_path: Path) -> None:
+    monitor, pub = _monitor(tmp_path, nvidia_smi=str(tmp_path / "absent-nvidia-smi"))
+    (tmp_path / "dev" / "sda").touch()
+    (tmp_path / "dev" / "tty3").touch()
+    (tmp_path / "drm" / "card0").mkdir()
+    (tmp_path / "drm" / "card0-DP-1").mkdir()
+    async with running(monitor):
+        await pub.wait_for(
+            lambda _: (
+                "devices" in monitor.ctx.status.details
+                and "nvidia_smi" in monitor.ctx.status.details
+            )
+        )
+    details = monitor.ctx.status.details
+    inventory = details["inventory"]
+    assert inventory["cpu"]["logical_cores"] >= 1 and inventory["cpu"]["model"]
+    assert inventory["memory"]["total_bytes"] > 0
+    assert any(d["mountpoint"] == "/" and d["total_bytes"] > 0 for d in inventory["disks"])
+    assert details["devices"] == [f"{tmp_path}/dev/sda", "card0"]
+    assert details["nvidia_smi"].startswith("absent")
+    assert "sysfs" in details["sources"]["drm"]
+    assert pub.signals == []  # the first start is the baseline: nothing changed
+
+
+async def test_device_arrival_and_removal(tmp_path: Path) -> None:
+    monitor, pub = _monitor(tmp_path, nvidia_smi="", interval_s=0.05)
+    dev = tmp_path / "dev"
+    async with running(monitor):
+        await pub.wait_for(lambda _: "devices" in monitor.ctx.status.details)
+        (dev / "ttyUSB0").touch()
+        (dev / "tty7").touch()  # not hardware worth a question
+        await pub.wait_for(lambda _: set(_open(pub, "hardware_change")) == {f"{dev}/ttyUSB0"})
+        assert _open(pub, "hardware_change")[f"{dev}/ttyUSB0"].facts["change"] == "added"
+        (dev / "dri").mkdir()  # appears after start: watched from then on
+        (dev / "dri" / "card1").touch()
+        (dev / "dri" / "renderD128").touch()
+        await pub.wait_for(
+            lambda _: set(_open(pub, "hardware_change")) == {f"{dev}/ttyUSB0", "card1"}
+        )
+        (tmp_path / "drm" / "card2").mkdir()  # sysfs: seen at the next sampling tick
+        await pub.wait_for(lambda _: "card2" in _open(pub, "hardware_change"))
+        (dev / "ttyUSB0").unlink()
+        await pub.wait_for(lambda _: f"{dev}/ttyUSB0" not in _open(pub, "hardware_change"))
+    assert not any(s.gap_name.endswith("tty7") or s.gap_name == "renderD128" for s in pub.signals)
+
+    # restart: the baseline persists, a baseline device that vanished is "removed"
+    (dev / "sdb").touch()
+    monitor, pub = _monitor(tmp_path, nvidia_smi="")
+    async with running(monitor):
+        await pub.wait_for(lambda _: "sdb" in str(list(_open(pub, "hardware_change"))))
+    assert _open(pub, "hardware_change")[f"{dev}/sdb"].facts["change"] == "added"
+    assert _open(pub, "hardware_change")["card1"].facts["change"] == "added"
+
+
+async def test_idle_accelerator_then_busy(tmp_path: Path) -> None:
+    script, state = fake_nvidia_smi(tmp_path)
+    monitor, pub = _monitor(
+        tmp_path, nvidia_smi=str(script), interval_s=0.05, idle_window_s=0.3, idle_threshold_pct=10
+    )
+    async with running(monitor):
+        await pub.wait_for(lambda _: "gpu0" in _open(pub, "idle_accelerator"))
+        gap = _open(pub, "idle_accelerator")["gpu0"]
+        assert gap.facts["device_name"] == "NVIDIA GeForce RTX 3090"
+        assert gap.facts["utilization_pct"] == 2.0 and gap.facts["threshold_pct"] == 10
+        assert gap.facts["gap_category"] == "resource_utilization"
+        assert monitor.ctx.status.details["gpus"][0]["memory_total_mib"] == 24576.0
+        assert monitor.ctx.status.details["nvidia_smi"].startswith("ok")
+        state.write_text(NA)  # no figure: the gap stays
+        state.write_text(BUSY)
+        await pub.wait_for(lambda _: not _open(pub, "idle_accelerator"))
+        resolved = pub.resolutions("idle_accelerator")
+        assert len(resolved) == 1 and resolved[0].facts["utilization_pct"] == 97.0
+        state.write_text(IDLE)
+        await pub.wait_for(lambda _: "gpu0" in _open(pub, "idle_accelerator"))
+    assert len(pub.gaps("idle_accelerator")) == 2  # each idle period announced once
+
+
+async def test_failing_nvidia_smi_is_not_a_crash(tmp_path: Path) -> None:
+    script, _ = fake_nvidia_smi(tmp_path, exit_code=9)
+    monitor, pub = _monitor(tmp_path, nvidia_smi=str(script), interval_s=0.05)
+    async with running(monitor):
+        await pub.wait_for(
+            lambda _: monitor.ctx.status.details.get("nvidia_smi", "").startswith("failed")
+        )
+    assert "exited 9" in monitor.ctx.status.details["nvidia_smi"]
+    assert pub.gaps("idle_accelerator") == []
+
+
+async def test_one_shot_returns(tmp_path: Path) -> None:
+    script, _ = fake_nvidia_smi(tmp_path)
+    ctx, pub = make_context(
+        "exploration",
+        tmp_path,
+        {"monitors": {"exploration": {"nvidia_smi": str(script)}}},
+        one_shot=True,
+    )
+    monitor = ExplorationMonitor(ctx, dev_dir=tmp_path, drm_dir=tmp_path)
+    await asyncio.wait_for(monitor.run(), 20)
+    assert ctx.status.details["gpus"][0]["device"] == "gpu0"
+    assert pub.signals == []
+
+
+@pytest.mark.e2e
+def test_e2e_fake_nvidia_smi_idle_then_busy(tmp_path: Path) -> None:
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    script, state = fake_nvidia_smi(tools)
+    cfg = write_config(
+        tmp_path,
+        {
+            "monitors": {
+                "exploration": {
+                    "nvidia_smi": str(script),
+                    "interval_s": 0.2,
+                    "idle_window_s": 1.0,
+                    "idle_threshold_pct": 10,
+                }
+            }
+        },
+    )
+    with ServiceProcess(cfg) as svc:
+        qs = svc.wait_feed(
+            lambda qs: any(
+                q["metadata"]["gap_type"] == "idle_accelerator" and q["status"] != "resolved"
+                for q in qs
+            )
+        )
+        q = next(q for q in qs if q["metadata"]["gap_type"] == "idle_accelerator")
+        assert q["metadata"]["gap_name"] == "gpu0"
+        assert q["question"].startswith("NVIDIA GeForce RTX 3090 (gpu0) has been idle")
+        details = svc.health()["monitors"]["exploration"]["details"]
+        assert details["gpus"][0]["uuid"].startswith("GPU-5a1c")
+        assert details["inventory"]["cpu"]["logical_cores"] >= 1
+        state.write_text(BUSY)
+        svc.wait_feed(
+            lambda qs: any(
+                q["metadata"]["gap_name"] == "gpu0" and q["status"] == "resolved" for q in qs
+            )
+        )
