@@ -124,6 +124,15 @@ def test_local_modules_visibility() -> None:
     assert not local.visible("helper", "/r", PurePath("scripts/run.py"))
 
 
+def test_a_root_is_importable_by_its_own_name() -> None:
+    """benchmarks/ importing tests.support (both roots of one repository) is no gap."""
+    local = LocalModules()
+    local.add("/repo/tests", PurePath("support/service.py"))
+    local.add("/repo/benchmarks", PurePath("bench_x.py"))
+    assert local.visible("tests", "/repo/benchmarks", PurePath("bench_x.py"))
+    assert not local.visible("elsewhere", "/repo/benchmarks", PurePath("bench_x.py"))
+
+
 def test_import_index_missing_and_updates(tmp_path: Path) -> None:
     index = ImportIndex(ModuleResolver())
     root = str(tmp_path)

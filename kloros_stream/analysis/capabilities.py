@@ -184,6 +184,7 @@ class LocalModules:
     def __init__(self) -> None:
         self._names: dict[tuple[str, tuple[str, ...]], Counter[str]] = defaultdict(Counter)
         self._top: Counter[str] = Counter()
+        self._root_names: set[str] = set()
 
     @staticmethod
     def _entries(rel: PurePath) -> list[tuple[tuple[str, ...], str]]:
@@ -202,6 +203,7 @@ class LocalModules:
             counter[name] += 1
             if not directory:
                 self._top[name] += 1
+        self._root_names.add(PurePath(root).name)
         return new
 
     def discard(self, root: str, rel: PurePath) -> set[str]:
@@ -224,8 +226,11 @@ class LocalModules:
         return gone
 
     def visible(self, name: str, root: str, rel: PurePath) -> bool:
-        """Whether ``name`` is a module of the roots that the file ``rel`` can import."""
-        if self._top[name] > 0:
+        """Whether ``name`` is a module of the roots that the file ``rel`` can import.
+
+        A root is itself importable by its own name from its parent directory (a package
+        root such as ``tests/`` imported as ``tests.support`` by a sibling tree)."""
+        if self._top[name] > 0 or name in self._root_names:
             return True
         parts = rel.parts[:-1]
         for i in range(1, len(parts) + 1):
