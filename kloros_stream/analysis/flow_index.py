@@ -1,0 +1,289 @@
+"""Incremental index of flows across a source tree, and the orphaned channels in it.
+
+Pure (no I/O). Per file it keeps that file's :class:`~.flows.FileFlows`; per channel it
+keeps how many files produce and consume it. ``update(path, flows)`` removes the file's
+old flows, adds the new ones, and re-checks only the channels the file touches (plus the
+channels sharing an attribute name whose loose-consumer state flipped), so one change
+costs work proportional to that file, not to the tree. It returns the orphans that
+appeared and the ones that were resolved.
+
+An orphan is a channel with a producer and no consumer. For an attribute channel
+``module.Class.attr`` a consumer is an exact read of that channel, or a loose read of
+``attr`` anywhere (owner unresolved, or in a derived class); a channel produced in a
+derived class is also consumed by an exact read of ``attr`` in any class. A topic is also
+consumed by a subscription through a constant's name (``ChemSub(signals.X)``) when some
+file defines a module-level constant of that name whose value is the topic.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from .flows import FileFlows, Site, attribute_of
+
+INDEX_FORMAT = 1
+
+
+class ChannelKind(StrEnum):
+    TOPIC = "topic"
+    ATTRIBUTE = "attribute"
+
+
+class Channel(NamedTuple):
+    kind: ChannelKind
+    name: str
+    """The gap name: the bus topic, or ``module.Class.attribute``."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanDelta:
+    """What one update changed: orphans that appeared, orphans that went away."""
+
+    appeared: tuple[Channel, ...] = ()
+    resolved: tuple[Channel, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.appeared or self.resolved)
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerSite:
+    path: str
+    module: str
+    function: str
+    line: int
+
+
+@dataclass(slots=True)
+class FlowIndex:
+    """Flows per file and orphan state per channel, maintained incrementally."""
+
+    files: dict[str, FileFlows] = field(default_factory=dict)
+    _produced: Counter[Channel] = field(default_factory=Counter)
+    _consumed: Counter[Channel] = field(default_factory=Counter)
+    _inherited: Counter[str] = field(default_factory=Counter)
+    _loose: Counter[str] = field(default_factory=Counter)
+    _exact_by_attr: Counter[str] = field(default_factory=Counter)
+    _producer_files: dict[Channel, set[str]] = field(default_factory=dict)
+    _by_attr: dict[str, set[str]] = field(default_factory=dict)
+    _topic_refs: Counter[str] = field(default_factory=Counter)
+    _names_of_value: dict[str, Counter[str]] = field(default_factory=dict)
+    _values_of_name: dict[str, Counter[str]] = field(default_factory=dict)
+    _orphans: set[Channel] = field(default_factory=set)
+    _json: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-file JSON, built on first :meth:`to_json` and dropped when the file changes."""
+
+    # -- queries -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.files
+
+    def orphans(self) -> frozenset[Channel]:
+        return frozenset(self._orphans)
+
+    def is_orphan(self, channel: Channel) -> bool:
+        return channel in self._orphans
+
+    def producers(self, channel: Channel, limit: int = 10) -> list[ProducerSite]:
+        """Up to ``limit`` producer sites of ``channel``, by path then line."""
+        out: list[ProducerSite] = []
+        for path in sorted(self._producer_files.get(channel, ())):
+            flows = self.files[path]
+            table = (
+                flows.topics_produced if channel.kind is ChannelKind.TOPIC else flows.attrs_produced
+            )
+            for function, line in table.get(channel.name, ()):
+                out.append(ProducerSite(path, flows.module, function, line))
+                if len(out) >= limit:
+                    return out
+        return out
+
+    def producer_count(self, channel: Channel) -> int:
+        """Number of files producing ``channel``."""
+        return self._produced[channel]
+
+    # -- updates -------------------------------------------------------------------------
+    def update(self, path: str, flows: FileFlows) -> OrphanDelta:
+        """Replace ``path``'s flows with ``flows``; the orphan changes this caused."""
+        old = self.files.get(path)
+        if old == flows:
+            return OrphanDelta()
+        return self._replace(path, old, flows)
+
+    def remove(self, path: str) -> OrphanDelta:
+        """Forget ``path`` (deleted or moved away); the orphan changes this caused."""
+        old = self.files.get(path)
+        if old is None:
+            return OrphanDelta()
+        return self._replace(path, old, None)
+
+    def _replace(self, path: str, old: FileFlows | None, new: FileFlows | None) -> OrphanDelta:
+        touched: set[Channel] = set()
+        attrs: set[str] = set()
+        refs: set[str] = set()
+        for flows in (old, new):
+            if flows is not None:
+                _touched_by(flows, touched, attrs)
+                refs.update(flows.topic_refs)
+        before = {a: self._attr_state(a) for a in attrs}
+        refs_before = {r: self._topic_refs[r] > 0 for r in refs}
+        self._json.pop(path, None)
+        if old is not None:
+            self._count(path, old, -1)
+            del self.files[path]
+        if new is not None:
+            self._count(path, new, +1)
+            self.files[path] = new
+        for attr, state in before.items():
+            if self._attr_state(attr) != state:
+                touched.update(
+                    Channel(ChannelKind.ATTRIBUTE, c) for c in self._by_attr.get(attr, ())
+                )
+        for ref, state in refs_before.items():
+            if (self._topic_refs[ref] > 0) != state:
+                touched.update(
+                    Channel(ChannelKind.TOPIC, v) for v in self._values_of_name.get(ref, ())
+                )
+        return self._reevaluate(touched)
+
+    def _attr_state(self, attr: str) -> tuple[bool, bool]:
+        return (self._loose[attr] > 0, self._exact_by_attr[attr] > 0)
+
+    def _count(self, path: str, flows: FileFlows, sign: int) -> None:
+        for name in flows.topics_produced:
+            self._count_producer(Channel(ChannelKind.TOPIC, name), path, sign)
+        for name in flows.topics_consumed:
+            _bump(self._consumed, Channel(ChannelKind.TOPIC, name), sign)
+        for name in flows.attrs_produced:
+            self._count_producer(Channel(ChannelKind.ATTRIBUTE, name), path, sign)
+        for name in flows.attrs_consumed:
+            _bump(self._consumed, Channel(ChannelKind.ATTRIBUTE, name), sign)
+            _bump(self._exact_by_attr, attribute_of(name), sign)
+        for name in flows.inherited:
+            _bump(self._inherited, name, sign)
+        for attr in flows.loose_consumed:
+            _bump(self._loose, attr, sign)
+        for ref in flows.topic_refs:
+            _bump(self._topic_refs, ref, sign)
+        for name, value in flows.constants.items():
+            _bump_nested(self._names_of_value, value, name, sign)
+            _bump_nested(self._values_of_name, name, value, sign)
+
+    def _count_producer(self, channel: Channel, path: str, sign: int) -> None:
+        _bump(self._produced, channel, sign)
+        files = self._producer_files.setdefault(channel, set())
+        if sign > 0:
+            files.add(path)
+        else:
+            files.discard(path)
+        if not files:
+            del self._producer_files[channel]
+        if channel.kind is ChannelKind.ATTRIBUTE:
+            attr = attribute_of(channel.name)
+            names = self._by_attr.setdefault(attr, set())
+            if files:
+                names.add(channel.name)
+            else:
+                names.discard(channel.name)
+            if not names:
+                del self._by_attr[attr]
+
+    def _is_orphan(self, channel: Channel) -> bool:
+        if self._produced[channel] <= 0 or self._consumed[channel] > 0:
+            return False
+        if channel.kind is ChannelKind.TOPIC:
+            names = self._names_of_value.get(channel.name, ())
+            return not any(self._topic_refs[n] > 0 for n in names)
+        attr = attribute_of(channel.name)
+        if self._loose[attr] > 0:
+            return False
+        return not (self._inherited[channel.name] > 0 and self._exact_by_attr[attr] > 0)
+
+    def _reevaluate(self, channels: set[Channel]) -> OrphanDelta:
+        appeared: list[Channel] = []
+        resolved: list[Channel] = []
+        for channel in channels:
+            now = self._is_orphan(channel)
+            if now and channel not in self._orphans:
+                self._orphans.add(channel)
+                appeared.append(channel)
+            elif not now and channel in self._orphans:
+                self._orphans.discard(channel)
+                resolved.append(channel)
+        return OrphanDelta(tuple(sorted(appeared)), tuple(sorted(resolved)))
+
+    # -- persistence ---------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for a checkpoint. Per-file parts are cached: after the first call this
+        costs a dict copy plus the files changed since. Treat the result as read-only."""
+        cache = self._json
+        for path, flows in self.files.items():
+            if path not in cache:
+                cache[path] = flows.to_json()
+        return {"format": INDEX_FORMAT, "files": dict(cache)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> tuple[FlowIndex, list[str]]:
+        """Rebuild an index; malformed file entries are skipped and their paths returned."""
+        index = cls()
+        skipped: list[str] = []
+        if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:
+            return index, skipped
+        files = data.get("files")
+        if not isinstance(files, dict):
+            return index, skipped
+        for path, raw in files.items():
+            try:
+                flows = FileFlows.from_json(raw)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                skipped.append(str(path))
+                continue
+            index.update(str(path), flows)
+        return index, skipped
+
+
+def _bump(counter: Counter[Any], key: Any, sign: int) -> None:
+    value = counter[key] + sign
+    if value > 0:
+        counter[key] = value
+    else:
+        del counter[key]
+
+
+def _bump_nested(table: dict[str, Counter[str]], key: str, item: str, sign: int) -> None:
+    counter = table.setdefault(key, Counter())
+    _bump(counter, item, sign)
+    if not counter:
+        del table[key]
+
+
+def _touched_by(flows: FileFlows, channels: set[Channel], attrs: set[str]) -> None:
+    channels.update(Channel(ChannelKind.TOPIC, v) for v in flows.constants.values())
+    channels.update(Channel(ChannelKind.TOPIC, n) for n in flows.topics_produced)
+    channels.update(Channel(ChannelKind.TOPIC, n) for n in flows.topics_consumed)
+    channels.update(Channel(ChannelKind.ATTRIBUTE, n) for n in flows.attrs_produced)
+    channels.update(Channel(ChannelKind.ATTRIBUTE, n) for n in flows.attrs_consumed)
+    channels.update(Channel(ChannelKind.ATTRIBUTE, n) for n in flows.inherited)
+    attrs.update(flows.loose_consumed)
+    attrs.update(attribute_of(n) for n in flows.attrs_consumed)
+
+
+def site_label(site: ProducerSite) -> str:
+    """``module:function`` for a producer site."""
+    return f"{site.module}:{site.function}"
+
+
+__all__ = [
+    "Channel",
+    "ChannelKind",
+    "FlowIndex",
+    "OrphanDelta",
+    "ProducerSite",
+    "Site",
+    "site_label",
+]

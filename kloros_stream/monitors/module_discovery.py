@@ -1,0 +1,264 @@
+"""module_discovery monitor: a ``new_module`` gap for each module that appears.
+
+The modules present at the first start are the baseline; the set of known modules is
+checkpointed, so a module created while the service was down is announced at the next
+start and nothing known is announced again. A non-test ``.py`` file that appears later
+(created, or moved in from outside the roots) is announced once its content is complete
+(CLOSED, or quiet for a moment), with a quick scan of it in the facts: public classes and
+functions, the docstring's first line, imports. A rename within the tree is not a new
+module (an open gap follows the file to its new name). A module that vanishes resolves
+its gap. Test files (``test_*.py``, ``*_test.py``, ``conftest.py``, under ``tests/``) are
+not modules. The code is parsed, never imported.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from ..analysis.pysource import (
+    ModuleSummary,
+    SourceError,
+    is_test_path,
+    module_name,
+    parse_module,
+    quick_scan,
+)
+from ..config import ModuleDiscoveryConfig
+from ..sources.watcher import FileEvent, FileEventKind
+from .base import Monitor, MonitorContext
+from .integration import SETTLE_S, Debouncer, SettleTimers, TreeEvents, file_size, root_of
+
+CHECKPOINT = "modules"
+CHECKPOINT_FORMAT = 1
+EMPTY_SETTLE_S = 1.0
+"""An empty new file is announced after this quiet period if no writer closes it."""
+SAVE_DELAY_S = 2.0
+MAX_SCAN_BYTES = 2_000_000
+"""Larger files are announced without a quick scan."""
+
+
+def is_module(root: Path, path: Path) -> bool:
+    """A non-test ``.py`` file under ``root``."""
+    return path.suffix == ".py" and not is_test_path(path.relative_to(root))
+
+
+@dataclass(frozen=True, slots=True)
+class Scanned:
+    summary: ModuleSummary | None
+    problem: str = ""
+
+
+def scan_file(path: Path, max_bytes: int = MAX_SCAN_BYTES) -> Scanned:
+    """Quick scan of one file (reads it; safe in a worker thread)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as err:
+        return Scanned(None, f"unreadable: {err}")
+    if len(data) > max_bytes:
+        return Scanned(None, f"larger than {max_bytes} bytes: not scanned")
+    try:
+        return Scanned(quick_scan(parse_module(data, str(path))))
+    except SourceError as err:
+        return Scanned(None, f"does not parse: {err.message} (line {err.line})")
+
+
+class ModuleDiscoveryMonitor(Monitor):
+    """New Python modules in the source trees (``new_module``)."""
+
+    name = "module_discovery"
+    ecosystem = "discovery"
+
+    def __init__(self, ctx: MonitorContext) -> None:
+        super().__init__(ctx)
+        cfg = ctx.section
+        assert isinstance(cfg, ModuleDiscoveryConfig)
+        self.cfg = cfg
+        self.roots = [Path(os.path.abspath(r)) for r in cfg.roots]
+        self.known: set[str] | None = None
+        """Absolute paths of known modules; None until a baseline exists."""
+        self.open: dict[str, str] = {}
+        """Absolute path -> gap name of announced, unresolved new modules."""
+        self.pending: set[Path] = set()
+        self.settle = SettleTimers(None)
+        self.saver = Debouncer(SAVE_DELAY_S, self._snapshot, self._write, self.log)
+        self.announced = 0
+
+    async def run(self) -> None:
+        if self.ctx.one_shot:
+            return  # a one-shot scan has no earlier baseline, so nothing is new
+        self._load_checkpoint()
+        try:
+            async with TreeEvents(
+                self.roots,
+                exclude=self.cfg.exclude,
+                include=is_module,
+                on_error=self._watch_error,
+            ) as events:
+                self.settle = SettleTimers(events)
+                await self._initial(events)
+                async for root, event in events.live():
+                    await self._handle(root, event)
+        finally:
+            self.settle.cancel_all()
+            self.saver.flush()
+
+    async def _initial(self, events: TreeEvents) -> None:
+        present: dict[str, Path] = {}
+        async for _root, event in events.initial():
+            self.ctx.touch(event.observed_at)
+            present[str(event.path)] = event.path
+        now = time.time()
+        if self.known is None:
+            self.known = set(present)
+            self.log.info("module_baseline", modules=len(self.known))
+        else:
+            for path in sorted(self.known - set(present)):
+                self._vanished(path, now)
+            for key in sorted(set(present) - self.known):
+                await self._announce(
+                    present[key], now, reason="appeared while the service was not running"
+                )
+        # Saved after the debounce delay, not at once: the gaps just published reach the
+        # feed first, so a kill -9 in between repeats them (deduplicated) but loses none.
+        self.saver.mark()
+        self._update_status()
+
+    # -- events --------------------------------------------------------------------------
+    async def _handle(self, root: Path, event: FileEvent) -> None:
+        self.ctx.touch(event.observed_at)
+        assert self.known is not None
+        kind, path, key = event.kind, event.path, str(event.path)
+        if kind in (FileEventKind.CREATED, FileEventKind.EXISTING):
+            if key not in self.known and path not in self.pending:
+                self.pending.add(path)
+                delay = SETTLE_S if file_size(path) else EMPTY_SETTLE_S
+                self.settle.start(root, path, event.observed_at, delay)
+        elif kind is FileEventKind.MODIFIED:
+            self.settle.restart(path)
+        elif kind is FileEventKind.CLOSED:
+            if path in self.pending:
+                self.settle.cancel(path)
+                self.pending.discard(path)
+                await self._announce(path, event.observed_at)
+        elif kind is FileEventKind.MOVED:
+            await self._moved(root, event)
+        elif kind is FileEventKind.DELETED:
+            self.settle.cancel(path)
+            self.pending.discard(path)
+            self._vanished(key, event.observed_at)
+        self._update_status()
+
+    async def _moved(self, root: Path, event: FileEvent) -> None:
+        assert self.known is not None and event.src is not None
+        src, dst = event.src, event.path
+        if src in self.pending:
+            self.settle.cancel(src)
+            self.pending.discard(src)
+            self.pending.add(dst)
+            self.settle.start(root, dst, event.observed_at)
+            return
+        if str(src) not in self.known:
+            self.pending.add(dst)
+            self.settle.start(root, dst, event.observed_at)
+            return
+        self.known.discard(str(src))
+        self.known.add(str(dst))
+        old_gap = self.open.pop(str(src), None)
+        if old_gap is not None:
+            self._resolve(old_gap, event.observed_at, f"renamed to {self._name(dst)}")
+            await self._announce(dst, event.observed_at, reason=f"renamed from {old_gap}")
+        self.saver.mark()
+
+    def _vanished(self, key: str, observed_at: float) -> None:
+        assert self.known is not None
+        if key not in self.known:
+            return
+        self.known.discard(key)
+        gap = self.open.pop(key, None)
+        if gap is not None:
+            self._resolve(gap, observed_at, "the module is gone")
+        self.saver.mark()
+
+    # -- publishing ----------------------------------------------------------------------
+    async def _announce(self, path: Path, observed_at: float, reason: str = "") -> None:
+        assert self.known is not None
+        if not os.path.exists(path):
+            return
+        scanned = await anyio.to_thread.run_sync(scan_file, path)
+        name = self._name(path)
+        root = root_of(path, self.roots)
+        rel = path.relative_to(root).as_posix() if root is not None else str(path)
+        facts: dict[str, Any] = {"path": str(path), "file": rel}
+        if scanned.summary is not None:
+            facts.update(scanned.summary.as_facts())
+            if scanned.summary.truncated:
+                facts["truncated"] = True
+        if scanned.problem:
+            facts["scan_problem"] = scanned.problem
+        self.ctx.gap(
+            gap_type="new_module",
+            gap_name=name,
+            gap_category="capability_expansion",
+            gap_reason=f"a new module appeared: {rel}" + (f" ({reason})" if reason else ""),
+            ecosystem=self.ecosystem,
+            observed_at=observed_at,
+            **facts,
+        )
+        self.known.add(str(path))
+        self.open[str(path)] = name
+        self.announced += 1
+        self.saver.mark()
+
+    def _resolve(self, gap_name: str, observed_at: float, reason: str) -> None:
+        self.ctx.resolve(
+            gap_type="new_module",
+            gap_name=gap_name,
+            ecosystem=self.ecosystem,
+            gap_category="capability_expansion",
+            gap_reason=reason,
+            observed_at=observed_at,
+        )
+
+    def _name(self, path: Path) -> str:
+        root = root_of(path, self.roots)
+        return module_name(path, root) if root is not None else path.stem
+
+    def _update_status(self) -> None:
+        self.ctx.status.details.update(
+            modules=len(self.known or ()),
+            open=len(self.open),
+            pending=len(self.pending),
+            announced=self.announced,
+        )
+
+    def _watch_error(self, message: str) -> None:
+        self.ctx.status.details["watch_error"] = message
+
+    # -- checkpoint ----------------------------------------------------------------------
+    def _load_checkpoint(self) -> None:
+        data = self.ctx.checkpoints.load(CHECKPOINT)
+        if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+            return
+        known, opened = data.get("known"), data.get("open")
+        if not isinstance(known, list) or not isinstance(opened, dict):
+            self.log.error("module_checkpoint_invalid")
+            return
+        self.known = {str(p) for p in known}
+        self.open = {str(k): str(v) for k, v in opened.items() if str(k) in self.known}
+        self.log.info("module_checkpoint_loaded", modules=len(self.known), open=len(self.open))
+
+    def _snapshot(self) -> dict[str, Any] | None:
+        if self.known is None:
+            return None
+        return {"format": CHECKPOINT_FORMAT, "known": sorted(self.known), "open": dict(self.open)}
+
+    def _write(self, data: dict[str, Any] | None) -> None:
+        if data is not None:
+            self.ctx.checkpoints.save(CHECKPOINT, data)

@@ -1,0 +1,208 @@
+"""Incremental flow index: orphans appear and resolve as files change, across files."""
+
+from __future__ import annotations
+
+import textwrap
+
+from kloros_stream.analysis.flow_index import Channel, ChannelKind, FlowIndex
+from kloros_stream.analysis.flows import FileFlows, analyze_source
+
+
+def fl(module: str, source: str) -> FileFlows:
+    return analyze_source(textwrap.dedent(source), module)
+
+
+def attr(name: str) -> Channel:
+    return Channel(ChannelKind.ATTRIBUTE, name)
+
+
+def topic(name: str) -> Channel:
+    return Channel(ChannelKind.TOPIC, name)
+
+
+PRODUCER = """
+class Worker:
+    def feed(self, x):
+        self.pending.append(x)
+        emit("JOB_DONE")
+"""
+Q = attr("a.Worker.pending")
+
+
+def test_orphan_appears_and_is_resolved_by_a_consumer_in_another_file() -> None:
+    index = FlowIndex()
+    delta = index.update("a.py", fl("a", PRODUCER))
+    assert delta.appeared == (Q, topic("JOB_DONE"))
+    assert not delta.resolved
+
+    delta = index.update("b.py", fl("b", 'ChemSub("JOB_DONE")\ndef f(w):\n    w.pending.pop()\n'))
+    assert delta.resolved == (Q, topic("JOB_DONE"))
+    assert index.orphans() == frozenset()
+
+    delta = index.remove("b.py")
+    assert delta.appeared == (Q, topic("JOB_DONE"))
+
+
+def test_changed_file_replaces_its_old_flows() -> None:
+    index = FlowIndex()
+    index.update("a.py", fl("a", PRODUCER))
+    consumer_added = PRODUCER + "    def drain(self):\n        return self.pending.pop()\n"
+    delta = index.update("a.py", fl("a", consumer_added))
+    assert delta.resolved == (Q,)
+    delta = index.update("a.py", fl("a", PRODUCER))
+    assert delta.appeared == (Q,)
+
+
+def test_producer_going_away_resolves_the_orphan() -> None:
+    index = FlowIndex()
+    index.update("a.py", fl("a", PRODUCER))
+    delta = index.remove("a.py")
+    assert set(delta.resolved) == {Q, topic("JOB_DONE")}
+    assert len(index) == 0
+    assert index.orphans() == frozenset()
+
+
+def test_same_attribute_in_two_classes_is_two_channels() -> None:
+    index = FlowIndex()
+    src = """
+    class A:
+        def put(self, x):
+            self.buffer.append(x)
+    class B:
+        def put(self, x):
+            self.buffer.append(x)
+        def get(self):
+            return self.buffer.pop()
+    """
+    delta = index.update("m.py", fl("m", src))
+    assert delta.appeared == (attr("m.A.buffer"),)
+
+
+def test_exact_consumer_of_another_class_does_not_resolve() -> None:
+    index = FlowIndex()
+    index.update("a.py", fl("a", PRODUCER))
+    other = "class Other:\n    def f(self):\n        self.pending.pop()\n"
+    delta = index.update("b.py", fl("b", other))
+    assert not delta
+    assert index.is_orphan(Q)
+
+
+def test_loose_consumer_state_flip_reevaluates_every_channel_with_that_attribute() -> None:
+    index = FlowIndex()
+    index.update("a.py", fl("a", PRODUCER))
+    index.update("c.py", fl("c", "class C:\n    def f(self, x):\n        self.pending.add(x)\n"))
+    assert index.orphans() >= {Q, attr("c.C.pending")}
+    delta = index.update("b.py", fl("b", "def drain(w):\n    return w.pending\n"))
+    assert set(delta.resolved) == {Q, attr("c.C.pending")}
+    # A second loose reader changes nothing; removing one of two keeps them consumed.
+    assert not index.update("d.py", fl("d", "def d(w):\n    return w.pending\n"))
+    assert not index.remove("b.py")
+    assert set(index.remove("d.py").appeared) == {Q, attr("c.C.pending")}
+
+
+def test_subscription_through_a_constant_defined_in_another_file() -> None:
+    index = FlowIndex()
+    index.update("a.py", fl("a", 'def go(bus):\n    bus.emit("CAPABILITY_GAP")\n'))
+    gap = topic("CAPABILITY_GAP")
+    assert index.is_orphan(gap)
+    # The subscriber names a constant it imports; the value lives in another file.
+    assert not index.update("c.py", fl("c", "ChemSub(signals.CAPABILITY_GAP, handle)\n"))
+    delta = index.update("signals.py", fl("signals", 'CAPABILITY_GAP = "CAPABILITY_GAP"\n'))
+    assert delta.resolved == (gap,)
+    assert index.remove("c.py").appeared == (gap,)
+    assert index.update("c.py", fl("c", "ChemSub(CAPABILITY_GAP)\n")).resolved == (gap,)
+    assert index.remove("signals.py").appeared == (gap,)
+
+
+def test_inheritance_in_both_directions_counts_as_consumed() -> None:
+    index = FlowIndex()
+    base = "class Base:\n    def add(self, x):\n        self.items.append(x)\n"
+    index.update("base.py", fl("base", base))
+    assert index.is_orphan(attr("base.Base.items"))
+    child = "class Child(Base):\n    def drain(self):\n        return self.items.pop()\n"
+    delta = index.update("child.py", fl("child", child))
+    assert delta.resolved == (attr("base.Base.items"),)
+
+    index2 = FlowIndex()
+    index2.update(
+        "base.py",
+        fl("base", "class Base:\n    def drain(self):\n        return self.items.pop()\n"),
+    )
+    delta = index2.update(
+        "child.py",
+        fl("child", "class Child(Base):\n    def add(self, x):\n        self.items.append(x)\n"),
+    )
+    assert not delta.appeared
+    assert not index2.orphans()
+    assert index2.remove("base.py").appeared == (attr("child.Child.items"),)
+
+
+def test_identical_update_is_a_no_op() -> None:
+    index = FlowIndex()
+    flows = fl("a", PRODUCER)
+    index.update("a.py", flows)
+    assert not index.update("a.py", flows)
+    assert not index.remove("missing.py")
+
+
+def test_producer_sites_for_facts() -> None:
+    index = FlowIndex()
+    index.update("a.py", fl("a", PRODUCER))
+    index.update("z.py", fl("z", 'def g():\n    publish("JOB_DONE")\n'))
+    sites = index.producers(topic("JOB_DONE"))
+    assert [(s.path, s.module, s.function, s.line) for s in sites] == [
+        ("a.py", "a", "Worker.feed", 5),
+        ("z.py", "z", "g", 2),
+    ]
+    assert index.producers(topic("JOB_DONE"), limit=1)[0].path == "a.py"
+    assert index.producer_count(topic("JOB_DONE")) == 2
+
+
+def test_json_round_trip_restores_orphans_and_skips_bad_entries() -> None:
+    index = FlowIndex()
+    index.update("a.py", fl("a", PRODUCER))
+    index.update("b.py", fl("b", 'ChemSub("JOB_DONE")\n'))
+    data = index.to_json()
+    data["files"]["bad.py"] = {"module": "bad"}
+    restored, skipped = FlowIndex.from_json(data)
+    assert skipped == ["bad.py"]
+    assert restored.orphans() == index.orphans() == frozenset({Q})
+    assert set(restored.files) == {"a.py", "b.py"}
+
+
+def test_from_json_of_garbage_is_empty() -> None:
+    for data in (None, [], {"format": 99}, {"format": 1, "files": []}):
+        restored, skipped = FlowIndex.from_json(data)
+        assert len(restored) == 0
+        assert skipped == []
+
+
+def test_counts_return_to_zero_after_removing_everything() -> None:
+    index = FlowIndex()
+    sources = {
+        "a.py": fl("a", PRODUCER),
+        "b.py": fl("b", "def d(w):\n    return w.pending\n"),
+        "c.py": fl("c", "class C(B):\n    def f(self, x):\n        self.pending.add(x)\n"),
+        "d.py": fl("d", 'T = "t"\nemit("t")\nChemSub(mod.U)\n'),
+    }
+    for path, flows in sources.items():
+        index.update(path, flows)
+    for path in sources:
+        index.remove(path)
+    assert index.orphans() == frozenset()
+    assert index.to_json()["files"] == {}
+    assert not any(
+        (
+            index._produced,
+            index._consumed,
+            index._loose,
+            index._inherited,
+            index._exact_by_attr,
+            index._producer_files,
+            index._by_attr,
+            index._topic_refs,
+            index._names_of_value,
+            index._values_of_name,
+            index._json,
+        )
+    )

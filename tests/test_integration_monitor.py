@@ -1,0 +1,449 @@
+"""integration monitor on real files with real inotify (no service): gaps, resolutions,
+incremental re-parsing, checkpoint restarts, one-shot scans."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kloros_stream.models import Signal
+from kloros_stream.monitors.integration import Debouncer, IntegrationMonitor, scan_once
+from tests.support.fakes import ListPublisher, make_context
+from tests.support.service import ServiceProcess, write_config
+
+PRODUCER = "class Worker:\n    def feed(self, x):\n        self.pending.append(x)\n"
+CONSUMER = "def drain(worker):\n    return worker.pending.popleft()\n"
+CHANNEL = "pkg.worker.Worker.pending"
+
+
+class Running:
+    """A monitor task plus its publisher; ``barrier`` proves earlier events were handled."""
+
+    def __init__(self, monitor: IntegrationMonitor, pub: ListPublisher, src: Path) -> None:
+        self.monitor = monitor
+        self.pub = pub
+        self.src = src
+        self.task: asyncio.Task[None] | None = None
+        self._barriers = 0
+
+    async def wait(self, predicate: Callable[[list[Signal]], bool]) -> list[Signal]:
+        return await self.pub.wait_for(predicate, timeout=10)
+
+    async def barrier(self) -> None:
+        """Write a file whose orphan topic we wait for: every earlier event is handled."""
+        self._barriers += 1
+        name = f"BARRIER_{self._barriers}"
+        (self.src / f"barrier_{self._barriers}.py").write_text(f'emit("{name}")\n')
+        await self.wait(lambda s: any(x.gap_name == name for x in s))
+
+    def named(self, gap_name: str) -> list[Signal]:
+        return [s for s in self.pub.signals if s.gap_name == gap_name]
+
+    async def stop(self) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    root = tmp_path / "src"
+    (root / "pkg").mkdir(parents=True)
+    return root
+
+
+def config(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"monitors": {"integration": {"roots": ["src"], **(extra or {})}}}
+
+
+@pytest.fixture
+async def start(tmp_path: Path, src: Path) -> AsyncIterator[Callable[..., Any]]:
+    running: list[Running] = []
+
+    async def _start(extra: dict[str, Any] | None = None, ready: bool = True) -> Running:
+        ctx, pub = make_context("integration", tmp_path, config(extra))
+        monitor = IntegrationMonitor(ctx)
+        run = Running(monitor, pub, src)
+        run.task = asyncio.create_task(monitor.run())
+        running.append(run)
+        if ready:
+            await wait_initial(monitor)
+        return run
+
+    yield _start
+    for run in running:
+        await run.stop()
+
+
+async def wait_initial(monitor: IntegrationMonitor, timeout: float = 10.0) -> None:
+    """The initial scan is over once the status has a file count and the watch is live."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while "files" not in monitor.ctx.status.details:
+        assert loop.time() < deadline, "initial scan did not finish"
+        await asyncio.sleep(0.01)
+
+
+async def test_orphan_found_at_start_then_resolved_by_a_consumer_in_another_file(
+    start: Callable[..., Any], src: Path
+) -> None:
+    (src / "pkg" / "worker.py").write_text(PRODUCER)
+    run = await start()
+    gaps = run.pub.gaps("orphaned_queue")
+    assert [g.gap_name for g in gaps] == [CHANNEL]
+    facts = gaps[0].facts
+    assert facts["producers"] == ["pkg.worker:Worker.feed"]
+    assert facts["sites"] == ["pkg/worker.py:3"]
+    assert facts["files"] == ["pkg/worker.py"]
+    assert facts["channel_kind"] == "attribute"
+    assert gaps[0].ecosystem == "architecture"
+    assert facts["gap_category"] == "integration"
+
+    (src / "pkg" / "consumer.py").write_text(CONSUMER)
+    await run.wait(lambda s: len(run.pub.resolutions("orphaned_queue")) == 1)
+    resolved = run.pub.resolutions("orphaned_queue")[0]
+    assert resolved.gap_name == CHANNEL
+    assert resolved.facts["gap_reason"] == "it has a consumer now"
+
+    (src / "pkg" / "consumer.py").unlink()
+    await run.wait(lambda s: len(run.named(CHANNEL)) == 3)
+    assert not run.named(CHANNEL)[-1].resolved
+
+
+async def test_topic_orphan_and_subscriber(start: Callable[..., Any], src: Path) -> None:
+    run = await start()
+    (src / "pkg" / "pub.py").write_text('def go(bus):\n    bus.emit("VOICE_READY")\n')
+    await run.wait(lambda s: [x.gap_name for x in s] == ["VOICE_READY"])
+    assert run.pub.signals[0].facts["channel_kind"] == "topic"
+    (src / "pkg" / "sub.py").write_text('sub = ChemSub("VOICE_READY", print)\n')
+    await run.wait(lambda s: len(s) == 2 and s[1].resolved)
+
+
+async def test_syntax_error_gap_then_fixed(start: Callable[..., Any], src: Path) -> None:
+    run = await start()
+    bad = src / "pkg" / "bad.py"
+    bad.write_text("x = 1\ndef broken(:\n    pass\n")
+    await run.wait(lambda s: len(run.pub.gaps("syntax_error")) == 1)
+    gap = run.pub.gaps("syntax_error")[0]
+    assert gap.gap_name == "pkg/bad.py"
+    assert gap.facts["line"] == 2
+    assert gap.facts["message"]
+    bad.write_text("x = 1\n")
+    await run.wait(lambda s: len(run.pub.resolutions("syntax_error")) == 1)
+    assert run.pub.resolutions("syntax_error")[0].gap_name == "pkg/bad.py"
+
+
+async def test_syntax_error_keeps_the_last_good_flows(start: Callable[..., Any], src: Path) -> None:
+    (src / "pkg" / "worker.py").write_text(PRODUCER)
+    (src / "pkg" / "consumer.py").write_text(CONSUMER)
+    run = await start()
+    (src / "pkg" / "consumer.py").write_text(CONSUMER + "def oops(:\n")
+    await run.wait(lambda s: len(run.pub.gaps("syntax_error")) == 1)
+    await run.barrier()
+    assert not run.named(CHANNEL)
+
+
+async def test_modified_without_close_is_not_parsed(start: Callable[..., Any], src: Path) -> None:
+    run = await start()
+    path = src / "pkg" / "slow.py"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"class W:\n    def f(self, x):\n        self.q.append(x)\n")
+        await run.barrier()
+        assert not run.named("pkg.slow.W.q")
+    finally:
+        os.close(fd)
+    await run.wait(lambda s: len(run.named("pkg.slow.W.q")) == 1)
+
+
+async def test_unchanged_rewrite_is_not_reannounced(start: Callable[..., Any], src: Path) -> None:
+    (src / "pkg" / "worker.py").write_text(PRODUCER)
+    run = await start()
+    parsed = run.monitor.stats["parsed"]
+    (src / "pkg" / "worker.py").write_text(PRODUCER)
+    await run.barrier()
+    assert run.monitor.stats["parsed"] == parsed + 1  # only the barrier file
+    assert len(run.named(CHANNEL)) == 1
+
+
+async def test_rename_within_tree_and_move_out(
+    start: Callable[..., Any], src: Path, tmp_path: Path
+) -> None:
+    (src / "pkg" / "worker.py").write_text(PRODUCER)
+    (src / "pkg" / "consumer.py").write_text(CONSUMER)
+    run = await start()
+    assert not run.pub.signals
+    (src / "pkg" / "consumer.py").rename(src / "pkg" / "reader.py")
+    await run.barrier()
+    assert not run.named(CHANNEL)  # the consumer moved, it did not go away
+
+    (src / "pkg" / "worker.py").rename(src / "pkg" / "labour.py")
+    await run.barrier()
+    assert not run.named("pkg.labour.Worker.pending")
+
+    (src / "pkg" / "reader.py").rename(tmp_path / "reader.py")  # out of the tree
+    await run.wait(lambda s: len(run.named("pkg.labour.Worker.pending")) == 1)
+    (src / "pkg" / "labour.py").unlink()
+    await run.wait(lambda s: len(run.named("pkg.labour.Worker.pending")) == 2)
+    resolved = run.named("pkg.labour.Worker.pending")[-1]
+    assert resolved.resolved
+    assert resolved.facts["gap_reason"] == "its producer went away"
+
+
+async def test_file_moved_in_from_outside_is_parsed(
+    start: Callable[..., Any], src: Path, tmp_path: Path
+) -> None:
+    run = await start()
+    outside = tmp_path / "incoming.py"
+    outside.write_text(PRODUCER)
+    outside.rename(src / "pkg" / "worker.py")
+    await run.wait(lambda s: [x.gap_name for x in s] == [CHANNEL])
+
+
+async def test_directory_copied_in_is_parsed(
+    start: Callable[..., Any], src: Path, tmp_path: Path
+) -> None:
+    run = await start()
+    staged = tmp_path / "staged" / "sub"
+    staged.mkdir(parents=True)
+    (staged / "worker.py").write_text(PRODUCER)
+    (tmp_path / "staged").rename(src / "pkg" / "newdir")
+    await run.wait(lambda s: [x.gap_name for x in s] == ["pkg.newdir.sub.worker.Worker.pending"])
+
+
+async def test_too_large_file_is_skipped_and_logged(start: Callable[..., Any], src: Path) -> None:
+    run = await start({"max_file_bytes": 200})
+    (src / "pkg" / "huge.py").write_text(PRODUCER + "#" * 400 + "\n")
+    await run.barrier()
+    assert run.monitor.stats["too_large"] == 1
+    assert not run.named(CHANNEL)
+    assert not run.task.done()
+
+
+async def test_excluded_directories_are_ignored(start: Callable[..., Any], src: Path) -> None:
+    (src / ".venv" / "lib").mkdir(parents=True)
+    (src / ".venv" / "lib" / "dep.py").write_text(PRODUCER)
+    run = await start()
+    (src / ".venv" / "lib" / "dep2.py").write_text('emit("IN_VENV")\n')
+    await run.barrier()
+    assert [s.gap_name for s in run.pub.signals] == ["BARRIER_1"]
+
+
+async def test_restart_reparses_only_changed_files_and_reannounces_nothing(
+    start: Callable[..., Any], src: Path, tmp_path: Path
+) -> None:
+    (src / "pkg" / "worker.py").write_text(PRODUCER)
+    (src / "pkg" / "bad.py").write_text("def oops(:\n")
+    for i in range(5):
+        (src / "pkg" / f"plain{i}.py").write_text(f"X = {i}\n")
+    (src / "pkg" / "other.py").write_text('emit("LONELY")\n')
+    first = await start()
+    assert {s.gap_name for s in first.pub.signals} == {CHANNEL, "pkg/bad.py", "LONELY"}
+    await first.stop()
+    state = tmp_path / "var" / "state" / "integration" / "index.json"
+    assert state.is_file()
+
+    # While down: one orphan resolved, one new orphan, one file deleted.
+    (src / "pkg" / "consumer.py").write_text(CONSUMER)
+    (src / "pkg" / "other.py").unlink()
+    (src / "pkg" / "plain0.py").write_text('emit("FRESH")\n')
+
+    second = await start()
+    names = sorted((s.gap_name, s.resolved) for s in second.pub.signals)
+    assert names == [("FRESH", False), ("LONELY", True), (CHANNEL, True)]
+    stats = second.monitor.stats
+    assert stats["parsed"] == 2  # consumer.py and plain0.py
+    assert stats["reused"] == 6
+    await second.stop()
+
+    third = await start()
+    assert third.pub.signals == []
+    assert third.monitor.stats["parsed"] == 0
+
+
+async def test_corrupt_checkpoint_starts_fresh(
+    start: Callable[..., Any], src: Path, tmp_path: Path
+) -> None:
+    (src / "pkg" / "worker.py").write_text(PRODUCER)
+    state = tmp_path / "var" / "state" / "integration" / "index.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"format": 1, "files": {"x": {"size": "nope"}}, "index": 7}')
+    run = await start()
+    assert [s.gap_name for s in run.pub.signals] == [CHANNEL]
+
+
+async def test_one_shot_publishes_current_gaps_and_returns(tmp_path: Path, src: Path) -> None:
+    (src / "pkg" / "worker.py").write_text(PRODUCER)
+    (src / "pkg" / "bad.py").write_text("def oops(:\n")
+    ctx, pub = make_context("integration", tmp_path, config(), one_shot=True)
+    await asyncio.wait_for(IntegrationMonitor(ctx).run(), timeout=20)
+    assert sorted(s.gap_name for s in pub.signals) == [CHANNEL, "pkg/bad.py"]
+
+
+async def test_missing_root_is_watched_until_it_appears(
+    start: Callable[..., Any], src: Path, tmp_path: Path
+) -> None:
+    ctx, pub = make_context(
+        "integration", tmp_path, {"monitors": {"integration": {"roots": ["later/src"]}}}
+    )
+    monitor = IntegrationMonitor(ctx)
+    task = asyncio.create_task(monitor.run())
+    try:
+        await wait_initial(monitor)
+        (tmp_path / "later" / "src").mkdir(parents=True)
+        (tmp_path / "later" / "src" / "m.py").write_text('emit("LATE")\n')
+        await pub.wait_for(lambda s: [x.gap_name for x in s] == ["LATE"])
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_debouncer_coalesces_and_never_writes_older_data() -> None:
+    written: list[int] = []
+    state = {"n": 0}
+    saver = Debouncer(0.05, lambda: state["n"], written.append)
+    for n in range(1, 4):
+        state["n"] = n
+        saver.mark()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not written:
+        assert loop.time() < deadline
+        await asyncio.sleep(0.01)
+    assert written == [3]
+    saver._write(1, 1)  # a late, older snapshot is dropped
+    state["n"] = 4
+    saver.mark()
+    saver.flush()
+    assert written == [3, 4]
+    saver.flush()
+    assert written == [3, 4]
+
+
+async def test_scan_once_uses_the_watcher_rules(tmp_path: Path) -> None:
+    for rel in ("a.py", "b.txt", "node_modules/c.py", "pkg/d.py", "pkg/__pycache__/e.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    found = [
+        event.path.relative_to(tmp_path).as_posix()
+        async for _root, event in scan_once(
+            [tmp_path], ["node_modules", "__pycache__"], lambda _r, p: p.suffix == ".py"
+        )
+    ]
+    assert sorted(found) == ["a.py", "pkg/d.py"]
+
+
+# -- end to end through a real service ----------------------------------------------------
+def _open(qs: list[dict[str, Any]], gap_type: str, gap_name: str) -> bool:
+    return any(
+        q["metadata"]["gap_type"] == gap_type
+        and q["metadata"]["gap_name"] == gap_name
+        and q["status"] != "resolved"
+        for q in qs
+    )
+
+
+def _resolved(qs: list[dict[str, Any]], gap_type: str, gap_name: str) -> bool:
+    return any(
+        q["metadata"]["gap_type"] == gap_type
+        and q["metadata"]["gap_name"] == gap_name
+        and q["status"] == "resolved"
+        for q in qs
+    )
+
+
+def _wait_scanned(svc: ServiceProcess, *monitors: str, timeout: float = 15.0) -> None:
+    """Until each monitor's initial scan is over (its /health details are filled)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        health = svc.health()["monitors"]
+        if all(health[m].get("details") for m in monitors):
+            return
+        assert time.monotonic() < deadline, f"initial scans not done: {health}"
+        time.sleep(0.05)
+
+
+def _feed_ids(svc: ServiceProcess) -> list[str]:
+    return [json.loads(line)["id"] for line in svc.feed_path.read_text().splitlines() if line]
+
+
+@pytest.mark.e2e
+def test_e2e_orphan_consumer_syntax_error_new_module_and_restart(tmp_path: Path) -> None:
+    pkg = tmp_path / "src" / "pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "worker.py").write_text(PRODUCER)
+    cfg = write_config(
+        tmp_path,
+        {"monitors": {"integration": {"roots": ["src"]}, "module_discovery": {"roots": ["src"]}}},
+    )
+    svc = ServiceProcess(cfg)
+    with svc:
+        qs = svc.wait_feed(lambda qs: _open(qs, "orphaned_queue", CHANNEL))
+        question = next(q for q in qs if q["metadata"]["gap_name"] == CHANNEL)
+        assert question["metadata"]["monitor"] == "integration"
+        assert "pkg.worker:Worker.feed" in " ".join(question["evidence"])
+
+        (pkg / "consumer.py").write_text(CONSUMER)
+        svc.wait_feed(lambda qs: _resolved(qs, "orphaned_queue", CHANNEL))
+        # consumer.py is also a module that appeared after the start.
+        svc.wait_feed(lambda qs: _open(qs, "new_module", "pkg.consumer"))
+
+        (pkg / "bad.py").write_text("def oops(:\n")
+        svc.wait_feed(lambda qs: _open(qs, "syntax_error", "pkg/bad.py"))
+        (pkg / "bad.py").write_text("def oops():\n    pass\n")
+        svc.wait_feed(lambda qs: _resolved(qs, "syntax_error", "pkg/bad.py"))
+        _wait_scanned(svc, "integration", "module_discovery")
+        assert svc.stop() == 0
+
+    before = _feed_ids(svc)
+    with svc:
+        _wait_scanned(svc, "integration", "module_discovery")
+        (pkg / "later.py").write_text('emit("AFTER_RESTART")\n')
+        svc.wait_feed(
+            lambda qs: (
+                _open(qs, "orphaned_queue", "AFTER_RESTART")
+                and _open(qs, "new_module", "pkg.later")
+            )
+        )
+        after = _feed_ids(svc)
+    assert after[: len(before)] == before
+    new_ids = after[len(before) :]
+    assert new_ids, "the barrier's questions were written"
+    assert not set(new_ids) & set(before), "an existing question was re-announced"
+
+
+@pytest.mark.e2e
+def test_e2e_kill_9_then_restart_repeats_nothing(tmp_path: Path) -> None:
+    pkg = tmp_path / "src" / "pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "worker.py").write_text(PRODUCER)
+    (pkg / "bad.py").write_text("def oops(:\n")
+    svc = ServiceProcess(write_config(tmp_path, {"monitors": {"integration": {"roots": ["src"]}}}))
+    with svc:
+        svc.wait_feed(
+            lambda qs: (
+                _open(qs, "orphaned_queue", CHANNEL) and _open(qs, "syntax_error", "pkg/bad.py")
+            )
+        )
+        (pkg / "consumer.py").write_text(CONSUMER)
+        svc.wait_feed(lambda qs: _resolved(qs, "orphaned_queue", CHANNEL))
+        svc.kill()
+    before = _feed_ids(svc)
+    with svc:
+        _wait_scanned(svc, "integration")
+        (pkg / "later.py").write_text('emit("AFTER_KILL")\n')
+        qs = svc.wait_feed(lambda qs: _open(qs, "orphaned_queue", "AFTER_KILL"))
+        after = _feed_ids(svc)
+    assert _resolved(qs, "orphaned_queue", CHANNEL)
+    assert _open(qs, "syntax_error", "pkg/bad.py")
+    assert not set(after[len(before) :]) & set(before)

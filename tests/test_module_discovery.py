@@ -1,0 +1,220 @@
+"""module_discovery on real files with real inotify: baseline, new modules, renames,
+vanishing modules, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kloros_stream.models import Signal
+from kloros_stream.monitors.module_discovery import ModuleDiscoveryMonitor, is_module, scan_file
+from tests.support.fakes import ListPublisher, make_context
+
+MODULE = '''"""Wake-word detection for the voice loop."""
+import numpy
+try:
+    import onnxruntime
+except ImportError:
+    onnxruntime = None
+
+class WakeDetector: ...
+def detect(): ...
+def _private(): ...
+'''
+
+
+class Running:
+    def __init__(self, monitor: ModuleDiscoveryMonitor, pub: ListPublisher, src: Path) -> None:
+        self.monitor = monitor
+        self.pub = pub
+        self.src = src
+        self.task: asyncio.Task[None] | None = None
+        self._barriers = 0
+
+    async def wait(self, predicate: Callable[[list[Signal]], bool]) -> list[Signal]:
+        return await self.pub.wait_for(predicate, timeout=10)
+
+    async def barrier(self) -> None:
+        """A new module we wait for: every earlier event has been handled."""
+        self._barriers += 1
+        name = f"barrier{self._barriers}"
+        (self.src / f"{name}.py").write_text("X = 1\n")
+        await self.wait(lambda s: any(x.gap_name == name for x in s))
+
+    def names(self) -> list[tuple[str, bool]]:
+        return [
+            (s.gap_name, s.resolved)
+            for s in self.pub.signals
+            if not s.gap_name.startswith("barrier")
+        ]
+
+    async def stop(self) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    root = tmp_path / "src"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "__init__.py").write_text("")
+    (root / "pkg" / "old.py").write_text("def f(): ...\n")
+    return root
+
+
+@pytest.fixture
+async def start(tmp_path: Path, src: Path) -> AsyncIterator[Callable[..., Any]]:
+    running: list[Running] = []
+
+    async def _start() -> Running:
+        ctx, pub = make_context(
+            "module_discovery", tmp_path, {"monitors": {"module_discovery": {"roots": ["src"]}}}
+        )
+        monitor = ModuleDiscoveryMonitor(ctx)
+        run = Running(monitor, pub, src)
+        run.task = asyncio.create_task(monitor.run())
+        running.append(run)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while "modules" not in ctx.status.details:
+            assert loop.time() < deadline, "initial scan did not finish"
+            await asyncio.sleep(0.01)
+        return run
+
+    yield _start
+    for run in running:
+        await run.stop()
+
+
+async def test_baseline_is_silent_and_a_new_module_is_announced_with_a_quick_scan(
+    start: Callable[..., Any], src: Path
+) -> None:
+    run = await start()
+    assert run.pub.signals == []
+    assert run.monitor.ctx.status.details["modules"] == 2
+    (src / "pkg" / "voice").mkdir()
+    (src / "pkg" / "voice" / "wake.py").write_text(MODULE)
+    await run.wait(lambda s: len(s) == 1)
+    gap = run.pub.signals[0]
+    assert gap.gap_name == "pkg.voice.wake"
+    assert gap.ecosystem == "discovery"
+    facts = gap.facts
+    assert facts["gap_type"] == "new_module"
+    assert facts["file"] == "pkg/voice/wake.py"
+    assert facts["path"] == str(src / "pkg" / "voice" / "wake.py")
+    assert facts["classes"] == ["WakeDetector"]
+    assert facts["functions"] == ["detect"]
+    assert facts["docstring"] == "Wake-word detection for the voice loop."
+    assert facts["imports"] == ["numpy", "onnxruntime"]
+
+
+async def test_test_files_are_not_modules(start: Callable[..., Any], src: Path) -> None:
+    run = await start()
+    (src / "tests").mkdir()
+    (src / "tests" / "helpers.py").write_text("")
+    (src / "pkg" / "test_thing.py").write_text("")
+    (src / "pkg" / "thing_test.py").write_text("")
+    (src / "conftest.py").write_text("")
+    (src / "pkg" / "notes.txt").write_text("")
+    await run.barrier()
+    assert run.names() == []
+
+
+async def test_rename_is_not_new_and_vanishing_resolves(
+    start: Callable[..., Any], src: Path, tmp_path: Path
+) -> None:
+    run = await start()
+    (src / "pkg" / "old.py").rename(src / "pkg" / "renamed.py")
+    await run.barrier()
+    assert run.names() == []
+
+    (src / "pkg" / "fresh.py").write_text("def g(): ...\n")
+    await run.wait(lambda s: ("pkg.fresh", False) in run.names())
+    (src / "pkg" / "fresh.py").rename(src / "pkg" / "fresher.py")
+    await run.wait(lambda s: ("pkg.fresher", False) in run.names())
+    assert run.names() == [("pkg.fresh", False), ("pkg.fresh", True), ("pkg.fresher", False)]
+
+    (src / "pkg" / "fresher.py").rename(tmp_path / "gone.py")  # moved out: vanished
+    await run.wait(lambda s: ("pkg.fresher", True) in run.names())
+
+
+async def test_moved_in_from_outside_is_new(
+    start: Callable[..., Any], src: Path, tmp_path: Path
+) -> None:
+    run = await start()
+    (tmp_path / "incoming.py").write_text(MODULE)
+    (tmp_path / "incoming.py").rename(src / "pkg" / "arrived.py")
+    await run.wait(lambda s: run.names() == [("pkg.arrived", False)])
+    assert run.pub.signals[0].facts["classes"] == ["WakeDetector"]
+
+
+async def test_module_announced_when_written_not_when_created(
+    start: Callable[..., Any], src: Path
+) -> None:
+    run = await start()
+    path = src / "pkg" / "growing.py"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, MODULE.encode())
+    os.close(fd)
+    await run.wait(lambda s: run.names() == [("pkg.growing", False)])
+    assert run.pub.signals[0].facts["functions"] == ["detect"]
+
+
+async def test_new_module_that_does_not_parse_is_still_announced(
+    start: Callable[..., Any], src: Path
+) -> None:
+    run = await start()
+    (src / "pkg" / "broken.py").write_text("def oops(:\n")
+    await run.wait(lambda s: len(s) == 1)
+    assert "does not parse" in run.pub.signals[0].facts["scan_problem"]
+
+
+async def test_restart_reannounces_nothing_but_reports_changes_while_down(
+    start: Callable[..., Any], src: Path
+) -> None:
+    first = await start()
+    (src / "pkg" / "fresh.py").write_text("X = 1\n")
+    await first.wait(lambda s: len(s) == 1)
+    await first.stop()
+
+    second = await start()
+    assert second.pub.signals == []
+    await second.stop()
+
+    (src / "pkg" / "fresh.py").unlink()
+    (src / "pkg" / "while_down.py").write_text("Y = 2\n")
+    third = await start()
+    assert sorted(third.names()) == [("pkg.fresh", True), ("pkg.while_down", False)]
+    assert (
+        third.pub.signals[-1]
+        .facts["gap_reason"]
+        .endswith("(appeared while the service was not running)")
+    )
+
+
+async def test_one_shot_returns_without_gaps(tmp_path: Path, src: Path) -> None:
+    ctx, pub = make_context(
+        "module_discovery",
+        tmp_path,
+        {"monitors": {"module_discovery": {"roots": ["src"]}}},
+        one_shot=True,
+    )
+    await asyncio.wait_for(ModuleDiscoveryMonitor(ctx).run(), timeout=10)
+    assert pub.signals == []
+
+
+def test_is_module_and_scan_file(tmp_path: Path) -> None:
+    assert is_module(tmp_path, tmp_path / "pkg" / "a.py")
+    assert not is_module(tmp_path, tmp_path / "tests" / "a.py")
+    assert not is_module(tmp_path, tmp_path / "pkg" / "a.pyc")
+    (tmp_path / "big.py").write_text("x = 1\n" * 100)
+    assert "not scanned" in scan_file(tmp_path / "big.py", max_bytes=10).problem
+    assert "unreadable" in scan_file(tmp_path / "missing.py").problem
