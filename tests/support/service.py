@@ -14,22 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kloros_stream.config import MONITOR_NAMES
 from kloros_stream.feed import read_feed
 
-ALL_DISABLED: dict[str, dict[str, Any]] = {
-    name: {"enabled": False}
-    for name in (
-        "exception",
-        "integration",
-        "chaos",
-        "test",
-        "module_discovery",
-        "capability_discovery",
-        "exploration",
-        "metric_quality",
-        "knowledge_discovery",
-    )
-}
+ALL_DISABLED: dict[str, dict[str, Any]] = {name: {"enabled": False} for name in MONITOR_NAMES}
 
 
 def _toml_value(value: Any) -> str:
