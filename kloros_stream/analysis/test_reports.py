@@ -1,0 +1,450 @@
+"""Parse test reports into outcomes: pytest-json-report JSON and JUnit XML (pytest --junitxml).
+
+Pure: bytes in, :class:`ParsedReport` out; no I/O, no clock.
+
+* A truncated or half-written report (empty file, JSON or XML ending early) raises
+  :class:`ReportIncomplete`: the writer is not done yet, parse again on its next write.
+* Anything else that is not a usable report (binary garbage, other JSON, malformed XML)
+  raises :class:`ReportInvalid`. Both derive from :class:`ReportError`.
+
+JUnit names are mapped to pytest-like nodeids (``path/to/test_mod.py::Class::test[p]``):
+
+* pytest writes ``classname`` = the nodeid's path with ``/`` as ``.`` and without ``.py``,
+  followed by the class names; ``name`` = the function name with its parameters.
+* With a ``file`` attribute (``junit_family=xunit1``) the module path is exact: the
+  remainder of ``classname`` after the module's dotted path are the classes.
+* Without it (pytest's default ``xunit2``) the trailing ``classname`` parts that start with
+  an upper-case letter are taken as classes (pytest collects ``Test*`` classes), the rest
+  is the module path. A dotted directory name or a lower-case class name makes this
+  mapping differ from pytest's own nodeid; it stays stable across reports, which is what
+  gap identity needs.
+* A collection error is a ``testcase`` with an empty ``classname`` whose ``error`` says
+  ``collection failure``: its ``name`` is the collector's dotted path, mapped back to
+  ``path.py``. Any other case with an empty ``classname`` keeps ``name`` as its nodeid.
+
+A nodeid that occurs more than once in one report keeps its worst outcome
+(``error``/``failed`` before the others).
+
+:class:`FailureBook` folds parsed reports into the set of open failures (one
+``test_failure`` gap each) and tells which to publish or resolve.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import orjson
+
+FAILING = frozenset({"failed", "error"})
+"""Outcomes that open a ``test_failure`` gap."""
+PASSING = frozenset({"passed", "xfailed", "xpassed"})
+"""Outcomes that resolve one (an expected failure is intended). ``skipped`` does neither."""
+
+MAX_ERROR_CHARS = 1000
+_E_LINE = re.compile(r"^E\s+(.*)$", re.MULTILINE)
+# expat error codes that mean "the document stopped early" rather than "it is wrong":
+# 3 no element found, 5 unclosed token, 6 partial character, 20 unclosed CDATA section.
+_XML_TRUNCATED = frozenset({3, 5, 6, 20})
+_SEVERITY = {"error": 3, "failed": 2, "xpassed": 1, "passed": 1, "xfailed": 1, "skipped": 0}
+
+
+class ReportError(ValueError):
+    """The bytes are not a usable test report."""
+
+
+class ReportIncomplete(ReportError):
+    """The report is truncated or still being written: retry on its next write."""
+
+
+class ReportInvalid(ReportError):
+    """The file is complete but not a pytest-json-report or JUnit XML report."""
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    """One test's outcome in a report."""
+
+    nodeid: str
+    outcome: str
+    """passed, failed, error, skipped, xfailed or xpassed."""
+    error: str | None = None
+    """Short error summary (crash message or the ``E`` lines), for failing outcomes."""
+    duration: float | None = None
+    """Seconds, setup + call + teardown."""
+
+    @property
+    def failing(self) -> bool:
+        return self.outcome in FAILING
+
+    @property
+    def passing(self) -> bool:
+        return self.outcome in PASSING
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionError:
+    """A collector (module, package, directory) that failed to collect."""
+
+    nodeid: str
+    error: str
+
+
+@dataclass(slots=True)
+class ParsedReport:
+    format: Literal["pytest-json", "junit"]
+    created: float | None
+    """Epoch seconds the report (or its run) was made, if the report says so."""
+    cases: list[CaseResult] = field(default_factory=list)
+    collection_errors: list[CollectionError] = field(default_factory=list)
+    collected: set[str] = field(default_factory=set)
+    """Collector nodeids known to have collected fine (resolve their collection errors)."""
+
+
+def parse_report(data: bytes, name: str = "") -> ParsedReport:
+    """Parse a report, choosing the format by ``name``'s suffix or else by the content."""
+    lowered = name.lower()
+    if lowered.endswith(".xml"):
+        return parse_junit_xml(data)
+    if lowered.endswith(".json"):
+        return parse_pytest_json(data)
+    head = data.lstrip()[:1]
+    if head == b"<":
+        return parse_junit_xml(data)
+    if head in (b"{", b""):
+        return parse_pytest_json(data)
+    raise ReportInvalid("neither JSON nor XML")
+
+
+# -- pytest-json-report ---------------------------------------------------------------------
+
+
+def parse_pytest_json(data: bytes) -> ParsedReport:
+    """Parse a pytest-json-report document."""
+    doc = _load_json(data)
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("tests", []), list)
+        or ("tests" not in doc and "collectors" not in doc)
+    ):
+        raise ReportInvalid("JSON is not a pytest-json-report (no tests or collectors)")
+    created = doc.get("created")
+    report = ParsedReport(
+        format="pytest-json",
+        created=float(created) if isinstance(created, (int, float)) else None,
+    )
+    for raw in doc.get("collectors") or []:
+        if not isinstance(raw, dict) or not isinstance(raw.get("nodeid"), str):
+            continue
+        nodeid = raw["nodeid"] or "<session>"
+        if raw.get("outcome") == "failed":
+            report.collection_errors.append(
+                CollectionError(nodeid, summarize_error(None, raw.get("longrepr")) or "")
+            )
+        else:
+            report.collected.add(nodeid)
+    cases = [c for c in map(_json_case, doc.get("tests") or []) if c is not None]
+    report.cases = _worst_per_nodeid(cases)
+    report.collected |= _ancestors(c.nodeid for c in report.cases)
+    return report
+
+
+def _load_json(data: bytes) -> Any:
+    if not data.strip():
+        raise ReportIncomplete("empty file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.reason == "unexpected end of data":
+            raise ReportIncomplete("ends inside a UTF-8 character") from None
+        raise ReportInvalid(f"not UTF-8: {err.reason}") from None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as err:
+        if err.pos >= len(text.rstrip()):
+            raise ReportIncomplete(f"JSON ends early: {err.msg}") from None
+        raise ReportInvalid(f"invalid JSON: {err}") from None
+
+
+def _json_case(raw: Any) -> CaseResult | None:
+    if not isinstance(raw, dict):
+        return None
+    nodeid, outcome = raw.get("nodeid"), raw.get("outcome")
+    if not isinstance(nodeid, str) or not nodeid or not isinstance(outcome, str):
+        return None
+    stages = [raw.get(s) for s in ("setup", "call", "teardown")]
+    stages = [s for s in stages if isinstance(s, dict)]
+    durations = [s["duration"] for s in stages if isinstance(s.get("duration"), (int, float))]
+    error = None
+    if outcome in FAILING:
+        failed = next((s for s in stages if s.get("outcome") == "failed"), {})
+        crash = failed.get("crash")
+        message = crash.get("message") if isinstance(crash, dict) else None
+        error = summarize_error(message, failed.get("longrepr")) or outcome
+    return CaseResult(nodeid, outcome, error, round(sum(durations), 6) if durations else None)
+
+
+# -- JUnit XML ------------------------------------------------------------------------------
+
+
+def parse_junit_xml(data: bytes) -> ParsedReport:
+    """Parse JUnit XML: a ``testsuites`` root with any number of suites, or one ``testsuite``."""
+    if not data.strip():
+        raise ReportIncomplete("empty file")
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as err:
+        if err.code in _XML_TRUNCATED:
+            raise ReportIncomplete(f"XML ends early: {err}") from None
+        raise ReportInvalid(f"invalid XML: {err}") from None
+    if root.tag not in ("testsuites", "testsuite"):
+        raise ReportInvalid(f"XML root <{root.tag}> is not testsuites/testsuite")
+    suites = [root] if root.tag == "testsuite" else []
+    suites += list(root.iter("testsuite")) if root.tag == "testsuites" else []
+    stamps = [t for t in (_iso_ts(s.get("timestamp")) for s in suites) if t is not None]
+    report = ParsedReport(format="junit", created=max(stamps) if stamps else None)
+    cases: list[CaseResult] = []
+    for case in root.iter("testcase"):
+        _junit_case(case, report, cases)
+    report.cases = _worst_per_nodeid(cases)
+    report.collected |= _ancestors(c.nodeid for c in report.cases)
+    return report
+
+
+def _junit_case(case: ET.Element, report: ParsedReport, cases: list[CaseResult]) -> None:
+    classname, name = case.get("classname", ""), case.get("name", "")
+    if not name:
+        return
+    failure, error, skipped = case.find("failure"), case.find("error"), case.find("skipped")
+    if not classname and error is not None and error.get("message") == "collection failure":
+        nodeid = dotted_to_path(name)
+        summary = summarize_error(None, error.text) or "collection failure"
+        report.collection_errors.append(CollectionError(nodeid, summary))
+        return
+    nodeid = junit_nodeid(classname, name, case.get("file"))
+    if failure is not None:
+        outcome, problem = "failed", failure
+    elif error is not None:
+        outcome, problem = "error", error
+    elif skipped is not None:
+        outcome = "xfailed" if skipped.get("type") == "pytest.xfail" else "skipped"
+        problem = None
+    else:
+        outcome, problem = "passed", None
+    summary = None
+    if problem is not None:
+        summary = summarize_error(problem.get("message"), problem.text) or outcome
+    cases.append(CaseResult(nodeid, outcome, summary, _float(case.get("time"))))
+
+
+def junit_nodeid(classname: str, name: str, file: str | None = None) -> str:
+    """A pytest-like nodeid for a JUnit ``testcase`` (see the module docstring)."""
+    if not classname:
+        return name
+    parts = classname.split(".")
+    if file:
+        module_dotted = re.sub(r"\.py$", "", file).replace("/", ".")
+        if classname == module_dotted:
+            return f"{file}::{name}"
+        if classname.startswith(module_dotted + "."):
+            classes = classname[len(module_dotted) + 1 :].split(".")
+            return "::".join([file, *classes, name])
+    split = len(parts)
+    while split > 1 and parts[split - 1][:1].isupper():
+        split -= 1
+    module = "/".join(parts[:split]) + ".py"
+    return "::".join([module, *parts[split:], name])
+
+
+def dotted_to_path(dotted: str) -> str:
+    """``tests.sub.test_x`` -> ``tests/sub/test_x.py`` (pytest's junit collector names)."""
+    return dotted.replace(".", "/") + ".py"
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def summarize_error(message: Any, longrepr: Any) -> str | None:
+    """A short error text: the crash message, else the ``E`` lines, else the last line."""
+    if isinstance(message, str) and message.strip():
+        return _clip(message.strip())
+    if isinstance(longrepr, (list, tuple)):  # skipped-style (path, line, reason)
+        longrepr = str(longrepr[-1]) if longrepr else ""
+    if not isinstance(longrepr, str) or not longrepr.strip():
+        return None
+    e_lines = _E_LINE.findall(longrepr)
+    if e_lines:
+        return _clip("\n".join(line.rstrip() for line in e_lines))
+    return _clip(longrepr.strip().splitlines()[-1])
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def _worst_per_nodeid(cases: list[CaseResult]) -> list[CaseResult]:
+    best: dict[str, CaseResult] = {}
+    for case in cases:
+        seen = best.get(case.nodeid)
+        if seen is None or _SEVERITY.get(case.outcome, 0) > _SEVERITY.get(seen.outcome, 0):
+            best[case.nodeid] = case
+    return list(best.values())
+
+
+def _ancestors(nodeids: Any) -> set[str]:
+    """Every collector above these test nodeids: directories, module, classes."""
+    out: set[str] = set()
+    for nodeid in nodeids:
+        path, _, rest = nodeid.partition("::")
+        segments = path.split("/")
+        out.update("/".join(segments[:i]) for i in range(1, len(segments) + 1))
+        classes = rest.partition("[")[0].split("::")[:-1] if rest else []
+        out.update("::".join([path, *classes[:i]]) for i in range(1, len(classes) + 1))
+    return out
+
+
+def _iso_ts(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+# -- open failures across reports -----------------------------------------------------------
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FailureChange:
+    """A gap to publish (``opened``) or resolve, for one nodeid."""
+
+    opened: bool
+    nodeid: str
+    facts: dict[str, Any]
+
+
+class FailureBook:
+    """Open test failures per nodeid, fed report by report in any order.
+
+    Every nodeid remembers the time of the latest report that gave it a verdict (failing or
+    passing; ``skipped`` gives none), so an older report never overrides a newer one, and
+    the same run seen twice (another file, a rename, a re-parse after a crash) changes
+    nothing. Open failures are bounded by ``max_open`` (oldest dropped) and persisted;
+    verdict times are bounded by ``max_tracked`` and rebuilt from the open failures.
+    """
+
+    def __init__(self, max_open: int = 5_000, max_tracked: int = 50_000) -> None:
+        self.max_open = max_open
+        self.max_tracked = max_tracked
+        self.open: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.dropped = 0
+        self._verdict_at: OrderedDict[str, float] = OrderedDict()
+
+    def apply(self, report: ParsedReport, at: float, source: str) -> list[FailureChange]:
+        """Account one report made at ``at`` (epoch seconds), named ``source``."""
+        changes: list[FailureChange] = []
+        for case in report.cases:
+            if case.failing:
+                facts = {
+                    "kind": "test",
+                    "outcome": case.outcome,
+                    "error": case.error,
+                    "duration": case.duration,
+                }
+                self._fail(case.nodeid, facts, at, source, changes)
+            elif case.passing:
+                self._pass(case.nodeid, case.outcome, at, source, changes)
+        for err in report.collection_errors:
+            facts = {"kind": "collection", "outcome": "error", "error": err.error, "duration": None}
+            self._fail(err.nodeid, facts, at, source, changes)
+        for nodeid, entry in list(self.open.items()):
+            if entry["kind"] == "collection" and nodeid in report.collected:
+                self._pass(nodeid, "collected", at, source, changes)
+        return changes
+
+    def _fail(
+        self,
+        nodeid: str,
+        facts: dict[str, Any],
+        at: float,
+        source: str,
+        changes: list[FailureChange],
+    ) -> None:
+        last = self._verdict_at.get(nodeid)
+        if last is not None and (at < last or (at == last and nodeid in self.open)):
+            return
+        self._seen(nodeid, at)
+        entry = {**facts, "report": source, "at": at}
+        self.open[nodeid] = entry
+        self.open.move_to_end(nodeid)
+        while len(self.open) > self.max_open:
+            self.open.popitem(last=False)
+            self.dropped += 1
+        changes.append(FailureChange(True, nodeid, dict(entry)))
+
+    def _pass(
+        self, nodeid: str, outcome: str, at: float, source: str, changes: list[FailureChange]
+    ) -> None:
+        last = self._verdict_at.get(nodeid)
+        if last is not None and at < last:
+            return
+        self._seen(nodeid, at)
+        entry = self.open.pop(nodeid, None)
+        if entry is not None:
+            changes.append(
+                FailureChange(
+                    False,
+                    nodeid,
+                    {
+                        "kind": entry["kind"],
+                        "outcome": outcome,
+                        "report": source,
+                        "at": at,
+                    },
+                )
+            )
+
+    def _seen(self, nodeid: str, at: float) -> None:
+        self._verdict_at[nodeid] = at
+        self._verdict_at.move_to_end(nodeid)
+        while len(self._verdict_at) > self.max_tracked:
+            self._verdict_at.popitem(last=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """What a restart needs: per open nodeid its kind, outcome, report and time."""
+        keep = ("kind", "outcome", "report", "at")
+        return {
+            "version": STATE_VERSION,
+            "open": [[k, {f: v.get(f) for f in keep}] for k, v in self.open.items()],
+        }
+
+    def load_json(self, data: Any) -> int:
+        """Restore open failures from :meth:`to_json` output; malformed rows skipped."""
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            return 0
+        for row in data.get("open") or []:
+            if not (isinstance(row, list) and len(row) == 2 and isinstance(row[1], dict)):
+                continue
+            nodeid, entry = str(row[0]), row[1]
+            at = entry.get("at")
+            if not isinstance(at, (int, float)) or entry.get("kind") not in ("test", "collection"):
+                continue
+            self.open[nodeid] = entry
+            self._seen(nodeid, float(at))
+        while len(self.open) > self.max_open:
+            self.open.popitem(last=False)
+        return len(self.open)
