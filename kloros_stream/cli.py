@@ -20,6 +20,7 @@ from .logs import configure_logging
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
+EXIT_GRACE_S = 1.5
 
 
 def _run_loop(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
@@ -51,22 +52,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         await Service(config).run()
-        _exit_past_busy_threads()  # before asyncio joins its executor's threads
+        _bound_exit_wait()  # before asyncio joins its executor's threads
 
     _run_loop(main)
     return EXIT_OK
 
 
-def _exit_past_busy_threads() -> None:
-    """After a clean stop (feed closed, checkpoints saved), don't let a worker thread still
-    busy with an initial scan hold the exit past the 5 s contract: threads can't be
-    cancelled, and everything they would produce is redone on the next start."""
-    busy = [t.name for t in threading.enumerate()
-            if t is not threading.main_thread() and t.is_alive() and not t.daemon]
-    if busy:
-        structlog.get_logger("kloros_stream").warning("exit_past_busy_threads", threads=busy)
+def _bound_exit_wait(seconds: float = EXIT_GRACE_S) -> None:
+    """After a clean stop (feed closed, checkpoints saved) the interpreter still joins
+    worker threads; one busy with an initial scan can't be cancelled and would hold the
+    exit past the contract's 5 s. A daemon timer ends the process if that happens; a
+    normal exit ends the timer with it. Whatever the thread would have produced is redone
+    on the next start."""
+
+    def force_exit() -> None:
+        busy = [t.name for t in threading.enumerate()
+                if t is not threading.main_thread() and not t.daemon]
+        structlog.get_logger("kloros_stream").warning("exit_forced", waiting_threads=busy)
         sys.stdout.flush()
         os._exit(EXIT_OK)
+
+    timer = threading.Timer(seconds, force_exit)
+    timer.daemon = True
+    timer.start()
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
