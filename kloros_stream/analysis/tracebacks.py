@@ -1,0 +1,452 @@
+"""Python tracebacks put back together from line streams, and parsed. Pure: no I/O, no clock.
+
+A service's stderr reaches journald one line per entry, interleaved with other processes'
+lines. :class:`TracebackAssembler` keeps one small state machine per stream key (e.g. unit,
+PID, identifier, stream id) and assembles, in the manner of Fluent Bit's Python multiline
+rule but stricter:
+
+- a record starts at ``Traceback (most recent call last):``, at ``+ Exception Group
+  Traceback (most recent call last):``, or at a bare ``  File "x.py", line N`` (the location
+  line a ``SyntaxError`` raised by the interpreter prints without a header);
+- indented lines (frames, code, ``^^^^`` carets, ``[Previous line repeated ...]``) continue it;
+- the first unindented line that reads ``dotted.Type`` or ``dotted.Type: message`` ends a
+  block; lines right after it (before any blank line) are the rest of a multi-line message;
+- a blank line then ``During handling of the above exception...`` or ``The above exception
+  was the direct cause...`` chains another block; exception-group output (``|``/``+``
+  framed rows) is taken whole;
+- after the exception line the record is complete once the next line of its stream is not
+  a chain continuation, or after ``chain_grace_s`` of quiet; a record that stops before its
+  exception line is flushed as incomplete after ``flush_after_s`` of quiet.
+
+Only structure counts, never keywords: an ordinary line never starts a record. The clock is
+passed in (``now``) so callers and tests decide what time is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+HEADER = "Traceback (most recent call last):"
+GROUP_HEADER = "Exception Group Traceback (most recent call last):"
+CHAIN_MARKERS = frozenset(
+    {
+        "During handling of the above exception, another exception occurred:",
+        "The above exception was the direct cause of the following exception:",
+    }
+)
+INCOMPLETE_TYPE = "IncompleteTraceback"
+"""Exception type given to a traceback that stopped before its exception line."""
+
+MAX_LINES = 2000
+"""A record longer than this is closed as it stands (a traceback prints at most ~1000)."""
+MAX_MESSAGE_LINES = 50
+"""Continuation lines of a multi-line exception message kept before the record closes."""
+MAX_STREAMS = 10_000
+"""Streams with a record in progress; past this the oldest is flushed."""
+RECENT_KEEP = 64
+"""Completed records remembered per assembler, to glue a chain whose tail came late."""
+
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]*)", line (?P<line>\d+)(?:, in (?P<func>.+))?$')
+_SYNTAX_LOCATION = re.compile(r'^\s*File "[^"]*", line \d+$')
+_EXC_LINE = re.compile(r"^(?P<type>[^\W\d][\w.<>]*)(?::(?: (?P<msg>.*))?)?$")
+_GROUP_ROW = re.compile(r"^(?P<indent>[ ]*)(?P<bar>[|+])(?P<rest>.*)$")
+_SEPARATOR = re.compile(r"^[-+]+(?: \d+ -+| \.\.\. -+)?$")
+
+_FRAMES, _AFTER, _CHAIN, _GROUP = range(4)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    filename: str
+    lineno: int | None
+    function: str
+    """Empty for a location line that names no function (a SyntaxError's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionRecord:
+    exc_type: str
+    message: str
+    """The whole message; multi-line messages keep their newlines."""
+    frames: tuple[Frame, ...] = ()
+    depth: int = 0
+    """0: a member of the chain; >0: nested inside an exception group."""
+
+    @property
+    def first_line(self) -> str:
+        return self.message.split("\n", 1)[0]
+
+    @property
+    def title(self) -> str:
+        """``Type: first line of message`` (just ``Type`` when there is no message)."""
+        first = self.first_line
+        return f"{self.exc_type}: {first}" if first else self.exc_type
+
+
+@dataclass(frozen=True, slots=True)
+class Traceback:
+    lines: tuple[str, ...]
+    chain: tuple[ExceptionRecord, ...]
+    """Every exception in printed order: causes first, group members after their group."""
+    complete: bool
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def primary(self) -> ExceptionRecord:
+        """The exception that was finally raised: the last one outside any group."""
+        for record in reversed(self.chain):
+            if record.depth == 0:
+                return record
+        return self.chain[-1]
+
+
+@dataclass(slots=True)
+class Assembled:
+    """A finished record with the caller's metadata of its first and last line."""
+
+    key: Hashable
+    traceback: Traceback
+    first_meta: Any
+    last_meta: Any
+
+
+@dataclass(slots=True)
+class _Pending:
+    lines: list[str]
+    state: int
+    first_meta: Any
+    last_meta: Any
+    last_at: float
+    headerless: bool = False
+    blank: bool = False
+    message_lines: int = 0
+    trailer_ok: bool = True
+
+
+@dataclass(slots=True)
+class _Recent:
+    lines: list[str]
+    done_at: float
+
+
+# -- line classification -------------------------------------------------------------------
+def is_header(line: str) -> bool:
+    return line.endswith("(most recent call last):") and (
+        line.strip() == HEADER or _is_group_header(line)
+    )
+
+
+def _is_group_header(line: str) -> bool:
+    stripped = line.strip()
+    return stripped == f"+ {GROUP_HEADER}" or stripped == GROUP_HEADER
+
+
+def _is_chain_marker(line: str) -> bool:
+    return line.strip() in CHAIN_MARKERS
+
+
+def parse_exception_line(line: str) -> tuple[str, str] | None:
+    """``("pkg.Error", "message")`` for an exception line, else None."""
+    m = _EXC_LINE.match(line)
+    if m is None:
+        return None
+    return m["type"], m["msg"] or ""
+
+
+# -- the assembler -------------------------------------------------------------------------
+@dataclass
+class TracebackAssembler:
+    """Per-stream traceback assembly (see the module docstring)."""
+
+    flush_after_s: float = 0.5
+    chain_grace_s: float = 0.02
+    completed: list[Assembled] = field(default_factory=list)
+    """Finished records, appended by :meth:`feed` and :meth:`flush`; the caller drains it."""
+
+    def __post_init__(self) -> None:
+        self._pending: dict[Hashable, _Pending] = {}
+        self._recent: dict[Hashable, _Recent] = {}
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def pending_first_metas(self) -> Iterator[tuple[Hashable, Any]]:
+        """``(key, first_meta)`` of every record in progress."""
+        for key, p in self._pending.items():
+            yield key, p.first_meta
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`flush` has something to do (None: nothing in progress)."""
+        if not self._pending:
+            return None
+        return min(self._deadline(p) for p in self._pending.values())
+
+    def _deadline(self, p: _Pending) -> float:
+        wait = self.chain_grace_s if p.state == _AFTER else self.flush_after_s
+        return p.last_at + wait
+
+    def may_take(self, line: str) -> bool:
+        """False if :meth:`feed` would surely refuse ``line`` (no record in progress and
+        the line cannot start one): lets callers skip building a key and metadata."""
+        if self._pending or is_header(line):
+            return True
+        if line.startswith(" ") and _SYNTAX_LOCATION.match(line) is not None:
+            return True
+        return bool(self._recent) and line.startswith(("During", "The above"))
+
+    def feed(self, key: Hashable, line: str, now: float, meta: Any = None) -> bool:
+        """Take one line of stream ``key``; True if it belongs to a traceback."""
+        p = self._pending.get(key)
+        if p is not None:
+            if self._continues(p, line):
+                p.lines.append(line)
+                p.last_at = now
+                p.last_meta = meta
+                if len(p.lines) >= MAX_LINES:
+                    self._finish(key)
+                return True
+            self._finish(key)
+        return self._start(key, line, now, meta)
+
+    def flush(
+        self, now: float, *, force: bool = False, keys: Iterable[Hashable] | None = None
+    ) -> int:
+        """Finish records quiet past their deadline (all of them with ``force``, or only
+        ``keys``); returns how many were finished."""
+        if keys is not None:
+            due = [k for k in keys if k in self._pending]
+        elif force:
+            due = list(self._pending)
+        else:
+            due = [k for k, p in self._pending.items() if now >= self._deadline(p)]
+        for key in due:
+            self._finish(key)
+        if self._recent:
+            horizon = now - self.flush_after_s
+            for key in [k for k, r in self._recent.items() if r.done_at < horizon]:
+                del self._recent[key]
+        return len(due)
+
+    # -- transitions -----------------------------------------------------------------------
+    def _start(self, key: Hashable, line: str, now: float, meta: Any) -> bool:
+        if is_header(line):
+            state = _GROUP if _is_group_header(line) else _FRAMES
+            self._open(key, _Pending([line], state, meta, meta, now))
+            return True
+        if line.startswith(" ") and _SYNTAX_LOCATION.match(line):
+            self._open(key, _Pending([line], _FRAMES, meta, meta, now, headerless=True))
+            return True
+        recent = self._recent.get(key)
+        if recent is not None and _is_chain_marker(line):
+            # The tail of a chain arrived after its head was already finished: keep the
+            # head's text so the chain parses whole (the head was reported on its own).
+            del self._recent[key]
+            self._open(key, _Pending([*recent.lines, "", line], _CHAIN, meta, meta, now))
+            return True
+        return False
+
+    def _open(self, key: Hashable, pending: _Pending) -> None:
+        if len(self._pending) >= MAX_STREAMS:
+            oldest = min(self._pending, key=lambda k: self._pending[k].last_at)
+            self._finish(oldest)
+        self._pending[key] = pending
+
+    def _continues(self, p: _Pending, line: str) -> bool:
+        state = p.state
+        if state == _FRAMES:
+            if not line or line[0] in " \t":
+                return True
+            if _EXC_LINE.match(line):
+                p.state, p.blank, p.message_lines, p.trailer_ok = _AFTER, False, 0, True
+                return True
+            return False
+        if state == _AFTER:
+            return self._after(p, line)
+        if state == _CHAIN:
+            if not line.strip():
+                return True
+            if is_header(line):
+                p.state = _GROUP if _is_group_header(line) else _FRAMES
+                return True
+            return False
+        # _GROUP: framed rows continue; a blank line may lead to a chain marker
+        if _GROUP_ROW.match(line):
+            return True
+        if not line.strip():
+            p.state, p.blank, p.trailer_ok = _AFTER, True, False
+            return True
+        return False
+
+    def _after(self, p: _Pending, line: str) -> bool:
+        if not line.strip():
+            p.blank = True
+            return True
+        if _is_chain_marker(line):
+            p.state = _CHAIN
+            return True
+        if p.blank or not p.trailer_ok or is_header(line) or line.startswith("{"):
+            return False
+        if _FRAME.match(line) or p.message_lines >= MAX_MESSAGE_LINES:
+            return False
+        p.message_lines += 1  # the rest of a multi-line message, or a PEP 678 note
+        return True
+
+    def _finish(self, key: Hashable) -> None:
+        p = self._pending.pop(key)
+        lines = p.lines
+        while lines and not lines[-1].strip():
+            lines.pop()
+        tb = parse_traceback_lines(lines)
+        if tb is None or (p.headerless and not tb.complete):
+            return
+        self.completed.append(Assembled(key, tb, p.first_meta, p.last_meta))
+        if tb.complete:
+            if len(self._recent) >= RECENT_KEEP:
+                del self._recent[next(iter(self._recent))]
+            self._recent[key] = _Recent(lines, p.last_at)
+
+
+def assemble_text(text: str) -> list[Traceback]:
+    """Every traceback in one multi-line text (a journal MESSAGE, a JSON ``exception``)."""
+    asm = TracebackAssembler()
+    for line in text.splitlines():
+        asm.feed(0, line.rstrip("\r"), 0.0)
+    asm.flush(0.0, force=True)
+    return [a.traceback for a in asm.completed]
+
+
+# -- parsing a finished record -------------------------------------------------------------
+def parse_traceback_lines(lines: list[str] | tuple[str, ...]) -> Traceback | None:
+    """Parse an assembled record; None if it holds no frame and no exception line."""
+    records: list[ExceptionRecord] = []
+    dangling: list[Frame] = []
+    i, n = 0, len(lines)
+    while i < n:
+        if _is_group_header(lines[i]) and _GROUP_ROW.match(lines[i]):
+            j = i
+            while j < n and _GROUP_ROW.match(lines[j]):
+                j += 1
+            records.extend(_parse_group(lines[i:j]))
+            dangling = []
+            i = j
+            continue
+        j = i
+        while j < n and not (_is_group_header(lines[j]) and _GROUP_ROW.match(lines[j])):
+            j += 1
+        block_records, dangling = _parse_blocks(lines[i:j])
+        records.extend(block_records)
+        i = j
+    if dangling:
+        records.append(ExceptionRecord(INCOMPLETE_TYPE, "", tuple(dangling)))
+    if not records:
+        return None
+    complete = all(r.exc_type != INCOMPLETE_TYPE for r in records)
+    return Traceback(tuple(lines), tuple(records), complete)
+
+
+def _parse_blocks(
+    lines: Iterable[str], depth: int = 0
+) -> tuple[list[ExceptionRecord], list[Frame]]:
+    """Plain (non-group) traceback text: records, plus frames left without an exception."""
+    records: list[ExceptionRecord] = []
+    frames: list[Frame] = []
+    message: list[str] | None = None  # collecting a multi-line message
+
+    def close_message() -> None:
+        nonlocal message
+        if message is not None:
+            last = records[-1]
+            records[-1] = ExceptionRecord(
+                last.exc_type, "\n".join(message), last.frames, last.depth
+            )
+            message = None
+
+    for line in lines:
+        stripped = line.strip()
+        if not stripped or stripped in CHAIN_MARKERS or is_header(line):
+            close_message()
+            if is_header(line):
+                frames = []
+            continue
+        m = _FRAME.match(line)
+        if m is not None:
+            close_message()
+            func = m["func"] or ""
+            frames.append(Frame(m["file"], int(m["line"]), func.strip()))
+            continue
+        if message is not None:
+            message.append(line)
+            continue
+        if line[0] in " \t":
+            continue  # code, carets, "[Previous line repeated N more times]"
+        parsed = parse_exception_line(line)
+        if parsed is None:
+            continue
+        records.append(ExceptionRecord(parsed[0], parsed[1], tuple(frames), depth))
+        frames = []
+        message = [parsed[1]]
+    close_message()
+    return records, frames
+
+
+def _parse_group(rows: list[str]) -> list[ExceptionRecord]:
+    """Exception-group output: split the framed rows into segments per nesting level and
+    sub-exception, and parse each segment as plain traceback text."""
+    segments: list[tuple[int, list[str]]] = []
+    open_segment = False
+    for row in rows:
+        m = _GROUP_ROW.match(row)
+        if m is None:
+            continue
+        indent, rest = len(m["indent"]), m["rest"]
+        if m["bar"] == "+":
+            body = rest.lstrip("-+ ")
+            if body == GROUP_HEADER:
+                segments.append((indent, [GROUP_HEADER]))
+                open_segment = True
+            elif _SEPARATOR.match(rest.strip()) or not body:
+                open_segment = False
+            continue
+        content = rest[1:] if rest.startswith(" ") else rest
+        if open_segment and segments and segments[-1][0] == indent:
+            segments[-1][1].append(content)
+        else:
+            segments.append((indent, [content]))
+            open_segment = True
+    if not segments:
+        return []
+    base = min(depth for depth, _ in segments)
+    out: list[ExceptionRecord] = []
+    for indent, seg_lines in segments:
+        level = (indent - base) // 2
+        records, dangling = _parse_blocks(
+            [HEADER if s == GROUP_HEADER else s for s in seg_lines], level
+        )
+        out.extend(records)
+        if dangling:
+            out.append(ExceptionRecord(INCOMPLETE_TYPE, "", tuple(dangling), level))
+    # The group itself (first record at the base level) belongs to the chain.
+    return out
+
+
+def format_records(records: Iterable[ExceptionRecord]) -> str:
+    """Python-style text for exceptions known only as data (e.g. structlog's dict
+    tracebacks), causes first."""
+    out: list[str] = []
+    for record in records:
+        if out:
+            out += ["", "During handling of the above exception, another exception occurred:", ""]
+        if record.frames:
+            out.append(HEADER)
+            for f in record.frames:
+                where = f", in {f.function}" if f.function else ""
+                out.append(f'  File "{f.filename}", line {f.lineno}{where}')
+        out.append(f"{record.exc_type}: {record.message}" if record.message else record.exc_type)
+    return "\n".join(out)
