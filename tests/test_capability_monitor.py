@@ -6,24 +6,19 @@ The end-to-end tests at the bottom drive a real ``kloros-stream run`` and read i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from kloros_stream.models import Signal
 from kloros_stream.monitors.base import MonitorUnavailable
-from kloros_stream.monitors.capability_discovery import (
-    CapabilityDiscoveryMonitor,
-    FlatWatcher,
-    walk_files,
-)
-from tests.support.fakes import ListPublisher, make_context
+from kloros_stream.monitors.capability_discovery import CapabilityDiscoveryMonitor
+from kloros_stream.sources.files import walk_files
+from kloros_stream.sources.flatwatch import FlatWatcher
+from tests.support.fakes import ListPublisher, make_context, running
 from tests.support.service import ServiceProcess, write_config
 
 
@@ -36,26 +31,6 @@ def _install(directory: Path, name: str) -> Path:
     return directory / name
 
 
-def _open(pub: ListPublisher, gap_type: str) -> dict[str, Signal]:
-    """Latest signal per gap name, keeping only those whose latest is a gap."""
-    latest: dict[str, Signal] = {}
-    for s in pub.signals:
-        if s.gap_type == gap_type:
-            latest[s.gap_name] = s
-    return {n: s for n, s in latest.items() if not s.resolved}
-
-
-@contextlib.asynccontextmanager
-async def running(monitor: CapabilityDiscoveryMonitor) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(monitor.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 def _config(tmp_path: Path, roots: list[str] | None = None, **section: object) -> dict:
     return {
         "monitors": {
@@ -66,7 +41,7 @@ def _config(tmp_path: Path, roots: list[str] | None = None, **section: object) -
 
 
 async def _wait_state(pub: ListPublisher, gap_type: str, names: set[str]) -> None:
-    await pub.wait_for(lambda _: set(_open(pub, gap_type)) == names, timeout=10)
+    await pub.wait_for(lambda _: set(pub.open_gaps(gap_type)) == names, timeout=10)
 
 
 async def test_flat_watcher_waits_for_missing_dir_and_sees_chmod(tmp_path: Path) -> None:
@@ -115,7 +90,7 @@ async def test_missing_tool_follows_path_dirs(tmp_path: Path) -> None:
     monitor = CapabilityDiscoveryMonitor(ctx, path_value=f"{bin1}{os.pathsep}{bin2}")
     async with running(monitor):
         await _wait_state(pub, "missing_tool", {"kloros-fake-tool", "other-tool"})
-        gap = _open(pub, "missing_tool")["kloros-fake-tool"]
+        gap = pub.open_gaps("missing_tool")["kloros-fake-tool"]
         assert gap.facts["searched"] == [str(bin1), str(bin2)]
         assert gap.facts["gap_category"] == "tooling"
         tool = _install(bin1, "kloros-fake-tool")
@@ -151,7 +126,7 @@ async def test_required_module_follows_site_dir(
     assert site in monitor.site_dirs
     async with running(monitor):
         await _wait_state(pub, "missing_library", {"kloros_fakedist"})
-        assert _open(pub, "missing_library")["kloros_fakedist"].facts["required"] is True
+        assert pub.open_gaps("missing_library")["kloros_fakedist"].facts["required"] is True
         dist = site / "kloros_fakedist-1.0.dist-info"
         dist.mkdir()
         (dist / "METADATA").write_text("Name: kloros-fakedist\nVersion: 1.0\n")
@@ -180,7 +155,7 @@ async def test_scan_imports_of_roots(tmp_path: Path) -> None:
         await _wait_state(
             pub, "missing_library", {"kloros_missing_alpha", "helpers", "kloros_missing_gamma"}
         )
-        alpha = _open(pub, "missing_library")["kloros_missing_alpha"]
+        alpha = pub.open_gaps("missing_library")["kloros_missing_alpha"]
         assert alpha.facts["files"] == [str(src / "app" / "main.py"), str(src / "app/other.py")]
         assert alpha.facts["file_count"] == 2 and alpha.facts["required"] is False
         # the tree grows the module: resolved; an atomic rewrite drops an import
@@ -195,7 +170,9 @@ async def test_scan_imports_of_roots(tmp_path: Path) -> None:
         (src / "app" / "main.py").unlink()
         await pub.wait_for(
             lambda _: (
-                _open(pub, "missing_library").get("kloros_missing_alpha", alpha).facts["file_count"]
+                pub.open_gaps("missing_library")
+                .get("kloros_missing_alpha", alpha)
+                .facts["file_count"]
                 == 1
             )
         )
@@ -226,7 +203,7 @@ async def test_one_shot_scan_and_restart_reconcile(tmp_path: Path) -> None:
         await pub.wait_for(
             lambda sigs: any(s.resolved and s.gap_name == "kloros_missing_delta" for s in sigs)
         )
-        assert set(_open(pub, "missing_tool")) == {"kloros-nope"}
+        assert set(pub.open_gaps("missing_tool")) == {"kloros-nope"}
 
 
 async def test_nothing_to_check_is_unavailable(tmp_path: Path) -> None:

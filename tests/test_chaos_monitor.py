@@ -7,7 +7,6 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,9 @@ import orjson
 import pytest
 
 from kloros_stream.checkpoint import read_only_store
-from kloros_stream.monitors.chaos import ChaosMonitor, PendingChanges
-from tests.support.fakes import ListPublisher, make_context
+from kloros_stream.monitors.chaos import ChaosMonitor
+from tests.support.fakes import ListPublisher, make_context, running_monitor
+from tests.support.scripted import wait_until
 from tests.support.service import ServiceProcess, write_config
 
 CONFIG = {
@@ -33,28 +33,10 @@ def entry(scenario: str, healed: bool, error: str | None = None) -> dict[str, An
     return {"scenario": scenario, "healed": healed, "error": error}
 
 
-@contextlib.asynccontextmanager
-async def running(
+def running(
     tmp_path: Path, data: dict[str, Any] | None = None, publisher: ListPublisher | None = None
-) -> AsyncIterator[tuple[ChaosMonitor, ListPublisher]]:
-    ctx, pub = make_context("chaos", tmp_path, data or CONFIG, publisher=publisher)
-    monitor = ChaosMonitor(ctx)
-    task = asyncio.create_task(monitor.run())
-    try:
-        yield monitor, pub
-    finally:
-        task.cancel()
-        await asyncio.wait({task})
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
-
-
-async def until(predicate: Any, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not met"
-        await asyncio.sleep(0.01)
+) -> contextlib.AbstractAsyncContextManager[tuple[ChaosMonitor, ListPublisher]]:
+    return running_monitor(ChaosMonitor, tmp_path, data or CONFIG, publisher=publisher)
 
 
 def gap_names(pub: ListPublisher) -> list[str]:
@@ -202,7 +184,9 @@ async def test_backlog_is_published_once_caught_up(tmp_path: Path) -> None:
     lines = [entry(scenarios[i % 10], i % 50 == 0, f"e{i}") for i in range(40_000)]
     append(history, *lines)  # ~2.5 MB: about 40 tailer batches, each touching every scenario
     async with running(tmp_path) as (monitor, pub):
-        await until(lambda: sum(s.total for s in map(monitor.stats.get, scenarios) if s) == 40_000)
+        await wait_until(
+            lambda: sum(s.total for s in map(monitor.stats.get, scenarios) if s) == 40_000
+        )
         await pub.wait_for(lambda s: len({g.gap_name for g in pub.gaps()}) == 10)
         assert len(pub.signals) < 10 * 8  # not one per failure (39,200) or per batch (~200)
         last = {g.gap_name: g.facts for g in pub.gaps()}
@@ -211,30 +195,13 @@ async def test_backlog_is_published_once_caught_up(tmp_path: Path) -> None:
         await pub.wait_for(lambda s: pub.gaps()[-1].gap_name == "live")
 
 
-def test_pending_changes_collapse_to_at_most_two_per_name() -> None:
-    pending = PendingChanges()
-    for opened, name, at in [
-        (True, "a", 1),
-        (True, "b", 2),
-        (False, "a", 3),
-        (True, "a", 4),
-        (True, "a", 5),
-        (False, "c", 6),
-        (True, "b", 7),
-        (False, "b", 8),
-    ]:
-        pending.add(opened, name, at)
-    assert pending.drain() == [(True, "a", 5), (True, "b", 7), (False, "b", 8), (False, "c", 6)]
-    assert pending.drain() == [] and len(pending) == 0
-
-
 async def test_state_and_offset_are_one_atomic_checkpoint(tmp_path: Path) -> None:
     history = tmp_path / "chaos.jsonl"
     async with running(tmp_path) as (monitor, pub):
         append(history, entry("a", False), raw=b"garbage\n")
         await pub.wait_for(lambda s: len(s) == 1)
         state_file = monitor.ctx.checkpoints.path("stats")
-        await until(lambda: b'"offset"' in state_file.read_bytes())
+        await wait_until(lambda: b'"offset"' in state_file.read_bytes())
     saved = orjson.loads(state_file.read_bytes())
     assert saved["tail"]["offset"] == history.stat().st_size
     assert saved["stats"]["scenarios"][0][:3] == ["a", 1, 1]

@@ -4,15 +4,12 @@ prints real nvidia-smi CSV (in-process, list publisher, real inotify and subproc
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from kloros_stream.models import Signal
 from kloros_stream.monitors.exploration import ExplorationMonitor
-from tests.support.fakes import ListPublisher, make_context
+from tests.support.fakes import ListPublisher, make_context, make_monitor, running
 from tests.support.service import ServiceProcess, write_config
 
 IDLE = "0, GPU-5a1c0b3e-8f0e-4b8e-9c7c-2d6c1f0e9a11, NVIDIA GeForce RTX 3090, 2, 512, 24576\n"
@@ -37,35 +34,14 @@ def fake_nvidia_smi(directory: Path, exit_code: int = 0) -> tuple[Path, Path]:
     return script, state
 
 
-def _open(pub: ListPublisher, gap_type: str) -> dict[str, Signal]:
-    latest: dict[str, Signal] = {}
-    for s in pub.signals:
-        if s.gap_type == gap_type:
-            latest[s.gap_name] = s
-    return {n: s for n, s in latest.items() if not s.resolved}
-
-
-@contextlib.asynccontextmanager
-async def running(monitor: ExplorationMonitor) -> AsyncIterator[None]:
-    task = asyncio.create_task(monitor.run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 def _monitor(
     tmp_path: Path, pub: ListPublisher | None = None, **section: object
 ) -> tuple[ExplorationMonitor, ListPublisher]:
-    ctx, pub = make_context(
-        "exploration", tmp_path, {"monitors": {"exploration": section}}, publisher=pub
-    )
     dev, drm = tmp_path / "dev", tmp_path / "drm"
     dev.mkdir(exist_ok=True)
     drm.mkdir(exist_ok=True)
-    return ExplorationMonitor(ctx, dev_dir=dev, drm_dir=drm), pub
+    data = {"monitors": {"exploration": section}}
+    return make_monitor(ExplorationMonitor, tmp_path, data, publisher=pub, dev_dir=dev, drm_dir=drm)
 
 
 async def test_inventory_in_details_without_nvidia_smi(tmp_path: Path) -> None:
@@ -99,27 +75,27 @@ async def test_device_arrival_and_removal(tmp_path: Path) -> None:
         await pub.wait_for(lambda _: "devices" in monitor.ctx.status.details)
         (dev / "ttyUSB0").touch()
         (dev / "tty7").touch()  # not hardware worth a question
-        await pub.wait_for(lambda _: set(_open(pub, "hardware_change")) == {f"{dev}/ttyUSB0"})
-        assert _open(pub, "hardware_change")[f"{dev}/ttyUSB0"].facts["change"] == "added"
+        await pub.wait_for(lambda _: set(pub.open_gaps("hardware_change")) == {f"{dev}/ttyUSB0"})
+        assert pub.open_gaps("hardware_change")[f"{dev}/ttyUSB0"].facts["change"] == "added"
         (dev / "dri").mkdir()  # appears after start: watched from then on
         (dev / "dri" / "card1").touch()
         (dev / "dri" / "renderD128").touch()
         await pub.wait_for(
-            lambda _: set(_open(pub, "hardware_change")) == {f"{dev}/ttyUSB0", "card1"}
+            lambda _: set(pub.open_gaps("hardware_change")) == {f"{dev}/ttyUSB0", "card1"}
         )
         (tmp_path / "drm" / "card2").mkdir()  # sysfs: seen at the next sampling tick
-        await pub.wait_for(lambda _: "card2" in _open(pub, "hardware_change"))
+        await pub.wait_for(lambda _: "card2" in pub.open_gaps("hardware_change"))
         (dev / "ttyUSB0").unlink()
-        await pub.wait_for(lambda _: f"{dev}/ttyUSB0" not in _open(pub, "hardware_change"))
+        await pub.wait_for(lambda _: f"{dev}/ttyUSB0" not in pub.open_gaps("hardware_change"))
     assert not any(s.gap_name.endswith("tty7") or s.gap_name == "renderD128" for s in pub.signals)
 
     # restart: the baseline persists, a baseline device that vanished is "removed"
     (dev / "sdb").touch()
     monitor, pub = _monitor(tmp_path, nvidia_smi="")
     async with running(monitor):
-        await pub.wait_for(lambda _: "sdb" in str(list(_open(pub, "hardware_change"))))
-    assert _open(pub, "hardware_change")[f"{dev}/sdb"].facts["change"] == "added"
-    assert _open(pub, "hardware_change")["card1"].facts["change"] == "added"
+        await pub.wait_for(lambda _: "sdb" in str(list(pub.open_gaps("hardware_change"))))
+    assert pub.open_gaps("hardware_change")[f"{dev}/sdb"].facts["change"] == "added"
+    assert pub.open_gaps("hardware_change")["card1"].facts["change"] == "added"
 
 
 async def test_idle_accelerator_then_busy(tmp_path: Path) -> None:
@@ -128,8 +104,8 @@ async def test_idle_accelerator_then_busy(tmp_path: Path) -> None:
         tmp_path, nvidia_smi=str(script), interval_s=0.05, idle_window_s=0.3, idle_threshold_pct=10
     )
     async with running(monitor):
-        await pub.wait_for(lambda _: "gpu0" in _open(pub, "idle_accelerator"))
-        gap = _open(pub, "idle_accelerator")["gpu0"]
+        await pub.wait_for(lambda _: "gpu0" in pub.open_gaps("idle_accelerator"))
+        gap = pub.open_gaps("idle_accelerator")["gpu0"]
         assert gap.facts["device_name"] == "NVIDIA GeForce RTX 3090"
         assert gap.facts["utilization_pct"] == 2.0 and gap.facts["threshold_pct"] == 10
         assert gap.facts["gap_category"] == "resource_utilization"
@@ -137,11 +113,11 @@ async def test_idle_accelerator_then_busy(tmp_path: Path) -> None:
         assert monitor.ctx.status.details["nvidia_smi"].startswith("ok")
         state.write_text(NA)  # no figure: the gap stays
         state.write_text(BUSY)
-        await pub.wait_for(lambda _: not _open(pub, "idle_accelerator"))
+        await pub.wait_for(lambda _: not pub.open_gaps("idle_accelerator"))
         resolved = pub.resolutions("idle_accelerator")
         assert len(resolved) == 1 and resolved[0].facts["utilization_pct"] == 97.0
         state.write_text(IDLE)
-        await pub.wait_for(lambda _: "gpu0" in _open(pub, "idle_accelerator"))
+        await pub.wait_for(lambda _: "gpu0" in pub.open_gaps("idle_accelerator"))
     assert len(pub.gaps("idle_accelerator")) == 2  # each idle period announced once
 
 

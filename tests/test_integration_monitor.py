@@ -4,7 +4,6 @@ incremental re-parsing, checkpoint restarts, one-shot scans."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import time
@@ -15,8 +14,17 @@ from typing import Any
 import pytest
 
 from kloros_stream.models import Signal
-from kloros_stream.monitors.integration import Debouncer, IntegrationMonitor, scan_once
-from tests.support.fakes import ListPublisher, make_context
+from kloros_stream.monitors.integration import IntegrationMonitor
+from kloros_stream.monitors.ledger import Debouncer
+from kloros_stream.sources.tree import scan_once
+from tests.support.fakes import (
+    ListPublisher,
+    MonitorRun,
+    make_context,
+    make_monitor,
+    running_monitor,
+)
+from tests.support.scripted import wait_until
 from tests.support.service import ServiceProcess, write_config
 
 PRODUCER = "class Worker:\n    def feed(self, x):\n        self.pending.append(x)\n"
@@ -24,18 +32,13 @@ CONSUMER = "def drain(worker):\n    return worker.pending.popleft()\n"
 CHANNEL = "pkg.worker.Worker.pending"
 
 
-class Running:
-    """A monitor task plus its publisher; ``barrier`` proves earlier events were handled."""
+class Running(MonitorRun):
+    """An integration monitor task; ``barrier`` proves earlier events were handled."""
 
     def __init__(self, monitor: IntegrationMonitor, pub: ListPublisher, src: Path) -> None:
-        self.monitor = monitor
-        self.pub = pub
+        super().__init__(monitor, pub)
         self.src = src
-        self.task: asyncio.Task[None] | None = None
         self._barriers = 0
-
-    async def wait(self, predicate: Callable[[list[Signal]], bool]) -> list[Signal]:
-        return await self.pub.wait_for(predicate, timeout=10)
 
     async def barrier(self) -> None:
         """Write a file whose orphan topic we wait for: every earlier event is handled."""
@@ -46,12 +49,6 @@ class Running:
 
     def named(self, gap_name: str) -> list[Signal]:
         return [s for s in self.pub.signals if s.gap_name == gap_name]
-
-    async def stop(self) -> None:
-        assert self.task is not None
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
 
 
 @pytest.fixture
@@ -70,10 +67,8 @@ async def start(tmp_path: Path, src: Path) -> AsyncIterator[Callable[..., Any]]:
     running: list[Running] = []
 
     async def _start(extra: dict[str, Any] | None = None, ready: bool = True) -> Running:
-        ctx, pub = make_context("integration", tmp_path, config(extra))
-        monitor = IntegrationMonitor(ctx)
+        monitor, pub = make_monitor(IntegrationMonitor, tmp_path, config(extra))
         run = Running(monitor, pub, src)
-        run.task = asyncio.create_task(monitor.run())
         running.append(run)
         if ready:
             await wait_initial(monitor)
@@ -84,13 +79,9 @@ async def start(tmp_path: Path, src: Path) -> AsyncIterator[Callable[..., Any]]:
         await run.stop()
 
 
-async def wait_initial(monitor: IntegrationMonitor, timeout: float = 10.0) -> None:
+async def wait_initial(monitor: IntegrationMonitor) -> None:
     """The initial scan is over once the status has a file count and the watch is live."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while "files" not in monitor.ctx.status.details:
-        assert loop.time() < deadline, "initial scan did not finish"
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: "files" in monitor.ctx.status.details, what="initial scan")
 
 
 async def test_orphan_found_at_start_then_resolved_by_a_consumer_in_another_file(
@@ -292,20 +283,12 @@ async def test_one_shot_publishes_current_gaps_and_returns(tmp_path: Path, src: 
 async def test_missing_root_is_watched_until_it_appears(
     start: Callable[..., Any], src: Path, tmp_path: Path
 ) -> None:
-    ctx, pub = make_context(
-        "integration", tmp_path, {"monitors": {"integration": {"roots": ["later/src"]}}}
-    )
-    monitor = IntegrationMonitor(ctx)
-    task = asyncio.create_task(monitor.run())
-    try:
+    data = {"monitors": {"integration": {"roots": ["later/src"]}}}
+    async with running_monitor(IntegrationMonitor, tmp_path, data) as (monitor, pub):
         await wait_initial(monitor)
         (tmp_path / "later" / "src").mkdir(parents=True)
         (tmp_path / "later" / "src" / "m.py").write_text('emit("LATE")\n')
         await pub.wait_for(lambda s: [x.gap_name for x in s] == ["LATE"])
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_debouncer_coalesces_and_never_writes_older_data() -> None:

@@ -3,41 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from kloros_stream.analysis.knowledge import sha256_hex
-from kloros_stream.models import Signal
 from kloros_stream.monitors.knowledge_discovery import KnowledgeDiscoveryMonitor
-from tests.support.fakes import ListPublisher, make_context
+from tests.support.fakes import ListPublisher, make_monitor, running
 from tests.support.service import ServiceProcess, write_config
 
 DAY = 86_400.0
-
-
-def _open(pub: ListPublisher, gap_type: str) -> dict[str, Signal]:
-    latest: dict[str, Signal] = {}
-    for s in pub.signals:
-        if s.gap_type == gap_type:
-            latest[s.gap_name] = s
-    return {n: s for n, s in latest.items() if not s.resolved}
-
-
-@contextlib.asynccontextmanager
-async def running(monitor: KnowledgeDiscoveryMonitor) -> AsyncIterator[None]:
-    task = asyncio.create_task(monitor.run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def _monitor(
@@ -53,8 +31,7 @@ def _monitor(
             },
         }
     }
-    ctx, pub = make_context("knowledge_discovery", tmp_path, data, one_shot=one_shot)
-    return KnowledgeDiscoveryMonitor(ctx), pub
+    return make_monitor(KnowledgeDiscoveryMonitor, tmp_path, data, one_shot=one_shot)
 
 
 def write_index(path: Path, docs: dict[str, bytes], *, atomic: bool = True) -> None:
@@ -69,7 +46,7 @@ def write_index(path: Path, docs: dict[str, bytes], *, atomic: bool = True) -> N
 
 
 async def _names(pub: ListPublisher, gap_type: str, names: set[str]) -> None:
-    await pub.wait_for(lambda _: set(_open(pub, gap_type)) == names, timeout=10)
+    await pub.wait_for(lambda _: set(pub.open_gaps(gap_type)) == names, timeout=10)
 
 
 async def test_unindexed_until_the_index_covers_it(tmp_path: Path) -> None:
@@ -86,14 +63,14 @@ async def test_unindexed_until_the_index_covers_it(tmp_path: Path) -> None:
         (docs / "guide" / "install.rst").write_bytes(new)
         (docs / "guide" / "image.png").write_bytes(b"\x89PNG")  # not a document
         await _names(pub, "unindexed_doc", {"guide/install.rst"})
-        gap = _open(pub, "unindexed_doc")["guide/install.rst"]
+        gap = pub.open_gaps("unindexed_doc")["guide/install.rst"]
         assert gap.facts["status"] == "new"
         assert gap.facts["path"] == str(docs / "guide" / "install.rst")
         write_index(index, {"old.md": old, "guide/install.rst": new})  # atomic rename
         await _names(pub, "unindexed_doc", set())
         (docs / "old.md").write_bytes(b"# Old\nedited\n")
         await _names(pub, "unindexed_doc", {"old.md"})
-        assert _open(pub, "unindexed_doc")["old.md"].facts["status"] == "changed"
+        assert pub.open_gaps("unindexed_doc")["old.md"].facts["status"] == "changed"
         write_index(
             index, {"old.md": b"# Old\nedited\n", "guide/install.rst": new}, atomic=False
         )  # written in place: read at close
@@ -155,12 +132,14 @@ async def test_stale_when_named_code_changes_after_an_old_doc(tmp_path: Path) ->
         assert pub.signals == []  # old doc, but the code is older still
         code.write_text("x = 2\n")
         await _names(pub, "stale_doc", {"engine.md"})
-        gap = _open(pub, "stale_doc")["engine.md"]
+        gap = pub.open_gaps("stale_doc")["engine.md"]
         assert gap.facts["changed_code"] == [f"{src}/pkg/engine.py"]
         assert gap.facts["stale_after_days"] == 180
         (src / "pkg" / "other.py").write_text("y = 2\n")  # named as a dotted module
         await pub.wait_for(
-            lambda _: len(_open(pub, "stale_doc").get("engine.md", gap).facts["changed_code"]) == 2
+            lambda _: (
+                len(pub.open_gaps("stale_doc").get("engine.md", gap).facts["changed_code"]) == 2
+            )
         )
         code.unlink()
         (src / "pkg" / "other.py").unlink()

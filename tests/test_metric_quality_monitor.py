@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from kloros_stream.analysis.metric_rules import RESOLVE_AFTER_CLEAN
 from kloros_stream.checkpoint import read_only_store
 from kloros_stream.monitors.metric_quality import MetricQualityMonitor
-from tests.support.fakes import ListPublisher, make_context
+from tests.support.fakes import ListPublisher, make_context, running_monitor
 from tests.support.service import ServiceProcess, write_config
 from tests.test_chaos_monitor import assert_no_duplicates
 
@@ -65,20 +64,10 @@ def append(path: Path, *records: Any, raw: bytes = b"") -> None:
         fh.write(raw + b"".join(orjson.dumps(r) + b"\n" for r in records))
 
 
-@contextlib.asynccontextmanager
-async def running(
+def running(
     tmp_path: Path, publisher: ListPublisher | None = None
-) -> AsyncIterator[tuple[MetricQualityMonitor, ListPublisher]]:
-    ctx, pub = make_context("metric_quality", tmp_path, CONFIG, publisher=publisher)
-    monitor = MetricQualityMonitor(ctx)
-    task = asyncio.create_task(monitor.run())
-    try:
-        yield monitor, pub
-    finally:
-        task.cancel()
-        await asyncio.wait({task})
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+) -> contextlib.AbstractAsyncContextManager[tuple[MetricQualityMonitor, ListPublisher]]:
+    return running_monitor(MetricQualityMonitor, tmp_path, CONFIG, publisher=publisher)
 
 
 async def test_identical_metrics_gap_then_resolved(tmp_path: Path) -> None:

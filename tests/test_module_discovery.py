@@ -4,7 +4,6 @@ vanishing modules, restarts."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -12,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from kloros_stream.models import Signal
 from kloros_stream.monitors.module_discovery import ModuleDiscoveryMonitor, is_module, scan_file
-from tests.support.fakes import ListPublisher, make_context
+from tests.support.fakes import ListPublisher, MonitorRun, make_context, make_monitor
+from tests.support.scripted import wait_until
 
 MODULE = '''"""Wake-word detection for the voice loop."""
 import numpy
@@ -29,16 +28,13 @@ def _private(): ...
 '''
 
 
-class Running:
-    def __init__(self, monitor: ModuleDiscoveryMonitor, pub: ListPublisher, src: Path) -> None:
-        self.monitor = monitor
-        self.pub = pub
-        self.src = src
-        self.task: asyncio.Task[None] | None = None
-        self._barriers = 0
+class Running(MonitorRun):
+    """A module_discovery monitor task; ``barrier`` proves earlier events were handled."""
 
-    async def wait(self, predicate: Callable[[list[Signal]], bool]) -> list[Signal]:
-        return await self.pub.wait_for(predicate, timeout=10)
+    def __init__(self, monitor: ModuleDiscoveryMonitor, pub: ListPublisher, src: Path) -> None:
+        super().__init__(monitor, pub)
+        self.src = src
+        self._barriers = 0
 
     async def barrier(self) -> None:
         """A new module we wait for: every earlier event has been handled."""
@@ -53,12 +49,6 @@ class Running:
             for s in self.pub.signals
             if not s.gap_name.startswith("barrier")
         ]
-
-    async def stop(self) -> None:
-        assert self.task is not None
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
 
 
 @pytest.fixture
@@ -75,18 +65,11 @@ async def start(tmp_path: Path, src: Path) -> AsyncIterator[Callable[..., Any]]:
     running: list[Running] = []
 
     async def _start() -> Running:
-        ctx, pub = make_context(
-            "module_discovery", tmp_path, {"monitors": {"module_discovery": {"roots": ["src"]}}}
-        )
-        monitor = ModuleDiscoveryMonitor(ctx)
+        data = {"monitors": {"module_discovery": {"roots": ["src"]}}}
+        monitor, pub = make_monitor(ModuleDiscoveryMonitor, tmp_path, data)
         run = Running(monitor, pub, src)
-        run.task = asyncio.create_task(monitor.run())
         running.append(run)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while "modules" not in ctx.status.details:
-            assert loop.time() < deadline, "initial scan did not finish"
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: "modules" in monitor.ctx.status.details, what="initial scan")
         return run
 
     yield _start

@@ -7,7 +7,6 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ from kloros_stream.checkpoint import read_only_store
 from kloros_stream.monitors import testresults
 from kloros_stream.monitors.testresults import TestResultsMonitor
 from kloros_stream.sources.watcher import FileEvent, FileEventKind
-from tests.support.fakes import ListPublisher, make_context
+from tests.support.fakes import ListPublisher, make_context, running_monitor
+from tests.support.scripted import wait_until
 from tests.support.service import ServiceProcess, write_config
 from tests.test_chaos_monitor import assert_no_duplicates, wait_file_contains
 
@@ -52,28 +52,10 @@ def write_atomic(path: Path, data: bytes) -> None:
     tmp.rename(path)
 
 
-@contextlib.asynccontextmanager
-async def running(
+def running(
     tmp_path: Path, publisher: ListPublisher | None = None
-) -> AsyncIterator[tuple[TestResultsMonitor, ListPublisher]]:
-    ctx, pub = make_context("test", tmp_path, CONFIG, publisher=publisher)
-    monitor = TestResultsMonitor(ctx)
-    task = asyncio.create_task(monitor.run())
-    try:
-        yield monitor, pub
-    finally:
-        task.cancel()
-        await asyncio.wait({task})
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
-
-
-async def until(predicate: Any, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not met"
-        await asyncio.sleep(0.01)
+) -> contextlib.AbstractAsyncContextManager[tuple[TestResultsMonitor, ListPublisher]]:
+    return running_monitor(TestResultsMonitor, tmp_path, CONFIG, publisher=publisher)
 
 
 def names(signals: list[Any]) -> list[str]:
@@ -126,9 +108,9 @@ async def test_an_older_report_never_overrides_a_newer_one(tmp_path: Path) -> No
     results = tmp_path / "results"
     async with running(tmp_path) as (monitor, pub):
         write_atomic(results / "new.json", json_report(200, m__t="passed"))
-        await until(lambda: "new.json" in monitor.processed)
+        await wait_until(lambda: "new.json" in monitor.processed)
         write_atomic(results / "old.json", json_report(100, m__t="failed"))
-        await until(lambda: "old.json" in monitor.processed)
+        await wait_until(lambda: "old.json" in monitor.processed)
         assert pub.signals == []
         write_atomic(results / "newer.json", json_report(300, m__t="failed"))
         await pub.wait_for(lambda s: len(s) == 1)
@@ -142,14 +124,14 @@ async def test_half_written_and_corrupt_reports_are_retried(tmp_path: Path) -> N
     async with running(tmp_path) as (monitor, pub):
         with (results / "r.json").open("wb") as fh:  # a writer that closes half-way
             fh.write(data[: len(data) // 2])
-        await until(lambda: monitor.counts["incomplete"] >= 1)
+        await wait_until(lambda: monitor.counts["incomplete"] >= 1)
         with (results / "r.json").open("ab") as fh:
             fh.write(data[len(data) // 2 :])
         await pub.wait_for(lambda s: len(s) == 1)
         # Binary garbage and a foreign JSON file: logged and skipped, then fixed.
         (results / "junk.xml").write_bytes(os.urandom(4096).replace(b"<", b"x"))
         (results / "other.json").write_bytes(b'{"not": "a report"}')
-        await until(lambda: monitor.counts["invalid"] >= 2)
+        await wait_until(lambda: monitor.counts["invalid"] >= 2)
         (results / "junk.xml").write_bytes(
             b'<testsuite><testcase classname="pkg.test_j" name="t"><error message="e"/>'
             b"</testcase></testsuite>"
@@ -202,7 +184,7 @@ async def test_restart_announces_nothing_and_a_later_pass_resolves(tmp_path: Pat
         await pub.wait_for(lambda s: len(s) == 2)
     pub2 = ListPublisher()
     async with running(tmp_path, publisher=pub2) as (monitor, _):
-        await until(lambda: len(monitor.book.open) == 2)  # restored from the checkpoint
+        await wait_until(lambda: len(monitor.book.open) == 2)  # restored from the checkpoint
         write_atomic(results / "r2.json", json_report(200, m__a="passed"))
         await pub2.wait_for(lambda s: len(s) == 1)
         assert names(pub2.resolutions()) == ["m::a"]  # and r1 was not re-announced
@@ -273,7 +255,7 @@ async def test_many_reports_are_bounded_and_not_reparsed_after_restart(
         os.utime(results / f"r{i}.json", (1000 + i, 1000 + i))
     async with running(tmp_path) as (monitor, pub):
         await pub.wait_for(lambda s: len(s) == 8)
-        await until(lambda: monitor.horizon_ns == 1004 * 10**9)
+        await wait_until(lambda: monitor.horizon_ns == 1004 * 10**9)
         assert len(monitor.processed) == 3
     pub2 = ListPublisher()
     async with running(tmp_path, publisher=pub2) as (monitor, _):

@@ -39,8 +39,9 @@ from ..analysis.hardware import (
     parse_nvidia_smi,
 )
 from ..config import ExplorationConfig
+from ..sources.flatwatch import DirChange, FlatWatcher
 from .base import Monitor, MonitorContext
-from .capability_discovery import DirChange, FlatWatcher, GapLedger
+from .ledger import GapLedger
 
 NVIDIA_SMI_TIMEOUT_S = 20.0
 _DEV_MASK = Mask.CREATE | Mask.DELETE | Mask.MOVED_FROM | Mask.MOVED_TO

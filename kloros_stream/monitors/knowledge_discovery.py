@@ -40,9 +40,11 @@ from ..analysis.knowledge import (
 )
 from ..config import KnowledgeDiscoveryConfig
 from ..core.identity import iso
+from ..sources.files import file_signature, walk_files
+from ..sources.flatwatch import FlatWatcher
 from ..sources.watcher import FileEvent, FileEventKind, RecursiveWatcher
 from .base import Monitor, MonitorContext
-from .capability_discovery import FlatWatcher, GapLedger, file_signature, walk_files
+from .ledger import GapLedger
 
 MAX_TEXT_BYTES = 1_048_576
 """Only the first MiB of a document is searched for code names (all of it is hashed)."""

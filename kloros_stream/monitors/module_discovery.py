@@ -30,9 +30,11 @@ from ..analysis.pysource import (
     quick_scan,
 )
 from ..config import ModuleDiscoveryConfig
+from ..sources.files import file_size, root_of
+from ..sources.tree import SETTLE_S, SettleTimers, TreeEvents
 from ..sources.watcher import FileEvent, FileEventKind
 from .base import Monitor, MonitorContext
-from .integration import SETTLE_S, Debouncer, SettleTimers, TreeEvents, file_size, root_of
+from .ledger import Debouncer
 
 CHECKPOINT = "modules"
 CHECKPOINT_FORMAT = 1

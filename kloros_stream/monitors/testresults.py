@@ -32,7 +32,7 @@ from ..analysis.test_reports import (
 from ..config import TestMonitorConfig
 from ..sources.watcher import FileEvent, FileEventKind, RecursiveWatcher
 from .base import Monitor
-from .chaos import wait_delivered
+from .tailing import wait_delivered
 
 REPORT_SUFFIXES = (".json", ".xml")
 EXCLUDE = (".*", "__pycache__")

@@ -1,0 +1,225 @@
+"""What a monitor has announced, and how that bookkeeping is checkpointed.
+
+* :class:`GapLedger`: the open gaps of a monitor; publishes a gap only when it opens or its
+  facts change, a resolution when it closes, and after a restart resolves what went away
+  meanwhile (capability_discovery, exploration, knowledge_discovery).
+* :class:`Debouncer`: coalesced checkpoint writes in a worker thread, for monitors that
+  keep their own announced state (integration, module_discovery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import anyio.to_thread
+import orjson
+
+from .base import MonitorContext
+
+SAVE_DELAY_S = 0.2
+"""Delay before the open-gap checkpoint is written (coalesces bursts of changes)."""
+
+
+class GapLedger:
+    """The open gaps of one monitor: publishes a gap when it opens or its facts change and
+    a resolution when it closes; remembers (checkpoint ``open_gaps``) what was open, so
+    after a restart :meth:`reconcile` resolves the gaps that went away meanwhile."""
+
+    CHECKPOINT = "open_gaps"
+
+    def __init__(self, ctx: MonitorContext, ecosystem: str) -> None:
+        self.ctx = ctx
+        self.ecosystem = ecosystem
+        self.open: dict[tuple[str, str], str] = {}
+        self.previous: set[tuple[str, str]] = set()
+        saved = ctx.checkpoints.load(self.CHECKPOINT)
+        if isinstance(saved, dict) and isinstance(saved.get("open"), list):
+            self.previous = {
+                (str(p[0]), str(p[1])) for p in saved["open"] if isinstance(p, list) and len(p) == 2
+            }
+        self._dirty = False
+        self._flushing: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
+
+    def is_open(self, gap_type: str, gap_name: str) -> bool:
+        return (gap_type, gap_name) in self.open
+
+    def names(self, gap_type: str) -> set[str]:
+        return {name for t, name in self.open if t == gap_type}
+
+    def set(
+        self,
+        gap_type: str,
+        gap_name: str,
+        *,
+        gap_category: str,
+        gap_reason: str,
+        observed_at: float | None = None,
+        **facts: Any,
+    ) -> bool:
+        """Open (or update) a gap; publishes only if it is new or its facts changed."""
+        digest = hashlib.sha256(
+            orjson.dumps(
+                [gap_category, gap_reason, facts], option=orjson.OPT_SORT_KEYS, default=str
+            )
+        ).hexdigest()
+        key = (gap_type, gap_name)
+        if self.open.get(key) == digest:
+            return False
+        self.open[key] = digest
+        self._dirty = True
+        self.ctx.gap(
+            gap_type=gap_type,
+            gap_name=gap_name,
+            gap_category=gap_category,
+            gap_reason=gap_reason,
+            ecosystem=self.ecosystem,
+            observed_at=observed_at,
+            **facts,
+        )
+        return True
+
+    def clear(
+        self,
+        gap_type: str,
+        gap_name: str,
+        *,
+        gap_reason: str,
+        observed_at: float | None = None,
+        **facts: Any,
+    ) -> bool:
+        """Resolve a gap if it is open (or was open before the restart)."""
+        key = (gap_type, gap_name)
+        if key not in self.open and key not in self.previous:
+            return False
+        self.open.pop(key, None)
+        self.previous.discard(key)
+        self._dirty = True
+        self.ctx.resolve(
+            gap_type=gap_type,
+            gap_name=gap_name,
+            ecosystem=self.ecosystem,
+            gap_reason=gap_reason,
+            observed_at=observed_at,
+            **facts,
+        )
+        return True
+
+    def keep(self, gap_type: str) -> None:
+        """Carry the previous run's open gaps of ``gap_type`` over unchanged (this run
+        cannot judge them yet); the next :meth:`set` republishes, :meth:`clear` resolves."""
+        for key in [k for k in self.previous if k[0] == gap_type]:
+            self.open.setdefault(key, "")
+            self.previous.discard(key)
+
+    def reconcile(self, gap_reason: str = "no longer present after a restart") -> None:
+        """After the initial scan: resolve what was open before and is not open now."""
+        for gap_type, gap_name in sorted(self.previous - set(self.open)):
+            self.clear(gap_type, gap_name, gap_reason=gap_reason)
+        self.previous.clear()
+        self.save()
+
+    def save(self) -> None:
+        """Persist soon: the checkpoint (an fsynced file) is written in a thread at most
+        every :data:`SAVE_DELAY_S`, off the path from an event to its signal."""
+        if not self._dirty or self.ctx.one_shot or self._flushing is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._flushing = loop.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        try:
+            await asyncio.sleep(SAVE_DELAY_S)
+            while self._dirty:
+                self._dirty = False
+                await asyncio.to_thread(self._write, self._snapshot())
+        finally:
+            self._flushing = None
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {"open": [list(k) for k in sorted(self.open)]}
+
+    def flush(self) -> None:
+        """Persist now (at shutdown)."""
+        if self._flushing is not None:
+            self._flushing.cancel()
+            self._flushing = None
+        if self._dirty and not self.ctx.one_shot:
+            self._dirty = False
+            self._write(self._snapshot())
+
+    def _write(self, data: dict[str, Any]) -> None:
+        with self._lock:  # a cancelled flush's thread may still be writing
+            self.ctx.checkpoints.save(self.CHECKPOINT, data)
+
+
+class Debouncer:
+    """Coalesced checkpoint writes: after :meth:`mark`, at most one write per ``delay``.
+
+    ``snapshot`` runs in the loop (it must be cheap and return data nobody mutates later);
+    ``write`` runs in a worker thread, serialised, and a write never replaces a newer one.
+    :meth:`flush` writes at once, synchronously (on exit).
+    """
+
+    def __init__(
+        self,
+        delay: float,
+        snapshot: Callable[[], Any],
+        write: Callable[[Any], None],
+        log: Any = None,
+    ) -> None:
+        self.delay = delay
+        self.snapshot = snapshot
+        self.write = write
+        self.log = log
+        self.dirty = False
+        self._handle: asyncio.TimerHandle | None = None
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._written = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def mark(self) -> None:
+        self.dirty = True
+        if self._handle is None:
+            self._handle = asyncio.get_running_loop().call_later(self.delay, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        if not self.dirty:
+            return
+        self.dirty = False
+        self._seq += 1
+        task = asyncio.ensure_future(
+            anyio.to_thread.run_sync(self._write, self._seq, self.snapshot())
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self.log is not None:
+            self.log.error("checkpoint_write_failed", error=str(task.exception()))
+
+    def _write(self, seq: int, data: Any) -> None:
+        with self._lock:
+            if seq > self._written:
+                self.write(data)
+                self._written = seq
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self.dirty:
+            self.dirty = False
+            self._seq += 1
+            self._write(self._seq, self.snapshot())
