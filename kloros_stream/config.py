@@ -105,6 +105,8 @@ class ExceptionMonitorConfig(MonitorConfig):
     flush_after_s: float = Field(default=0.5, gt=0)
     """An incomplete traceback is flushed after this quiet period."""
     dedup_size: int = Field(default=4096, ge=16)
+    initial_lines: int = Field(default=10_000, ge=0)
+    """Journal entries read back on a first start (no saved cursor) and by ``scan``."""
 
 
 class IntegrationMonitorConfig(MonitorConfig):

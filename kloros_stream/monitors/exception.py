@@ -69,7 +69,6 @@ from ..analysis.tracebacks import (
 from ..config import ExceptionMonitorConfig
 from ..core.identity import iso
 from ..sources.journal import (
-    INITIAL_LINES,
     JournalBatch,
     JournalFollower,
     JournalUnavailable,
@@ -174,9 +173,6 @@ class FingerprintMemory:
 class ExceptionMonitor(Monitor):
     name: ClassVar[str] = "exception"
     ecosystem: ClassVar[str] = "diagnostics"
-    initial_lines: int = INITIAL_LINES
-    """Entries read back on a first start (no saved cursor) and by a one-shot scan."""
-
     def __init__(self, ctx: MonitorContext) -> None:
         super().__init__(ctx)
         cfg = ctx.section
@@ -254,7 +250,7 @@ class ExceptionMonitor(Monitor):
             journalctl=cfg.journalctl,
             namespace=cfg.namespace,
             after_cursor=self._cursor,
-            initial_lines=self.initial_lines,
+            initial_lines=cfg.initial_lines,
             max_line_bytes=self.max_line_bytes,
         )
         await follower.probe()
