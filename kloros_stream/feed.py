@@ -14,12 +14,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 import structlog
@@ -73,8 +75,16 @@ def read_feed(path: Path) -> FeedContents:
     return out
 
 
+def _json(q: CuriosityQuestion) -> bytes:
+    """One question as JSON: orjson, or pydantic for what orjson refuses (ints > 64 bit)."""
+    try:
+        return orjson.dumps(q.model_dump(mode="json"))
+    except TypeError:
+        return q.model_dump_json().encode()
+
+
 def _line(q: CuriosityQuestion) -> bytes:
-    return orjson.dumps(q.model_dump(mode="json")) + b"\n"
+    return _json(q) + b"\n"
 
 
 class QuestionFeed:
@@ -83,7 +93,7 @@ class QuestionFeed:
         self.path = path
         self.compact_bytes = compact_bytes
         self.snapshot_path = snapshot_path
-        self._fh: BinaryIO | None = None
+        self._fh: io.FileIO | None = None
         self._buffer: list[bytes] = []
         self._size = 0
         self._last_fsync = 0.0
@@ -102,7 +112,7 @@ class QuestionFeed:
             with self.path.open("r+b") as fh:
                 fh.truncate(contents.valid_end)
                 os.fsync(fh.fileno())
-        self._fh = self.path.open("ab")
+        self._fh = self.path.open("ab", buffering=0)
         self._size = self._fh.tell()
         return contents
 
@@ -111,14 +121,24 @@ class QuestionFeed:
         self.snapshot_dirty = True
 
     def flush(self) -> int:
-        """Write the buffered lines in one go; returns how many were written."""
+        """Write the buffered lines in one go; returns how many were written.
+
+        On a write error (disk full, ...) the partial write is cut off again, the lines stay
+        buffered for the next attempt and the error propagates.
+        """
         if not self._buffer or self._fh is None:
             return 0
         data = b"".join(self._buffer)
         count = len(self._buffer)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[self._fh.write(view) or 0:]
+        except OSError:
+            with contextlib.suppress(OSError):
+                self._fh.truncate(self._size)
+            raise
         self._buffer.clear()
-        self._fh.write(data)
-        self._fh.flush()
         self._size += len(data)
         self.lines_written += count
         self._unsynced = True
@@ -146,7 +166,7 @@ class QuestionFeed:
             self._fh.close()
         atomic_write_bytes(self.path, data)
         fsync_dir(self.path.parent)
-        self._fh = self.path.open("ab")
+        self._fh = self.path.open("ab", buffering=0)
         self._size = len(data)
         self.compactions += 1
         log.info("feed_compacted", path=str(self.path), bytes_before=before,
@@ -156,12 +176,10 @@ class QuestionFeed:
         """KLoROS-compatible snapshot: {"questions": [...], "generated_at", "count"}."""
         if self.snapshot_path is None:
             return
-        payload = {
-            "questions": [q.model_dump(mode="json") for q in open_questions],
-            "generated_at": iso(now),
-            "count": len(open_questions),
-        }
-        atomic_write_bytes(self.snapshot_path, orjson.dumps(payload, option=orjson.OPT_INDENT_2))
+        data = (b'{"questions": [\n' + b",\n".join(_json(q) for q in open_questions)
+                + b'\n], "generated_at": ' + orjson.dumps(iso(now))
+                + b', "count": ' + str(len(open_questions)).encode() + b"}\n")
+        atomic_write_bytes(self.snapshot_path, data)
         self.snapshot_dirty = False
 
     def close(self) -> None:

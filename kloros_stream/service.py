@@ -200,34 +200,49 @@ class Service:
     async def _consume(self) -> None:
         while True:
             batch = await self.bus.take(BATCH_LIMIT)
-            self._process(batch)
+            try:
+                self._process(batch)
+            except Exception:  # the consumer must outlive any one batch
+                self.consumer_errors += 1
+                log.exception("consumer_batch_failed", signals=len(batch))
 
     def _process(self, batch: list[Signal]) -> int:
         """Apply a batch of signals to the core and append the due lines to the feed."""
-        history = self.history
-        if history is not None:
-            for sig in batch:
-                history.append(sig.model_dump_json().encode())
-            history.flush()
+        self._record_history(batch)
         now = time.time()
         written: list[float] = []
         for sig in batch:
             try:
                 q = self.core.handle(sig, now)
+                if q is not None:
+                    self.feed.append(q)
+                    written.append(sig.observed_at)
             except Exception:
                 self.consumer_errors += 1
                 log.exception("signal_rejected", monitor=sig.monitor, facts=sig.facts)
-                continue
-            if q is not None:
-                self.feed.append(q)
-                written.append(sig.observed_at)
+        if written or self.core.pending_count:
+            self._dirty.set()  # housekeeping: fsync, snapshot, deferred counters, retries
         if written:
-            self.feed.flush()
+            try:
+                self.feed.flush()
+            except OSError:
+                log.exception("feed_write_failed", path=str(self.feed.path),
+                              buffered_lines=len(written))
+                return len(batch)
             done = time.time()
             for observed in written:
                 self.latency.observe(max(0.0, done - observed))
-            self._dirty.set()
         return len(batch)
+
+    def _record_history(self, batch: list[Signal]) -> None:
+        if self.history is None:
+            return
+        try:
+            for sig in batch:
+                self.history.append(sig.model_dump_json().encode())
+            self.history.flush()
+        except OSError:
+            log.exception("history_write_failed", path=str(self.config.history.path))
 
     def _write(self, questions: list[Any]) -> None:
         for q in questions:
@@ -252,6 +267,7 @@ class Service:
                     self.feed.compact(self.core.ranked(include_resolved=True))
             except OSError:
                 log.exception("feed_housekeeping_failed", path=str(self.feed.path))
+                self._dirty.set()  # buffered lines are kept: try again after the pause
 
     def _refresh_snapshot(self, now: float) -> None:
         if self.feed.snapshot_path is not None and self.feed.snapshot_dirty:

@@ -112,20 +112,16 @@ def exception(f: dict[str, Any]) -> Draft:
 
 
 def healing_failure(f: dict[str, Any]) -> Draft:
+    """Counts (runs, failures, healing rate) live in the facts, not in the evidence, so
+    each further failure updates counters instead of rewriting the question."""
     name = f["gap_name"]
-    rate = f.get("healing_rate")
-    rate_text = f"{rate:.0%}" if isinstance(rate, (int, float)) else "unknown"
     return Draft(
         hypothesis=f"HEALING_FAILURE_{_slug(name)}",
-        question=(
-            f"Self-healing failed for chaos scenario '{name}' "
-            f"({f.get('failures', '?')} of {f.get('total', '?')} runs failed, healing rate "
-            f"{rate_text}). Which recovery step is missing?"
-        ),
+        question=f"Self-healing fails for chaos scenario '{name}'. "
+        "Which recovery step is missing?",
         evidence=_evidence(
             f,
             f"Last error: {f['last_error']}" if f.get("last_error") else None,
-            f"Healing rate {rate_text} over {f.get('total', '?')} runs",
         ),
         action_class=ActionClass.EXPERIMENT,
         autonomy=2,
@@ -136,6 +132,7 @@ def healing_failure(f: dict[str, Any]) -> Draft:
 
 
 def test_failure(f: dict[str, Any]) -> Draft:
+    """The duration (different on every run) stays in the facts, out of the evidence."""
     name = f["gap_name"]
     outcome = f.get("outcome", "failed")
     return Draft(
@@ -143,10 +140,8 @@ def test_failure(f: dict[str, Any]) -> Draft:
         question=f"Test {name} {outcome}. Is the code or the test wrong, and what is the fix?",
         evidence=_evidence(
             f,
-            f"Outcome: {outcome}" + (f" in {f['duration']:.3f}s"
-                                     if isinstance(f.get("duration"), (int, float)) else ""),
+            f"Outcome: {outcome}",
             f"Error: {_clip(f['error'])}" if f.get("error") else None,
-            f"Report: {f['report']}" if f.get("report") else None,
         ),
         action_class=ActionClass.PROPOSE_FIX,
         autonomy=3,
@@ -247,19 +242,19 @@ def hardware_change(f: dict[str, Any]) -> Draft:
 
 
 def suspicious_metrics(f: dict[str, Any]) -> Draft:
+    """One question per rule: the experiments it flagged are in the facts, so another
+    flagged experiment counts up instead of rewriting the question."""
     name = f["gap_name"]
-    exp = f.get("experiment") or f.get("experiment_id")
     return Draft(
         hypothesis=f"SUSPICIOUS_METRICS_{_slug(name)}",
-        question=f"Metrics of experiment {exp or '?'} look fabricated or broken ({name}). "
-        "Is the measurement real?",
-        evidence=_evidence(f, f"Experiment: {exp}" if exp else None,
-                           f"Values: {_clip(f['values'])}" if f.get("values") else None),
+        question=f"Experiment metrics look fabricated or broken ({name}). "
+        "Are the measurements real?",
+        evidence=_evidence(f),
         action_class=ActionClass.INVESTIGATE,
         autonomy=2,
         value_estimate=0.8,
         cost=0.3,
-        capability_key=f"metacognition.{name}" + (f".{exp}" if exp else ""),
+        capability_key=f"metacognition.{name}",
     )
 
 

@@ -90,7 +90,9 @@ class MetricQualityMonitor(TailingMonitor):
                 gap_type=GAP_TYPE,
                 gap_name=reason,
                 gap_category="metric_quality",
-                gap_reason=facts.get("detail") or f"experiment metrics match rule {reason}",
+                # stable per rule: the per-experiment detail is in the facts, so another
+                # flagged experiment updates counters instead of rewriting the question
+                gap_reason=f"experiment metrics match the {reason} rule",
                 ecosystem=self.ecosystem,
                 observed_at=observed_at,
                 **facts,
