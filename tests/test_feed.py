@@ -3,10 +3,13 @@ to one line per id atomically, and writes the KLoROS snapshot."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 from datetime import datetime
 from pathlib import Path
 
 import orjson
+import pytest
 
 from kloros_stream.core.curiosity import CuriosityCore
 from kloros_stream.feed import QuestionFeed, read_feed
@@ -241,3 +244,57 @@ async def test_service_writes_counter_updates_later(tmp_path: Path) -> None:
 
         await wait_until(counted, what="the counters in the feed")
         assert svc.feed.lines_written == 2
+
+
+async def test_a_quiet_service_still_writes_counters_of_a_later_repeat(tmp_path: Path) -> None:
+    """A repeat arriving after housekeeping went back to sleep must wake it."""
+    cfg = service_config(tmp_path, {"feed": {"counter_flush_s": 0.2}})
+    script = Script()
+    async with running_service(cfg, {"test": script}) as svc:
+        script.push(gap("test_failure", "t::late"))
+        await wait_until(lambda: svc.feed.lines_written == 1)
+        await asyncio.sleep(1.5)  # housekeeping has run and now waits for work
+        script.push(gap("test_failure", "t::late"))
+
+        def counted() -> bool:
+            latest = read_feed(cfg.feed.path).questions
+            return [q["metadata"]["occurrences"] for q in latest.values()] == [2]
+
+        await wait_until(counted, what="the repeat's counters in the feed")
+
+
+async def test_the_consumer_survives_a_fact_json_cannot_hold(tmp_path: Path) -> None:
+    """An int beyond 64 bits (a journal field, say) is written, and the next gap too."""
+    cfg = service_config(tmp_path)
+    script = Script()
+    async with running_service(cfg, {"test": script}) as svc:
+        script.push(gap("test_failure", "t::huge", pid=2**70))
+        script.push(gap("test_failure", "t::next"))
+        await wait_until(lambda: svc.feed.lines_written == 2, what="both lines")
+        assert svc.consumer_running
+    latest = read_feed(cfg.feed.path).questions
+    assert sorted(q["metadata"]["gap_name"] for q in latest.values()) == ["t::huge", "t::next"]
+    huge = next(q for q in latest.values() if q["metadata"]["gap_name"] == "t::huge")
+    assert huge["metadata"]["facts"]["pid"] == 2**70
+
+
+def test_a_failed_write_keeps_the_lines_and_leaves_no_torn_line(tmp_path: Path) -> None:
+    path = tmp_path / "feed.jsonl"
+    feed = open_feed(path)
+    feed.append(question("t::a"))
+    feed.flush()
+    real_write = feed._fh.write  # type: ignore[union-attr]
+
+    def disk_full(data: bytes) -> int:
+        real_write(bytes(data)[:7])  # a partial write, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    feed._fh.write = disk_full  # type: ignore[union-attr,method-assign]
+    feed.append(question("t::b"))
+    with pytest.raises(OSError):
+        feed.flush()
+    assert [d["metadata"]["gap_name"] for d in lines(path)] == ["t::a"]  # no torn bytes
+    feed._fh.write = real_write  # type: ignore[union-attr,method-assign]
+    assert feed.flush() == 1  # the kept line goes out with the next flush
+    feed.close()
+    assert [d["metadata"]["gap_name"] for d in lines(path)] == ["t::a", "t::b"]
