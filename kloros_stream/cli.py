@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Coroutine
@@ -20,7 +21,7 @@ from .logs import configure_logging
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
-EXIT_GRACE_S = 1.5
+EXIT_DEADLINE_S = 4.0
 
 
 def _run_loop(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
@@ -45,25 +46,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     configure_logging(config.service.log_level)
-    from .service import Service
+    from .service import Service, StartupError
 
-    structlog.get_logger("kloros_stream").info(
-        "service_starting", config=str(config.source or "<built-in defaults>"))
+    log = structlog.get_logger("kloros_stream")
+    log.info("service_starting", config=str(config.source or "<built-in defaults>"))
 
     async def main() -> None:
-        await Service(config).run()
-        _bound_exit_wait()  # before asyncio joins its executor's threads
+        await Service(config, on_stop=_arm_exit_deadline).run()
 
-    _run_loop(main)
+    try:
+        _run_loop(main)
+    except StartupError as err:
+        log.error("service_cannot_start", reason=str(err))
+        print(f"kloros-stream: cannot start: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     return EXIT_OK
 
 
-def _bound_exit_wait(seconds: float = EXIT_GRACE_S) -> None:
-    """After a clean stop (feed closed, checkpoints saved) the interpreter still joins
-    worker threads; one busy with an initial scan can't be cancelled and would hold the
-    exit past the contract's 5 s. A daemon timer ends the process if that happens; a
-    normal exit ends the timer with it. Whatever the thread would have produced is redone
-    on the next start."""
+def _arm_exit_deadline(seconds: float = EXIT_DEADLINE_S) -> None:
+    """Called when a stop is requested: the contract wants an exit within 5 s. Shutdown
+    drains the bus and saves checkpoints well within that; a worker thread busy with an
+    initial scan can't be cancelled, though, and the interpreter would wait for it. A
+    daemon timer ends the process at the deadline if it is still there (a normal exit
+    ends the timer with it). Lines already written stay; checkpoints are at-least-once,
+    so what was in flight is redone on the next start."""
 
     def force_exit() -> None:
         busy = [t.name for t in threading.enumerate()
@@ -75,6 +81,17 @@ def _bound_exit_wait(seconds: float = EXIT_GRACE_S) -> None:
     timer = threading.Timer(seconds, force_exit)
     timer.daemon = True
     timer.start()
+
+
+def _exit_quietly_on_early_signals() -> None:
+    """Until the service installs its own handlers, SIGTERM/SIGINT end the start-up
+    cleanly (nothing has been written yet) instead of with a signal's exit status."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(EXIT_OK)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -164,4 +181,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.func is cmd_run:
+        _exit_quietly_on_early_signals()
     return args.func(args)

@@ -51,6 +51,10 @@ STATUS_INTERVAL_S = 5.0
 HISTORY_CLOSE_TIMEOUT_S = 2.0
 
 
+class StartupError(Exception):
+    """The service cannot start with this configuration; the message names the key."""
+
+
 def default_factory(name: str) -> MonitorFactory:
     return lambda ctx: monitor_class(name)(ctx)
 
@@ -69,8 +73,11 @@ def open_history(config: Config) -> SignalHistory | None:
 class Service:
     def __init__(self, config: Config,
                  factories: dict[str, MonitorFactory] | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None,
+                 on_stop: Callable[[], None] | None = None) -> None:
         self.config = config
+        self.on_stop = on_stop
+        """Called once when a stop is requested (the CLI arms its exit deadline there)."""
         self.notifier = notifier or Notifier.from_env(unset_environment=True)
         self.history = open_history(config)
         self.factories = factories or {name: default_factory(name) for name in MONITOR_NAMES}
@@ -98,8 +105,13 @@ class Service:
     async def run(self) -> None:
         """Run until :meth:`request_stop` (or SIGTERM/SIGINT), then shut down cleanly."""
         self._install_signal_handlers()
+        self._prepare_state_dir()
         self._recover_feed()
-        await self._start_http()
+        try:
+            await self._start_http()
+        except StartupError:
+            self.feed.close()
+            raise
         self._consumer = asyncio.create_task(self._consume(), name="consumer")
         self._housekeeper = asyncio.create_task(self._housekeep(), name="housekeeping")
         for name in self.monitor_names:
@@ -113,6 +125,8 @@ class Service:
         await self._shutdown()
 
     def request_stop(self) -> None:
+        if not self._stop.is_set() and self.on_stop is not None:
+            self.on_stop()
         self._stop.set()
 
     def request_reload(self) -> None:
@@ -127,8 +141,18 @@ class Service:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
 
+    def _prepare_state_dir(self) -> None:
+        try:
+            self.config.service.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StartupError(f"service.state_dir: cannot create "
+                               f"{self.config.service.state_dir}: {err}") from None
+
     def _recover_feed(self) -> None:
-        contents = self.feed.open()
+        try:
+            contents = self.feed.open()
+        except OSError as err:
+            raise StartupError(f"feed.path: cannot open {self.feed.path}: {err}") from None
         loaded = self.core.load(contents.questions.values(), time.time())
         log.info("feed_recovered", path=str(self.feed.path), lines=contents.lines,
                  questions=loaded, invalid_lines=contents.invalid,
@@ -138,7 +162,12 @@ class Service:
         self._runner = web.AppRunner(build_app(self), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as err:
+            await self._runner.cleanup()
+            raise StartupError(f"http.port: cannot listen on {self.config.http.host}:"
+                               f"{self.config.http.port}: {err}") from None
         addresses = self._runner.addresses
         self.port = addresses[0][1] if addresses else self.config.http.port
         log.info("http_listening", host=self.config.http.host, port=self.port)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -197,3 +198,51 @@ def test_a_monitor_blocked_in_a_thread_does_not_hold_the_exit(tmp_path: Path) ->
             proc.wait()
     assert code == 0
     assert elapsed < SHUTDOWN_LIMIT_S
+
+
+def _run(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kloros_stream", "run", "--config", str(config)],
+        cwd=config.parent, capture_output=True, text=True, timeout=30,
+    )
+
+
+def test_a_port_in_use_exits_2_naming_http_port(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cfg = write_config(tmp_path, {"http": {"port": taken.getsockname()[1]}})
+        done = _run(cfg)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "http.port" in done.stderr
+
+
+def test_an_unusable_feed_path_exits_2_naming_feed_path(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("a file, not a directory")
+    cfg = write_config(tmp_path, {"feed": {"path": "blocker/feed.jsonl"}})
+    done = _run(cfg)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "feed.path" in done.stderr
+
+
+def test_an_unusable_state_dir_exits_2_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("a file, not a directory")
+    cfg = write_config(tmp_path, {"service": {"state_dir": "blocker/state"}})
+    done = _run(cfg)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "service.state_dir" in done.stderr
+
+
+def test_sigterm_during_start_up_still_exits_0(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, {"monitors": {"chaos": {}}})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kloros_stream", "run", "--config", str(cfg)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    for raw in proc.stdout:  # the config is loaded: the service is still starting
+        if b'"service_starting"' in raw:
+            break
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=15)
+    assert proc.returncode == 0

@@ -244,7 +244,8 @@ class IntegrationMonitor(Monitor):
         for start in range(0, len(jobs), BATCH_FILES):
             chunk = jobs[start : start + BATCH_FILES]
             results = await anyio.to_thread.run_sync(
-                _load_batch, chunk, self.cfg.max_file_bytes, self.flow_config
+                _load_batch, chunk, self.cfg.max_file_bytes, self.flow_config,
+                abandon_on_cancel=True,
             )
             for loaded in results:
                 self._apply(loaded)
@@ -256,7 +257,8 @@ class IntegrationMonitor(Monitor):
         size = file_size(path)
         if size is not None and size > INLINE_PARSE_BYTES:
             loaded = await anyio.to_thread.run_sync(
-                load_file, *job, self.cfg.max_file_bytes, self.flow_config
+                load_file, *job, self.cfg.max_file_bytes, self.flow_config,
+                abandon_on_cancel=True,
             )
         else:
             loaded = load_file(*job, self.cfg.max_file_bytes, self.flow_config)

@@ -55,7 +55,7 @@ _ANCESTOR_MASK = Mask.CREATE | Mask.MOVED_TO | Mask.DELETE_SELF | Mask.MOVE_SELF
 _ROOT_GONE = Mask.DELETE_SELF | Mask.MOVE_SELF | Mask.IGNORED | Mask.UNMOUNT
 MOVE_PAIR_TIMEOUT_S = 0.05
 """How long an unpaired MOVED_FROM waits for its MOVED_TO before it counts as DELETED."""
-_YIELD_EVERY = 512
+_YIELD_EVERY = 64
 _MAX_USER_WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
 
 
@@ -219,6 +219,7 @@ class RecursiveWatcher:
                     await asyncio.sleep(0)
             elif self._scan:
                 self._scan_next()
+                await asyncio.sleep(0)  # one directory at a time: the loop stays responsive
             elif self._rescan_unseen is not None:
                 self._finish_rescan()
             elif not follow:
