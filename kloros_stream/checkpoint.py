@@ -51,12 +51,25 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS))
 
 
+class _Gate:
+    """Shared by a store and its children: :meth:`CheckpointStore.freeze` closes it."""
+
+    frozen = False
+
+
 class CheckpointStore:
     """Named JSON checkpoints in one directory (one file per name)."""
 
-    def __init__(self, directory: Path, *, writable: bool = True) -> None:
+    def __init__(self, directory: Path, *, writable: bool = True,
+                 gate: _Gate | None = None) -> None:
         self.directory = directory
         self.writable = writable
+        self._gate = gate or _Gate()
+
+    def freeze(self) -> None:
+        """Ignore every later save of this store and its children: a monitor that did not
+        stop in time must not checkpoint past signals that will never be delivered."""
+        self._gate.frozen = True
 
     def path(self, name: str) -> Path:
         return self.directory / f"{_SAFE.sub('_', name)}.json"
@@ -75,12 +88,13 @@ class CheckpointStore:
             return None
 
     def save(self, name: str, data: Any) -> None:
-        if self.writable:
+        if self.writable and not self._gate.frozen:
             atomic_write_json(self.path(name), data)
 
     def child(self, prefix: str) -> CheckpointStore:
         """A store whose files live in a subdirectory (one per monitor)."""
-        return CheckpointStore(self.directory / _SAFE.sub("_", prefix), writable=self.writable)
+        return CheckpointStore(self.directory / _SAFE.sub("_", prefix),
+                               writable=self.writable, gate=self._gate)
 
 
 def read_only_store() -> CheckpointStore:

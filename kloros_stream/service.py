@@ -190,14 +190,17 @@ class Service:
         self.supervised[name] = sup
         sup.start()
 
-    async def _stop_monitor(self, name: str) -> None:
+    async def _stop_monitor(self, name: str) -> bool:
+        """Cancel a monitor and wait for it; False if it did not stop in time."""
         sup = self.supervised.pop(name, None)
         if sup is None:
-            return
+            return True
         try:
             await asyncio.wait_for(sup.stop(), MONITOR_STOP_TIMEOUT_S)
         except TimeoutError:
             log.error("monitor_stop_timeout", monitor=name)
+            return False
+        return True
 
     async def _shutdown(self) -> None:
         log.info("service_stopping")
@@ -206,7 +209,11 @@ class Service:
             task.cancel()
         if self._ops_tasks:
             await asyncio.wait(self._ops_tasks)
-        await asyncio.gather(*(self._stop_monitor(n) for n in list(self.supervised)))
+        stopped = await asyncio.gather(*(self._stop_monitor(n) for n in list(self.supervised)))
+        if not all(stopped):
+            # A straggler may still publish and checkpoint; its signals after the drain
+            # below would be lost, so its checkpoints must not move past them.
+            self.checkpoints.freeze()
         tasks = [t for t in (self._consumer, self._housekeeper) if t is not None]
         for task in tasks:
             task.cancel()
