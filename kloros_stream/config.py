@@ -12,7 +12,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
 MONITOR_NAMES: tuple[str, ...] = (
     "exception",
@@ -191,21 +198,36 @@ class Config(Section):
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
     monitors: MonitorsConfig = Field(default_factory=MonitorsConfig)
 
-    source: Path | None = Field(default=None, exclude=True)
-    """The file this configuration was read from (None: built-in defaults)."""
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        """The file this configuration was read from (None: built-in defaults)."""
+        return self._source
+
+    @source.setter
+    def source(self, value: Path | None) -> None:
+        self._source = value
 
     def resolved(self, base: Path) -> Config:
         """A copy with every path made absolute against ``base``."""
         return _resolve_paths(self, base)
 
 
+EXECUTABLE_KEYS = frozenset({"journalctl", "nvidia_smi"})
+"""Commands: a bare name is looked up on PATH; a path (``~``, or with a ``/``) resolves
+like the path keys."""
+
+
 def _resolve_paths(model: BaseModel, base: Path) -> Any:
     updates: dict[str, Any] = {}
     for name in type(model).model_fields:
-        if name == "source":
-            continue
         value = getattr(model, name)
-        if isinstance(value, BaseModel):
+        if name in EXECUTABLE_KEYS and isinstance(value, str) and (
+            "/" in value or value.startswith("~")
+        ):
+            updates[name] = str(_absolute(Path(value), base))
+        elif isinstance(value, BaseModel):
             updates[name] = _resolve_paths(value, base)
         elif isinstance(value, Path):
             updates[name] = _absolute(value, base)

@@ -362,3 +362,16 @@ def test_check_config_uses_the_environment_variable(tmp_path: Path) -> None:
 
 def _base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != ENV_VAR}
+
+
+def test_the_internal_source_attribute_is_not_a_config_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="source: unknown key"):
+        parse_config({"source": "/etc"}, tmp_path)
+
+
+def test_command_paths_resolve_like_paths_but_bare_names_stay_on_path(tmp_path: Path) -> None:
+    cfg = parse_config({"monitors": {"exception": {"journalctl": "bin/jc"},
+                                     "exploration": {"nvidia_smi": "~/nvsmi"}}}, tmp_path)
+    assert cfg.monitors.exception.journalctl == str(tmp_path / "bin" / "jc")
+    assert cfg.monitors.exploration.nvidia_smi == str(Path("~/nvsmi").expanduser())
+    assert parse_config({}, tmp_path).monitors.exception.journalctl == "journalctl"
