@@ -217,20 +217,18 @@ def test_a_port_in_use_exits_2_naming_http_port(tmp_path: Path) -> None:
     assert "http.port" in done.stderr
 
 
-def test_an_unusable_feed_path_exits_2_naming_feed_path(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("feed", "path", "blocker/feed.jsonl"),
+    ("service", "state_dir", "blocker/state"),
+])
+def test_an_unusable_path_exits_2_naming_its_key(
+    tmp_path: Path, section: str, key: str, value: str
+) -> None:
     (tmp_path / "blocker").write_text("a file, not a directory")
-    cfg = write_config(tmp_path, {"feed": {"path": "blocker/feed.jsonl"}})
+    cfg = write_config(tmp_path, {section: {key: value}})
     done = _run(cfg)
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "feed.path" in done.stderr
-
-
-def test_an_unusable_state_dir_exits_2_naming_it(tmp_path: Path) -> None:
-    (tmp_path / "blocker").write_text("a file, not a directory")
-    cfg = write_config(tmp_path, {"service": {"state_dir": "blocker/state"}})
-    done = _run(cfg)
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert "service.state_dir" in done.stderr
+    assert f"{section}.{key}" in done.stderr
 
 
 def test_sigterm_during_start_up_still_exits_0(tmp_path: Path) -> None:
