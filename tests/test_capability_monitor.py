@@ -199,11 +199,15 @@ async def test_one_shot_scan_and_restart_reconcile(tmp_path: Path) -> None:
         await _wait_state(pub, "missing_library", {"kloros_missing_delta"})
     (src / "a.py").write_text("import json\n")
     ctx, pub = make_context("capability_discovery", tmp_path, data)
-    async with running(CapabilityDiscoveryMonitor(ctx, path_value="")):
+    monitor = CapabilityDiscoveryMonitor(ctx, path_value="")
+    async with running(monitor):
         await pub.wait_for(
             lambda sigs: any(s.resolved and s.gap_name == "kloros_missing_delta" for s in sigs)
         )
-        assert set(pub.open_gaps("missing_tool")) == {"kloros-nope"}
+        # still missing, as announced before the restart: open, not announced again
+        assert monitor.ledger.is_open("missing_tool", "kloros-nope")
+    assert [(s.gap_name, s.resolved) for s in pub.signals] == [("kloros_missing_delta", True)]
+    assert pub.signals[0].facts["gap_category"] == "dependencies"
 
 
 async def test_nothing_to_check_is_unavailable(tmp_path: Path) -> None:

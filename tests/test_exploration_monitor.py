@@ -95,7 +95,9 @@ async def test_device_arrival_and_removal(tmp_path: Path) -> None:
     async with running(monitor):
         await pub.wait_for(lambda _: "sdb" in str(list(pub.open_gaps("hardware_change"))))
     assert pub.open_gaps("hardware_change")[f"{dev}/sdb"].facts["change"] == "added"
-    assert pub.open_gaps("hardware_change")["card1"].facts["change"] == "added"
+    # card1 is still added, as announced before the restart: open, not announced again
+    assert monitor.ledger.is_open("hardware_change", "card1")
+    assert "card1" not in {s.gap_name for s in pub.signals}
 
 
 async def test_idle_accelerator_then_busy(tmp_path: Path) -> None:
@@ -119,6 +121,35 @@ async def test_idle_accelerator_then_busy(tmp_path: Path) -> None:
         state.write_text(IDLE)
         await pub.wait_for(lambda _: "gpu0" in pub.open_gaps("idle_accelerator"))
     assert len(pub.gaps("idle_accelerator")) == 2  # each idle period announced once
+
+
+async def test_restarts_reannounce_neither_an_idle_gpu_nor_a_hardware_change(
+    tmp_path: Path,
+) -> None:
+    script, state = fake_nvidia_smi(tmp_path)
+    section = {
+        "nvidia_smi": str(script),
+        "interval_s": 0.05,
+        "idle_window_s": 0.3,
+        "idle_threshold_pct": 10,
+    }
+    monitor, pub = _monitor(tmp_path, **section)
+    async with running(monitor):
+        await pub.wait_for(lambda _: "initial_scan_s" in monitor.ctx.status.details)
+        (tmp_path / "drm" / "card1").mkdir()  # after the baseline: a hardware change
+        await pub.wait_for(
+            lambda _: "gpu0" in pub.open_gaps("idle_accelerator")
+            and "card1" in pub.open_gaps("hardware_change")
+        )
+    # still idle, with other readings of the moment (utilisation, memory)
+    state.write_text(IDLE.replace(", 2, 512,", ", 5, 600,"))
+    for _restart in range(2):
+        monitor, pub = _monitor(tmp_path, **section)
+        async with running(monitor):
+            await pub.wait_for(lambda _, m=monitor: "initial_scan_s" in m.ctx.status.details)
+            assert monitor.ctx.status.details["gpus"][0]["utilization_pct"] == 5.0
+            assert monitor.ledger.is_open("idle_accelerator", "gpu0")
+        assert pub.signals == []
 
 
 async def test_failing_nvidia_smi_is_not_a_crash(tmp_path: Path) -> None:

@@ -183,6 +183,82 @@ async def test_restart_reannounces_nothing_but_reports_changes_while_down(
     )
 
 
+def _settled(run: Running) -> bool:
+    """No module waiting to be announced and no vanished root waiting to be judged."""
+    details = run.monitor.ctx.status.details
+    return details.get("pending") == 0 and details.get("suspended", 0) == 0
+
+
+async def test_root_moved_away_and_back_announces_and_resolves_nothing(
+    start: Callable[..., Any], src: Path, tmp_path: Path
+) -> None:
+    run = await start()
+    (src / "pkg" / "fresh.py").write_text("X = 1\n")
+    await run.wait(lambda s: run.names() == [("pkg.fresh", False)])
+    away = tmp_path / "src_gone"
+    src.rename(away)  # mv src src_gone; mv src_gone src
+    away.rename(src)
+    await run.barrier()
+    await wait_until(lambda: _settled(run), what="settled")
+    assert run.names() == [("pkg.fresh", False)]
+    assert run.monitor.ctx.status.details["modules"] == 4  # 2 baseline, fresh, barrier1
+
+
+async def test_root_back_without_a_module_resolves_only_that_one(
+    start: Callable[..., Any], src: Path, tmp_path: Path
+) -> None:
+    run = await start()
+    (src / "pkg" / "fresh.py").write_text("X = 1\n")
+    (src / "pkg" / "kept.py").write_text("Y = 1\n")
+    await run.wait(lambda s: len(run.names()) == 2)
+    away = tmp_path / "src_gone"
+    src.rename(away)
+    details = run.monitor.ctx.status.details
+    await wait_until(lambda: details.get("suspended") == 4, what="root seen gone")
+    assert details["modules"] == 4  # a vanished root forgets nothing
+    (away / "pkg" / "fresh.py").unlink()  # gone while the root was away: resolves
+    (away / "pkg" / "old.py").unlink()  # a baseline module: forgotten quietly
+    away.rename(src)
+    await run.wait(lambda s: ("pkg.fresh", True) in run.names())
+    await run.barrier()
+    await wait_until(lambda: _settled(run), what="settled")
+    assert sorted(run.names()) == [("pkg.fresh", False), ("pkg.fresh", True), ("pkg.kept", False)]
+    (src / "pkg" / "old.py").write_text("def f(): ...\n")  # back later: a new module
+    await run.wait(lambda s: ("pkg.old", False) in run.names())
+
+
+async def test_root_back_empty_resolves_its_modules(
+    start: Callable[..., Any], src: Path, tmp_path: Path
+) -> None:
+    run = await start()
+    (src / "pkg" / "fresh.py").write_text("X = 1\n")
+    await run.wait(lambda s: run.names() == [("pkg.fresh", False)])
+    src.rename(tmp_path / "src_gone")
+    details = run.monitor.ctx.status.details
+    await wait_until(lambda: details.get("suspended") == 3, what="root seen gone")
+    src.mkdir()  # back, empty: no file event at all
+    await run.wait(lambda s: ("pkg.fresh", True) in run.names())
+    await wait_until(lambda: _settled(run) and details["modules"] == 0, what="forgotten")
+
+
+async def test_restart_while_the_root_is_missing_keeps_the_baseline(
+    start: Callable[..., Any], src: Path, tmp_path: Path
+) -> None:
+    first = await start()
+    (src / "pkg" / "fresh.py").write_text("X = 1\n")
+    await first.wait(lambda s: len(s) == 1)
+    await first.stop()
+    away = tmp_path / "src_gone"
+    src.rename(away)
+    second = await start()
+    details = second.monitor.ctx.status.details
+    assert details["modules"] == 3 and details["suspended"] == 3
+    away.rename(src)
+    await second.barrier()
+    await wait_until(lambda: _settled(second), what="settled")
+    assert second.names() == []
+
+
 async def test_one_shot_returns_without_gaps(tmp_path: Path, src: Path) -> None:
     ctx, pub = make_context(
         "module_discovery",

@@ -16,7 +16,11 @@ import textwrap
 import pytest
 
 from kloros_stream.analysis.tracebacks import (
+    HEAD_LINES,
     INCOMPLETE_TYPE,
+    MAX_LINES,
+    MAX_SKELETON_LINES,
+    TAIL_LINES,
     Assembled,
     TracebackAssembler,
     assemble_text,
@@ -252,6 +256,81 @@ def test_syntax_error_raised_by_an_import_keeps_both_frames(tmp_path) -> None:
     assert record.exc_type == "SyntaxError"
     assert [f.function for f in record.frames][-1] == ""
     assert record.frames[-1].filename.endswith("broken_mod.py")
+
+
+# -- tracebacks too long to keep whole: head, bounded tail, elision noted -------------------
+DEEP_RECURSION = """
+    import sys
+    sys.setrecursionlimit(1500)
+    def ping(n):
+        return pong(n + 1)
+    def pong(n):
+        return ping(n + 1)
+    ping(0)
+"""
+
+RECURSION_CHAIN = """
+    import sys
+    sys.setrecursionlimit(1500)
+    def ping(n):
+        return pong(n + 1)
+    def pong(n):
+        return ping(n + 1)
+    def pang(n):
+        return pung(n + 1)
+    def pung(n):
+        return pang(n + 1)
+    def main():
+        try:
+            {}["job"]
+        except KeyError:
+            try:
+                ping(0)
+            except RecursionError:
+                pang(0)
+    main()
+"""
+
+
+def test_deep_recursion_keeps_its_exception_line(tmp_path) -> None:
+    # mutual recursion: no two consecutive frames alike, so the interpreter prints all
+    lines, truth = run_python(DEEP_RECURSION, tmp_path)
+    assert len(truth[-1]["frames"]) >= 1400 and len(lines) > MAX_LINES
+    asm = TracebackAssembler()
+    consumed = feed_all(asm, ("unit", 1), lines)
+    assert all(consumed)
+    asm.flush(1.0)
+    [done] = asm.completed
+    tb = done.traceback
+    assert tb.complete
+    assert tb.primary.title == f"RecursionError: {truth[-1]['message']}"
+    assert done.first_meta == 0 and done.last_meta == len(lines) - 1
+    # bounded: the head and the tail as printed, one line noting what was left out
+    assert len(tb.lines) == MAX_LINES + 1
+    assert list(tb.lines[:HEAD_LINES]) == lines[:HEAD_LINES]
+    assert list(tb.lines[-TAIL_LINES:]) == lines[-TAIL_LINES:]
+    assert tb.lines[HEAD_LINES] == f"  [... {len(lines) - MAX_LINES} lines elided ...]"
+    frames = [(f.filename, f.function) for f in tb.primary.frames]
+    printed = [tuple(f) for f in truth[-1]["frames"]][-1000:]  # the interpreter's own limit
+    assert frames[:3] == printed[:3] and frames[-3:] == printed[-3:]
+    assert len(frames) < len(printed)
+
+
+def test_a_chain_link_elided_from_the_middle_keeps_its_place(tmp_path) -> None:
+    lines, truth = run_python(RECURSION_CHAIN, tmp_path)
+    assert len(lines) > 2 * MAX_LINES
+    [done] = finish(lines)
+    tb = done.traceback
+    assert tb.complete
+    assert [(r.exc_type, r.first_line) for r in tb.chain] == [
+        (t["type"], t["message"]) for t in truth
+    ]
+    assert len(tb.lines) <= MAX_LINES + 1 + MAX_SKELETON_LINES
+    # the middle link (its exception line was elided from the text) has head frames, the
+    # last one tail frames
+    assert {f.function for f in tb.chain[1].frames} <= {"main", "ping", "pong"}
+    assert {f.function for f in tb.chain[2].frames} == {"pang", "pung"}
+    assert tb.chain[2].frames[-1].function == truth[-1]["frames"][-1][1]
 
 
 def test_tracebacks_interleaved_from_two_pids(tmp_path) -> None:

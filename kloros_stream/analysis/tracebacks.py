@@ -18,6 +18,13 @@ rule but stricter:
   a chain continuation, or after ``chain_grace_s`` of quiet; a record that stops before its
   exception line is flushed as incomplete after ``flush_after_s`` of quiet.
 
+Memory is bounded however long a record is (a deep recursion prints thousands of frames):
+the first :data:`HEAD_LINES` lines are kept, then a ring buffer of the last
+:data:`TAIL_LINES`; of the lines pushed out of the middle only unindented ones (exception
+lines, chain markers, headers; at most :data:`MAX_SKELETON_LINES`) are kept, so the final
+``Type: message`` line and the chain structure still parse. The text notes the elision with
+an indented ``[... N lines elided ...]`` line after the head.
+
 Only structure counts, never keywords: an ordinary line never starts a record. The clock is
 passed in (``now``) so callers and tests decide what time is.
 """
@@ -25,6 +32,7 @@ passed in (``now``) so callers and tests decide what time is.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,8 +48,16 @@ CHAIN_MARKERS = frozenset(
 INCOMPLETE_TYPE = "IncompleteTraceback"
 """Exception type given to a traceback that stopped before its exception line."""
 
-MAX_LINES = 2000
-"""A record longer than this is closed as it stands (a traceback prints at most ~1000)."""
+HEAD_LINES = 1000
+"""First lines of a record always kept."""
+TAIL_LINES = 1000
+"""Last lines of a record kept (a ring buffer) once the head is full."""
+MAX_LINES = HEAD_LINES + TAIL_LINES
+"""Lines of a record kept in full; a longer one loses its middle (see the module doc)."""
+MAX_SKELETON_LINES = 100
+"""Unindented lines (exception lines, chain markers, headers) kept from the elided middle."""
+MAX_RECORD_LINES = 100_000
+"""A record still continuing after this many lines is closed as it stands."""
 MAX_MESSAGE_LINES = 50
 """Continuation lines of a multi-line exception message kept before the record closes."""
 MAX_STREAMS = 10_000
@@ -54,6 +70,7 @@ _SYNTAX_LOCATION = re.compile(r'^\s*File "[^"]*", line \d+$')
 _EXC_LINE = re.compile(r"^(?P<type>[^\W\d][\w.<>]*)(?::(?: (?P<msg>.*))?)?$")
 _GROUP_ROW = re.compile(r"^(?P<indent>[ ]*)(?P<bar>[|+])(?P<rest>.*)$")
 _SEPARATOR = re.compile(r"^[-+]+(?: \d+ -+| \.\.\. -+)?$")
+_ELISION = re.compile(r"^  \[\.\.\. \d+ lines elided \.\.\.\]$")
 
 _FRAMES, _AFTER, _CHAIN, _GROUP = range(4)
 
@@ -119,6 +136,7 @@ class Assembled:
 @dataclass(slots=True)
 class _Pending:
     lines: list[str]
+    """The head: every line until :data:`HEAD_LINES`."""
     state: int
     first_meta: Any
     last_meta: Any
@@ -127,6 +145,36 @@ class _Pending:
     blank: bool = False
     message_lines: int = 0
     trailer_ok: bool = True
+    tail: deque[str] | None = None
+    """The last :data:`TAIL_LINES` lines once the head is full."""
+    skeleton: list[str] = field(default_factory=list)
+    """Unindented lines pushed out of the tail (the chain structure of the middle)."""
+    elided: int = 0
+    """Lines pushed out of the tail and not kept."""
+    count: int = 0
+    """Lines taken since the record started."""
+
+    def add(self, line: str) -> None:
+        self.count += 1
+        if self.tail is None:
+            if len(self.lines) < HEAD_LINES:
+                self.lines.append(line)
+                return
+            self.tail = deque(maxlen=TAIL_LINES)
+        if len(self.tail) == TAIL_LINES:
+            out = self.tail[0]
+            if out and out[0] not in " \t" and len(self.skeleton) < MAX_SKELETON_LINES:
+                self.skeleton.append(out)
+            else:
+                self.elided += 1
+        self.tail.append(line)
+
+    def text_lines(self) -> list[str]:
+        """The head, the elision note, the kept middle lines, the tail."""
+        if self.tail is None:
+            return self.lines
+        note = [f"  [... {self.elided} lines elided ...]"] if self.elided else []
+        return [*self.lines, *note, *self.skeleton, *self.tail]
 
 
 @dataclass(slots=True)
@@ -206,10 +254,10 @@ class TracebackAssembler:
         p = self._pending.get(key)
         if p is not None:
             if self._continues(p, line):
-                p.lines.append(line)
+                p.add(line)
                 p.last_at = now
                 p.last_meta = meta
-                if len(p.lines) >= MAX_LINES:
+                if p.count >= MAX_RECORD_LINES:
                     self._finish(key)
                 return True
             self._finish(key)
@@ -300,7 +348,7 @@ class TracebackAssembler:
 
     def _finish(self, key: Hashable) -> None:
         p = self._pending.pop(key)
-        lines = p.lines
+        lines = p.text_lines()
         while lines and not lines[-1].strip():
             lines.pop()
         tb = parse_traceback_lines(lines)
@@ -369,6 +417,8 @@ def _parse_blocks(
             message = None
 
     for line in lines:
+        if _ELISION.match(line):
+            continue  # the middle of a long record was left out: the frames continue
         stripped = line.strip()
         if not stripped or stripped in CHAIN_MARKERS or is_header(line):
             close_message()

@@ -247,7 +247,7 @@ class ExplorationMonitor(Monitor):
         self.ctx.status.details["gpus"] = [g.as_json() for g in samples]
         for transition in self.tracker.observe_all(samples, now):
             self._idle_transition(transition)
-        if first:  # still idle since before the restart: announce again
+        if first:  # still idle since before the restart: the ledger publishes only a change
             for sample in samples:
                 if sample.device in self.tracker.idle:
                     self._idle_gap(sample, self.tracker.idle_since[sample.device])
@@ -294,6 +294,7 @@ class ExplorationMonitor(Monitor):
                 f"GPU {sample.index} ({sample.name}) has been below {thr:g}% "
                 f"utilisation for {minutes:g} min"
             ),
+            volatile=("utilization_pct", "memory_used_mib"),
             device_name=sample.name,
             idle_minutes=minutes,
             utilization_pct=sample.utilization_pct,

@@ -1,8 +1,9 @@
 """What a monitor has announced, and how that bookkeeping is checkpointed.
 
 * :class:`GapLedger`: the open gaps of a monitor; publishes a gap only when it opens or its
-  facts change, a resolution when it closes, and after a restart resolves what went away
-  meanwhile (capability_discovery, exploration, knowledge_discovery).
+  facts change, a resolution when it closes, and after a restart re-announces nothing that
+  is unchanged and resolves what went away meanwhile (capability_discovery, exploration,
+  knowledge_discovery).
 * :class:`Debouncer`: coalesced checkpoint writes in a worker thread, for monitors that
   keep their own announced state (integration, module_discovery).
 """
@@ -12,38 +13,77 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
 import orjson
 
 from .base import MonitorContext
+from .tailing import wait_delivered
 
 SAVE_DELAY_S = 0.2
 """Delay before the open-gap checkpoint is written (coalesces bursts of changes)."""
 
+GapKey = tuple[str, str]
+"""``(gap_type, gap_name)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Announced:
+    """What the last published signal of an open gap said: its category (repeated in its
+    resolution) and the digest of its category, reason and non-volatile facts."""
+
+    category: str
+    digest: str
+
+
+def gap_digest(
+    gap_category: str, gap_reason: str, facts: dict[str, Any], volatile: Collection[str] = ()
+) -> str:
+    """Stable across processes (sorted keys, no salted hash): compared after a restart."""
+    kept = {k: v for k, v in facts.items() if k not in volatile}
+    return hashlib.sha256(
+        orjson.dumps([gap_category, gap_reason, kept], option=orjson.OPT_SORT_KEYS, default=str)
+    ).hexdigest()
+
 
 class GapLedger:
     """The open gaps of one monitor: publishes a gap when it opens or its facts change and
-    a resolution when it closes; remembers (checkpoint ``open_gaps``) what was open, so
-    after a restart :meth:`reconcile` resolves the gaps that went away meanwhile."""
+    a resolution when it closes.
+
+    The checkpoint ``open_gaps`` keeps, per open gap, its category and digest
+    (``{"open": [[gap_type, gap_name, category, digest], ...]}``). After a restart those
+    gaps are ``previous``: a :meth:`set` with the same digest adopts one silently (it was
+    announced and nothing changed: a restart announces nothing again), a different digest
+    publishes the change, :meth:`clear` resolves it with its category, and
+    :meth:`reconcile` resolves the ones the initial scan did not find again. An entry of
+    the older ``[gap_type, gap_name]`` form has no digest: its next :meth:`set` publishes.
+    """
 
     CHECKPOINT = "open_gaps"
 
     def __init__(self, ctx: MonitorContext, ecosystem: str) -> None:
         self.ctx = ctx
         self.ecosystem = ecosystem
-        self.open: dict[tuple[str, str], str] = {}
-        self.previous: set[tuple[str, str]] = set()
-        saved = ctx.checkpoints.load(self.CHECKPOINT)
-        if isinstance(saved, dict) and isinstance(saved.get("open"), list):
-            self.previous = {
-                (str(p[0]), str(p[1])) for p in saved["open"] if isinstance(p, list) and len(p) == 2
-            }
+        self.open: dict[GapKey, Announced] = {}
+        self.previous: dict[GapKey, Announced] = self._load()
         self._dirty = False
         self._flushing: asyncio.Task[None] | None = None
         self._lock = threading.Lock()
+
+    def _load(self) -> dict[GapKey, Announced]:
+        saved = self.ctx.checkpoints.load(self.CHECKPOINT)
+        rows = saved.get("open") if isinstance(saved, dict) else None
+        out: dict[GapKey, Announced] = {}
+        for row in rows if isinstance(rows, list) else ():
+            if isinstance(row, list) and len(row) in (2, 4):
+                category, digest = (str(row[2]), str(row[3])) if len(row) == 4 else ("", "")
+                out[(str(row[0]), str(row[1]))] = Announced(category, digest)
+            else:
+                self.ctx.log.warning("gap_checkpoint_row_invalid", row=repr(row)[:200])
+        return out
 
     def is_open(self, gap_type: str, gap_name: str) -> bool:
         return (gap_type, gap_name) in self.open
@@ -59,18 +99,22 @@ class GapLedger:
         gap_category: str,
         gap_reason: str,
         observed_at: float | None = None,
+        volatile: Collection[str] = (),
         **facts: Any,
     ) -> bool:
-        """Open (or update) a gap; publishes only if it is new or its facts changed."""
-        digest = hashlib.sha256(
-            orjson.dumps(
-                [gap_category, gap_reason, facts], option=orjson.OPT_SORT_KEYS, default=str
-            )
-        ).hexdigest()
+        """Open (or update) a gap; publishes only if it is new or its facts changed.
+
+        ``volatile``: names of facts that are readings of the moment (utilisation, say):
+        published, but a change in them alone is no reason to publish again.
+        """
+        digest = gap_digest(gap_category, gap_reason, facts, volatile)
         key = (gap_type, gap_name)
-        if self.open.get(key) == digest:
+        announced = self.open.get(key)
+        if announced is None and key in self.previous:
+            announced = self.open[key] = self.previous.pop(key)  # open before the restart
+        if announced is not None and announced.digest == digest:
             return False
-        self.open[key] = digest
+        self.open[key] = Announced(gap_category, digest)
         self._dirty = True
         self.ctx.gap(
             gap_type=gap_type,
@@ -92,17 +136,20 @@ class GapLedger:
         observed_at: float | None = None,
         **facts: Any,
     ) -> bool:
-        """Resolve a gap if it is open (or was open before the restart)."""
+        """Resolve a gap if it is open (or was open before the restart); the resolution
+        carries the category the gap was announced with."""
         key = (gap_type, gap_name)
-        if key not in self.open and key not in self.previous:
+        announced = self.open.pop(key, None)
+        before = self.previous.pop(key, None)
+        announced = announced or before
+        if announced is None:
             return False
-        self.open.pop(key, None)
-        self.previous.discard(key)
         self._dirty = True
         self.ctx.resolve(
             gap_type=gap_type,
             gap_name=gap_name,
             ecosystem=self.ecosystem,
+            gap_category=announced.category,
             gap_reason=gap_reason,
             observed_at=observed_at,
             **facts,
@@ -111,14 +158,14 @@ class GapLedger:
 
     def keep(self, gap_type: str) -> None:
         """Carry the previous run's open gaps of ``gap_type`` over unchanged (this run
-        cannot judge them yet); the next :meth:`set` republishes, :meth:`clear` resolves."""
+        cannot judge them yet); a later :meth:`set` publishes only a change, :meth:`clear`
+        resolves."""
         for key in [k for k in self.previous if k[0] == gap_type]:
-            self.open.setdefault(key, "")
-            self.previous.discard(key)
+            self.open.setdefault(key, self.previous.pop(key))
 
     def reconcile(self, gap_reason: str = "no longer present after a restart") -> None:
-        """After the initial scan: resolve what was open before and is not open now."""
-        for gap_type, gap_name in sorted(self.previous - set(self.open)):
+        """After the initial scan: resolve what was open before and was not found again."""
+        for gap_type, gap_name in sorted(self.previous):
             self.clear(gap_type, gap_name, gap_reason=gap_reason)
         self.previous.clear()
         self.save()
@@ -139,13 +186,17 @@ class GapLedger:
         try:
             await asyncio.sleep(SAVE_DELAY_S)
             while self._dirty:
+                # the gaps recorded as announced must have left the bus for the feed first
+                await wait_delivered(self.ctx.publisher)
                 self._dirty = False
                 await asyncio.to_thread(self._write, self._snapshot())
         finally:
             self._flushing = None
 
     def _snapshot(self) -> dict[str, Any]:
-        return {"open": [list(k) for k in sorted(self.open)]}
+        """Open gaps, and those of the previous run not judged yet (still announced)."""
+        gaps = {**self.previous, **self.open}
+        return {"open": [[t, n, a.category, a.digest] for (t, n), a in sorted(gaps.items())]}
 
     def flush(self) -> None:
         """Persist now (at shutdown)."""

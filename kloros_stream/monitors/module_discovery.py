@@ -9,10 +9,21 @@ functions, the docstring's first line, imports. A rename within the tree is not 
 module (an open gap follows the file to its new name). A module that vanishes resolves
 its gap. Test files (``test_*.py``, ``*_test.py``, ``conftest.py``, under ``tests/``) are
 not modules. The code is parsed, never imported.
+
+A root that vanishes (moved away, deleted whole, an unmounted share) forgets nothing: its
+known modules are *suspended* (kept known, open gaps kept open), also across a restart. When
+the root is a directory again (seen at its first event, or by a check every
+:data:`ROOT_CHECK_S` while a root is missing: an empty root gives no event) each suspended
+module still there stays known (not new), and each one missing is gone: its open gap
+resolves and it is forgotten (if it comes back later it is a new module). A root put back
+file by file rather than whole (``mkdir`` then copies) is judged at its first file, so the
+modules copied after that one count as new. A DELETED for a file that is still there (its
+root moved away and back before the event was handled) changes nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import dataclass
@@ -41,6 +52,8 @@ CHECKPOINT_FORMAT = 1
 EMPTY_SETTLE_S = 1.0
 """An empty new file is announced after this quiet period if no writer closes it."""
 SAVE_DELAY_S = 2.0
+ROOT_CHECK_S = 1.0
+"""While a root with known modules is missing: how often to look whether it is back."""
 MAX_SCAN_BYTES = 2_000_000
 """Larger files are announced without a quick scan."""
 
@@ -88,6 +101,9 @@ class ModuleDiscoveryMonitor(Monitor):
         self.open: dict[str, str] = {}
         """Absolute path -> gap name of announced, unresolved new modules."""
         self.pending: set[Path] = set()
+        self.suspended: dict[Path, set[str]] = {}
+        """Root -> known modules (absolute paths) kept while that root is missing."""
+        self._root_check: asyncio.TimerHandle | None = None
         self.settle = SettleTimers(None)
         self.saver = Debouncer(SAVE_DELAY_S, self._snapshot, self._write, self.log)
         self.announced = 0
@@ -108,6 +124,8 @@ class ModuleDiscoveryMonitor(Monitor):
                 async for root, event in events.live():
                     await self._handle(root, event)
         finally:
+            if self._root_check is not None:
+                self._root_check.cancel()
             self.settle.cancel_all()
             self.saver.flush()
 
@@ -122,7 +140,11 @@ class ModuleDiscoveryMonitor(Monitor):
             self.log.info("module_baseline", modules=len(self.known))
         else:
             for path in sorted(self.known - set(present)):
-                self._vanished(path, now)
+                root = root_of(Path(path), self.roots)
+                if root is not None and not root.is_dir():
+                    self._suspend(root, path)
+                else:
+                    self._vanished(path, now)
             for key in sorted(set(present) - self.known):
                 await self._announce(
                     present[key], now, reason="appeared while the service was not running"
@@ -136,6 +158,7 @@ class ModuleDiscoveryMonitor(Monitor):
     async def _handle(self, root: Path, event: FileEvent) -> None:
         self.ctx.touch(event.observed_at)
         assert self.known is not None
+        self._root_back(root, event.observed_at)
         kind, path, key = event.kind, event.path, str(event.path)
         if kind in (FileEventKind.CREATED, FileEventKind.EXISTING):
             if key not in self.known and path not in self.pending:
@@ -154,7 +177,7 @@ class ModuleDiscoveryMonitor(Monitor):
         elif kind is FileEventKind.DELETED:
             self.settle.cancel(path)
             self.pending.discard(path)
-            self._vanished(key, event.observed_at)
+            self._deleted(root, key, event.observed_at)
         self._update_status()
 
     async def _moved(self, root: Path, event: FileEvent) -> None:
@@ -178,6 +201,47 @@ class ModuleDiscoveryMonitor(Monitor):
             await self._announce(dst, event.observed_at, reason=f"renamed from {old_gap}")
         self.saver.mark()
 
+    def _deleted(self, root: Path, key: str, observed_at: float) -> None:
+        """A module left the watcher's view: gone only if its root is there and it is not."""
+        if os.path.lexists(key):
+            return  # its root moved away and back: the watcher reports the file again
+        if not root.is_dir():
+            self._suspend(root, key)
+        else:
+            self._vanished(key, observed_at)
+
+    def _suspend(self, root: Path, key: str) -> None:
+        """The root of a known module is missing: keep the module until the root is back."""
+        assert self.known is not None
+        if key not in self.known:
+            return
+        self.suspended.setdefault(root, set()).add(key)
+        if self._root_check is None:
+            loop = asyncio.get_running_loop()
+            self._root_check = loop.call_later(ROOT_CHECK_S, self._check_roots)
+
+    def _root_back(self, root: Path, observed_at: float) -> None:
+        """If ``root`` is a directory again, settle its suspended modules: those there stay
+        known, those missing are gone."""
+        if root not in self.suspended or not root.is_dir():
+            return
+        keys = self.suspended.pop(root)
+        gone = sorted(k for k in keys if not os.path.lexists(k))
+        self.log.info("module_root_back", root=str(root), modules=len(keys), gone=len(gone))
+        for key in gone:
+            self._vanished(key, observed_at)
+
+    def _check_roots(self) -> None:
+        """Timer while a root is missing (an empty root coming back gives no file event)."""
+        self._root_check = None
+        now = time.time()
+        for root in list(self.suspended):
+            self._root_back(root, now)
+        self._update_status()
+        if self.suspended:
+            loop = asyncio.get_running_loop()
+            self._root_check = loop.call_later(ROOT_CHECK_S, self._check_roots)
+
     def _vanished(self, key: str, observed_at: float) -> None:
         assert self.known is not None
         if key not in self.known:
@@ -193,7 +257,7 @@ class ModuleDiscoveryMonitor(Monitor):
         assert self.known is not None
         if not os.path.exists(path):
             return
-        scanned = await anyio.to_thread.run_sync(scan_file, path)
+        scanned = await anyio.to_thread.run_sync(scan_file, path, abandon_on_cancel=True)
         name = self._name(path)
         root = root_of(path, self.roots)
         rel = path.relative_to(root).as_posix() if root is not None else str(path)
@@ -237,6 +301,7 @@ class ModuleDiscoveryMonitor(Monitor):
             modules=len(self.known or ()),
             open=len(self.open),
             pending=len(self.pending),
+            suspended=sum(len(keys) for keys in self.suspended.values()),
             announced=self.announced,
         )
 
