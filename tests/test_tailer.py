@@ -21,17 +21,9 @@ from structlog.testing import capture_logs
 
 from kloros_stream.checkpoint import CheckpointStore, read_only_store
 from kloros_stream.sources.tailer import FileTailer, TailBatch
+from tests.support.scripted import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class Tail:
@@ -50,15 +42,7 @@ class Tail:
                 self.records.extend(batch.records)
 
     async def wait(self, predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not predicate():
-            if self.task is not None and self.task.done():
-                self.task.result()
-                raise AssertionError(f"tailer stopped while waiting for {what}")
-            if loop.time() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; records={self.records!r}")
-            await asyncio.sleep(0.01)
+        await wait_until(predicate, timeout, what, task=self.task, state=lambda: self.records)
 
     async def wait_records(self, count: int) -> None:
         await self.wait(lambda: len(self.records) >= count, f"{count} records")
@@ -388,9 +372,9 @@ async def test_kill_9_mid_stream_loses_nothing(tmp_path: Path) -> None:
     proc = start()
     try:
         await wait_until(
-            lambda: len(seen()) >= total // 4 and checkpoint.load("killed"),
-            "the first run to make progress",
+            lambda: len(seen()) >= total // 4 and bool(checkpoint.load("killed")),
             timeout=60,
+            what="the first run to make progress",
         )
         handed_before_kill = checkpoint.load("killed")["offset"] // len(b"line-000000\n")
         proc.send_signal(signal.SIGKILL)
@@ -399,7 +383,7 @@ async def test_kill_9_mid_stream_loses_nothing(tmp_path: Path) -> None:
         first_run = len(seen())
         proc = start()
         await writing
-        await wait_until(lambda: set(seen()) >= set(range(total)), "every line", timeout=60)
+        await wait_until(lambda: set(seen()) >= set(range(total)), timeout=60, what="every line")
     finally:
         writing.cancel()
         proc.kill()

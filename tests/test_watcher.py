@@ -16,6 +16,7 @@ from asyncinotify import Event, Inotify, Mask
 from structlog.testing import capture_logs
 
 from kloros_stream.sources.watcher import FileEvent, FileEventKind, RecursiveWatcher
+from tests.support.scripted import wait_until
 
 E = FileEventKind
 
@@ -43,15 +44,7 @@ class Collector:
             self.events.append(event)
 
     async def wait(self, predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not predicate():
-            if self.task is not None and self.task.done():
-                self.task.result()
-                raise AssertionError(f"watcher stopped while waiting for {what}")
-            if loop.time() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; events: {self.events!r}")
-            await asyncio.sleep(0.01)
+        await wait_until(predicate, timeout, what, task=self.task, state=lambda: self.events)
 
     async def wait_idle(self) -> None:
         await self.wait(lambda: self.watcher.idle, "the watcher to be idle")

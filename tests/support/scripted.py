@@ -149,13 +149,19 @@ def service_config(tmp_path: Path, data: dict[str, Any] | None = None) -> Config
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S,
-                     what: str = "condition") -> None:
-    """Poll ``predicate`` until it holds; fail the test after ``timeout`` seconds."""
+                     what: str = "condition", *, task: asyncio.Task[Any] | None = None,
+                     state: Callable[[], object] | None = None) -> None:
+    """Poll ``predicate`` until it holds; fail the test after ``timeout`` seconds, or as
+    soon as ``task`` (the thing under test) has ended. ``state`` goes into the message."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():
+        if task is not None and task.done():
+            task.result()
+            raise AssertionError(f"stopped while waiting for {what}")
         if loop.time() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
+            seen = f"; {state()!r}" if state is not None else ""
+            raise AssertionError(f"{what} not met within {timeout}s{seen}")
         await asyncio.sleep(0.01)
 
 
