@@ -25,10 +25,10 @@ from tests.support.fakes import ListPublisher, make_context
 from tests.support.journald import (
     NamespacedJournald,
     calls,
-    journald_skip_reason,
     scripted_journalctl,
     wait_until,
 )
+from tests.support.scripted import wait_until as async_wait_until
 from tests.support.service import ServiceProcess, questions_of, write_config
 
 
@@ -379,7 +379,7 @@ async def test_log_file_half_written_traceback_is_reported_on_stop(tmp_path: Pat
         "monitors": {"exception": {"journal": False, "log_files": [str(log)], "flush_after_s": 60}}
     }
     async with following(tmp_path, data) as (monitor, pub):
-        await wait_async(lambda: monitor.assembler.pending == 1)
+        await async_wait_until(lambda: monitor.assembler.pending == 1)
     [gap] = pub.gaps()
     assert gap.gap_name == "IncompleteTraceback" and gap.facts["complete"] is False
 
@@ -393,25 +393,7 @@ async def test_log_file_scan(tmp_path: Path) -> None:
     assert names(gaps) == ["KeyError: 'job 17'"]
 
 
-async def wait_async(predicate: Any, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not met"
-        await asyncio.sleep(0.02)
-
-
-# -- a real journald -----------------------------------------------------------------------
-@pytest.fixture
-def journald() -> Any:
-    reason = journald_skip_reason()
-    if reason:
-        print(f"skipping real-journald test: {reason}")
-        pytest.skip(reason)
-    with NamespacedJournald() as j:
-        yield j
-
-
+# -- a real journald (the `journald` fixture is in conftest.py) ---------------------------
 SERVICE = """
 import json
 def load(jobs, job_id):
@@ -429,7 +411,7 @@ def crash(journald: NamespacedJournald, n: int, unit: str = "kloros-worker.servi
 async def test_real_journald_service_crash(journald: NamespacedJournald, tmp_path: Path) -> None:
     data = {"monitors": {"exception": {"namespace": journald.namespace}}}
     async with following(tmp_path, data) as (monitor, pub):
-        await wait_async(lambda: monitor.follower is not None and monitor.follower.pid)
+        await async_wait_until(lambda: monitor.follower is not None and bool(monitor.follower.pid))
         pid = await asyncio.to_thread(crash, journald, 1)
         await asyncio.to_thread(
             journald.emit,

@@ -30,9 +30,9 @@ from kloros_stream.sources.journal import (
 from tests.support.journald import (
     NamespacedJournald,
     calls,
-    journald_skip_reason,
     scripted_journalctl,
 )
+from tests.support.scripted import wait_until
 
 
 def entry(i: int, message: str = "", **fields: Any) -> dict[str, Any]:
@@ -263,26 +263,7 @@ async def test_unavailable_while_following_is_raised(tmp_path: Path) -> None:
             pass
 
 
-# -- a real journald -----------------------------------------------------------------------
-@pytest.fixture
-def journald() -> Any:
-    reason = journald_skip_reason()
-    if reason:
-        print(f"skipping real-journald test: {reason}")
-        pytest.skip(reason)
-    with NamespacedJournald() as j:
-        yield j
-
-
-async def until(predicate: Any, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.02)
-
-
+# -- a real journald (the `journald` fixture is in conftest.py) ---------------------------
 def messages(entries: list[dict[str, Any]], ident: str) -> list[str]:
     return [entry_text(e, "MESSAGE") for e in entries if e.get("SYSLOG_IDENTIFIER") == ident]
 
@@ -338,14 +319,14 @@ async def test_real_journalctl_killed_mid_stream_is_restarted(journald: Namespac
 
     reader = asyncio.ensure_future(read())
     await asyncio.to_thread(journald.emit, ["a1", "a2"], identifier="t2")
-    await until(lambda: len(got) >= 2)
+    await wait_until(lambda: len(got) >= 2)
     pid = f.pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     await asyncio.to_thread(journald.emit, ["b1", "b2"], identifier="t2")  # while it is down
-    await until(lambda: f.restarts >= 1 and f.pid not in (None, pid))
+    await wait_until(lambda: f.restarts >= 1 and f.pid not in (None, pid))
     await asyncio.to_thread(journald.emit, ["c1", "c2"], identifier="t2")
-    await until(lambda: len(got) >= 6, timeout=20)
+    await wait_until(lambda: len(got) >= 6, timeout=20)
     reader.cancel()
     await asyncio.wait({reader})
     await it.aclose()
