@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import structlog
 
-from .checkpoint import atomic_write_bytes, fsync_dir
+from .checkpoint import atomic_write_bytes
 from .core.identity import iso
 from .models import CuriosityQuestion
 
@@ -165,7 +165,6 @@ class QuestionFeed:
         if self._fh is not None:
             self._fh.close()
         atomic_write_bytes(self.path, data)
-        fsync_dir(self.path.parent)
         self._fh = self.path.open("ab", buffering=0)
         self._size = len(data)
         self.compactions += 1
