@@ -4,9 +4,7 @@ incremental re-parsing, checkpoint restarts, one-shot scans."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,6 @@ from tests.support.fakes import (
     running_monitor,
 )
 from tests.support.scripted import wait_until
-from tests.support.service import ServiceProcess, write_config
 
 PRODUCER = "class Worker:\n    def feed(self, x):\n        self.pending.append(x)\n"
 CONSUMER = "def drain(worker):\n    return worker.pending.popleft()\n"
@@ -327,106 +324,3 @@ async def test_scan_once_uses_the_watcher_rules(tmp_path: Path) -> None:
 
 
 # -- end to end through a real service ----------------------------------------------------
-def _open(qs: list[dict[str, Any]], gap_type: str, gap_name: str) -> bool:
-    return any(
-        q["metadata"]["gap_type"] == gap_type
-        and q["metadata"]["gap_name"] == gap_name
-        and q["status"] != "resolved"
-        for q in qs
-    )
-
-
-def _resolved(qs: list[dict[str, Any]], gap_type: str, gap_name: str) -> bool:
-    return any(
-        q["metadata"]["gap_type"] == gap_type
-        and q["metadata"]["gap_name"] == gap_name
-        and q["status"] == "resolved"
-        for q in qs
-    )
-
-
-def _wait_scanned(svc: ServiceProcess, *monitors: str, timeout: float = 15.0) -> None:
-    """Until each monitor's initial scan is over (its /health details are filled)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        health = svc.health()["monitors"]
-        if all(health[m].get("details") for m in monitors):
-            return
-        assert time.monotonic() < deadline, f"initial scans not done: {health}"
-        time.sleep(0.05)
-
-
-def _feed_ids(svc: ServiceProcess) -> list[str]:
-    return [json.loads(line)["id"] for line in svc.feed_path.read_text().splitlines() if line]
-
-
-@pytest.mark.e2e
-def test_e2e_orphan_consumer_syntax_error_new_module_and_restart(tmp_path: Path) -> None:
-    pkg = tmp_path / "src" / "pkg"
-    pkg.mkdir(parents=True)
-    (pkg / "worker.py").write_text(PRODUCER)
-    cfg = write_config(
-        tmp_path,
-        {"monitors": {"integration": {"roots": ["src"]}, "module_discovery": {"roots": ["src"]}}},
-    )
-    svc = ServiceProcess(cfg)
-    with svc:
-        qs = svc.wait_feed(lambda qs: _open(qs, "orphaned_queue", CHANNEL))
-        question = next(q for q in qs if q["metadata"]["gap_name"] == CHANNEL)
-        assert question["metadata"]["monitor"] == "integration"
-        assert "pkg.worker:Worker.feed" in " ".join(question["evidence"])
-
-        (pkg / "consumer.py").write_text(CONSUMER)
-        svc.wait_feed(lambda qs: _resolved(qs, "orphaned_queue", CHANNEL))
-        # consumer.py is also a module that appeared after the start.
-        svc.wait_feed(lambda qs: _open(qs, "new_module", "pkg.consumer"))
-
-        (pkg / "bad.py").write_text("def oops(:\n")
-        svc.wait_feed(lambda qs: _open(qs, "syntax_error", "pkg/bad.py"))
-        (pkg / "bad.py").write_text("def oops():\n    pass\n")
-        svc.wait_feed(lambda qs: _resolved(qs, "syntax_error", "pkg/bad.py"))
-        _wait_scanned(svc, "integration", "module_discovery")
-        assert svc.stop() == 0
-
-    before = _feed_ids(svc)
-    with svc:
-        _wait_scanned(svc, "integration", "module_discovery")
-        (pkg / "later.py").write_text('emit("AFTER_RESTART")\n')
-        svc.wait_feed(
-            lambda qs: (
-                _open(qs, "orphaned_queue", "AFTER_RESTART")
-                and _open(qs, "new_module", "pkg.later")
-            )
-        )
-        after = _feed_ids(svc)
-    assert after[: len(before)] == before
-    new_ids = after[len(before) :]
-    assert new_ids, "the barrier's questions were written"
-    assert not set(new_ids) & set(before), "an existing question was re-announced"
-
-
-@pytest.mark.e2e
-def test_e2e_kill_9_then_restart_repeats_nothing(tmp_path: Path) -> None:
-    pkg = tmp_path / "src" / "pkg"
-    pkg.mkdir(parents=True)
-    (pkg / "worker.py").write_text(PRODUCER)
-    (pkg / "bad.py").write_text("def oops(:\n")
-    svc = ServiceProcess(write_config(tmp_path, {"monitors": {"integration": {"roots": ["src"]}}}))
-    with svc:
-        svc.wait_feed(
-            lambda qs: (
-                _open(qs, "orphaned_queue", CHANNEL) and _open(qs, "syntax_error", "pkg/bad.py")
-            )
-        )
-        (pkg / "consumer.py").write_text(CONSUMER)
-        svc.wait_feed(lambda qs: _resolved(qs, "orphaned_queue", CHANNEL))
-        svc.kill()
-    before = _feed_ids(svc)
-    with svc:
-        _wait_scanned(svc, "integration")
-        (pkg / "later.py").write_text('emit("AFTER_KILL")\n')
-        qs = svc.wait_feed(lambda qs: _open(qs, "orphaned_queue", "AFTER_KILL"))
-        after = _feed_ids(svc)
-    assert _resolved(qs, "orphaned_queue", CHANNEL)
-    assert _open(qs, "syntax_error", "pkg/bad.py")
-    assert not set(after[len(before) :]) & set(before)

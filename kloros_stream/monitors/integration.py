@@ -190,6 +190,7 @@ class IntegrationMonitor(Monitor):
         self._reconcile_all(time.time())
 
     async def _initial(self, events: TreeEvents) -> None:
+        started = time.monotonic()
         seen: set[str] = set()
         batch: list[Path] = []
         async for _root, event in events.initial():
@@ -203,6 +204,7 @@ class IntegrationMonitor(Monitor):
         for path in [p for p in self.meta if p not in seen]:
             self._forget(path)
         self._reconcile_all(time.time())
+        self.ctx.status.details["initial_scan_s"] = round(time.monotonic() - started, 3)
         # Saved after the debounce delay, not at once: the gaps just published reach the
         # feed first, so a kill -9 in between repeats them (deduplicated) but loses none.
         self.saver.mark()

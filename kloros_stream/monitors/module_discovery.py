@@ -130,6 +130,7 @@ class ModuleDiscoveryMonitor(Monitor):
             self.saver.flush()
 
     async def _initial(self, events: TreeEvents) -> None:
+        started = time.monotonic()
         present: dict[str, Path] = {}
         async for _root, event in events.initial():
             self.ctx.touch(event.observed_at)
@@ -153,6 +154,7 @@ class ModuleDiscoveryMonitor(Monitor):
         # feed first, so a kill -9 in between repeats them (deduplicated) but loses none.
         self.saver.mark()
         self._update_status()
+        self.ctx.status.details["initial_scan_s"] = round(time.monotonic() - started, 3)
 
     # -- events --------------------------------------------------------------------------
     async def _handle(self, root: Path, event: FileEvent) -> None:

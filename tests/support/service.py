@@ -183,6 +183,16 @@ class ServiceProcess:
     def health(self) -> dict[str, Any]:
         return json.loads(self.get("/health")[1])
 
+    def wait_scanned(self, *monitors: str, timeout: float = 15.0) -> None:
+        """Until each monitor's initial scan is over (``initial_scan_s`` in its /health)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            health = self.health()["monitors"]
+            if all("initial_scan_s" in health[m].get("details", {}) for m in monitors):
+                return
+            assert time.monotonic() < deadline, f"initial scans not done: {health}"
+            time.sleep(0.05)
+
 
 def questions_of(feed: list[dict[str, Any]], gap_type: str) -> list[dict[str, Any]]:
     return [q for q in feed if q["metadata"]["gap_type"] == gap_type]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import urllib.parse
 from collections import Counter
 from pathlib import Path
@@ -40,14 +39,6 @@ def _open(qs: list[dict[str, Any]], wanted: set[tuple[str, str]]) -> bool:
     return wanted <= {_key(q) for q in qs if q["status"] != "resolved"}
 
 
-def _wait_scanned(svc: ServiceProcess) -> None:
-    deadline = time.monotonic() + 15
-    for monitor in MONITORS:
-        while "initial_scan_s" not in svc.health()["monitors"][monitor].get("details", {}):
-            assert time.monotonic() < deadline, svc.health()["monitors"][monitor]
-            time.sleep(0.05)
-
-
 def _live_questions(svc: ServiceProcess) -> dict[tuple[str, str], dict[str, Any]]:
     status, body = svc.get("/questions?" + urllib.parse.urlencode({"status": "all"}))
     assert status == 200
@@ -75,7 +66,7 @@ def test_restarts_reannounce_nothing(tmp_path: Path) -> None:
     env = {"PATH": os.environ["PATH"]}
     with ServiceProcess(cfg, env=env) as svc:
         svc.wait_feed(lambda qs: _open(qs, WATCHED))
-        _wait_scanned(svc)
+        svc.wait_scanned(*MONITORS)
     feed = svc.feed_path
     lines_before = Counter(q["id"] for q in _feed_lines(feed))
     watched_ids = {q["id"] for q in _feed_lines(feed) if _key(q) in WATCHED}
@@ -83,7 +74,7 @@ def test_restarts_reannounce_nothing(tmp_path: Path) -> None:
 
     for restart in (1, 2):
         with ServiceProcess(cfg, env=env) as svc:
-            _wait_scanned(svc)
+            svc.wait_scanned(*MONITORS)
             # a new gap after both initial scans: once its question is in the feed, every
             # signal the restart published before it has been through the core
             barrier = f"barrier{restart}.md"

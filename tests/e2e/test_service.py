@@ -21,7 +21,7 @@ from tests.support.service import ServiceProcess, questions_of, write_config
 pytestmark = pytest.mark.e2e
 
 SHUTDOWN_LIMIT_S = 5.0
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def chaos_config(directory: Path, **chaos: Any) -> Path:
