@@ -137,6 +137,8 @@ class ChaosMonitorConfig(MonitorConfig):
 
 class TestMonitorConfig(MonitorConfig):
     results_dir: Path = Path("var/test-results")
+    group_threshold: int = Field(default=3, ge=0)
+    """This many failing tests with one cause are one question (0: never group)."""
 
 
 class ModuleDiscoveryConfig(MonitorConfig):

@@ -40,6 +40,8 @@ from typing import Any, Literal
 
 import orjson
 
+from .test_storms import Cause, FailureDetail, failure_cause, failure_detail
+
 FAILING = frozenset({"failed", "error"})
 """Outcomes that open a ``test_failure`` gap."""
 PASSING = frozenset({"passed", "xfailed", "xpassed"})
@@ -76,6 +78,9 @@ class CaseResult:
     """Short error summary (crash message or the ``E`` lines), for failing outcomes."""
     duration: float | None = None
     """Seconds, setup + call + teardown."""
+    cause: Cause | None = None
+    """What made it fail (see :mod:`.test_storms`), for failing outcomes."""
+    detail: FailureDetail | None = None
 
     @property
     def failing(self) -> bool:
@@ -92,6 +97,8 @@ class CollectionError:
 
     nodeid: str
     error: str
+    cause: Cause | None = None
+    detail: FailureDetail | None = None
 
 
 @dataclass(slots=True)
@@ -142,8 +149,11 @@ def parse_pytest_json(data: bytes) -> ParsedReport:
             continue
         nodeid = raw["nodeid"] or "<session>"
         if raw.get("outcome") == "failed":
+            longrepr = raw.get("longrepr")
+            text = longrepr if isinstance(longrepr, str) else None
             report.collection_errors.append(
-                CollectionError(nodeid, summarize_error(None, raw.get("longrepr")) or "")
+                CollectionError(nodeid, summarize_error(None, longrepr) or "",
+                                failure_cause(text), failure_detail(text))
             )
         else:
             report.collected.add(nodeid)
@@ -179,13 +189,18 @@ def _json_case(raw: Any) -> CaseResult | None:
     stages = [raw.get(s) for s in ("setup", "call", "teardown")]
     stages = [s for s in stages if isinstance(s, dict)]
     durations = [s["duration"] for s in stages if isinstance(s.get("duration"), (int, float))]
-    error = None
+    error = cause = detail = None
     if outcome in FAILING:
         failed = next((s for s in stages if s.get("outcome") == "failed"), {})
         crash = failed.get("crash")
         message = crash.get("message") if isinstance(crash, dict) else None
-        error = summarize_error(message, failed.get("longrepr")) or outcome
-    return CaseResult(nodeid, outcome, error, round(sum(durations), 6) if durations else None)
+        longrepr = failed.get("longrepr")
+        error = summarize_error(message, longrepr) or outcome
+        text = longrepr if isinstance(longrepr, str) else None
+        cause = failure_cause(text, message if isinstance(message, str) else None)
+        detail = failure_detail(text)
+    duration = round(sum(durations), 6) if durations else None
+    return CaseResult(nodeid, outcome, error, duration, cause, detail)
 
 
 # -- JUnit XML ------------------------------------------------------------------------------
@@ -223,7 +238,9 @@ def _junit_case(case: ET.Element, report: ParsedReport, cases: list[CaseResult])
     if not classname and error is not None and error.get("message") == "collection failure":
         nodeid = dotted_to_path(name)
         summary = summarize_error(None, error.text) or "collection failure"
-        report.collection_errors.append(CollectionError(nodeid, summary))
+        report.collection_errors.append(
+            CollectionError(nodeid, summary, failure_cause(error.text), failure_detail(error.text))
+        )
         return
     nodeid = junit_nodeid(classname, name, case.get("file"))
     if failure is not None:
@@ -235,10 +252,19 @@ def _junit_case(case: ET.Element, report: ParsedReport, cases: list[CaseResult])
         problem = None
     else:
         outcome, problem = "passed", None
-    summary = None
+    summary = cause = detail = None
     if problem is not None:
         summary = summarize_error(problem.get("message"), problem.text) or outcome
-    cases.append(CaseResult(nodeid, outcome, summary, _float(case.get("time"))))
+        cause = failure_cause(problem.text, _junit_message(problem.get("message")))
+        detail = failure_detail(problem.text)
+    cases.append(CaseResult(nodeid, outcome, summary, _float(case.get("time")), cause, detail))
+
+
+def _junit_message(message: str | None) -> str | None:
+    """pytest's ``failed on setup with "X: y"`` wrapper removed."""
+    if message and (m := re.match(r'^failed on \w+ with "(.*)"$', message, re.DOTALL)):
+        return m.group(1)
+    return message
 
 
 def junit_nodeid(classname: str, name: str, file: str | None = None) -> str:
@@ -364,12 +390,14 @@ class FailureBook:
                     "outcome": case.outcome,
                     "error": case.error,
                     "duration": case.duration,
+                    **_cause_facts(case.cause, case.detail),
                 }
                 self._fail(case.nodeid, facts, at, source, changes)
             elif case.passing:
                 self._pass(case.nodeid, case.outcome, at, source, changes)
         for err in report.collection_errors:
-            facts = {"kind": "collection", "outcome": "error", "error": err.error, "duration": None}
+            facts = {"kind": "collection", "outcome": "error", "error": err.error,
+                     "duration": None, **_cause_facts(err.cause, err.detail)}
             self._fail(err.nodeid, facts, at, source, changes)
         for nodeid, entry in list(self.open.items()):
             if entry["kind"] == "collection" and nodeid in report.collected:
@@ -426,7 +454,7 @@ class FailureBook:
 
     def to_json(self) -> dict[str, Any]:
         """What a restart needs: per open nodeid its kind, outcome, report and time."""
-        keep = ("kind", "outcome", "report", "at")
+        keep = ("kind", "outcome", "report", "at", "cause", "cause_title")
         return {
             "version": STATE_VERSION,
             "open": [[k, {f: v.get(f) for f in keep}] for k, v in self.open.items()],
@@ -448,3 +476,18 @@ class FailureBook:
         while len(self.open) > self.max_open:
             self.open.popitem(last=False)
         return len(self.open)
+
+
+def _cause_facts(cause: Cause | None, detail: FailureDetail | None) -> dict[str, Any]:
+    """A failure's cause and detail as facts (absent parts left out)."""
+    out: dict[str, Any] = {}
+    if cause is not None:
+        out |= {"cause": cause.fingerprint, "cause_title": cause.title}
+        if cause.location:
+            out["crash_location"] = cause.location
+    if detail is not None:
+        if detail.statement:
+            out["statement"] = detail.statement
+        if detail.explanation:
+            out["explanation"] = detail.explanation
+    return out

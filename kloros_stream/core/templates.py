@@ -132,17 +132,34 @@ def healing_failure(f: dict[str, Any]) -> Draft:
 
 
 def test_failure(f: dict[str, Any]) -> Draft:
-    """The duration (different on every run) stays in the facts, out of the evidence."""
+    """The duration (different on every run) stays in the facts, out of the evidence. A group
+    (many tests, one cause) names the cause and lists its tests."""
     name = f["gap_name"]
     outcome = f.get("outcome", "failed")
+    code = [
+        f"Failing statement: {f['statement']}" if f.get("statement") else None,
+        f"At: {f['crash_location']}" if f.get("crash_location") else None,
+        f"Assertion / error detail:\n{_clip(f['explanation'], 1200)}"
+        if f.get("explanation") else (f"Error: {_clip(f['error'])}" if f.get("error") else None),
+    ]
+    if f.get("kind") == "group":
+        tests = f.get("tests") or []
+        count = f.get("count", len(tests))
+        return Draft(
+            hypothesis=f"TEST_FAILURE_GROUP_{_slug(name)}",
+            question=f"{count} tests fail with one cause ({name}). "
+            "What is broken there (a fixture, a shared helper, an import), and what is the fix?",
+            evidence=_evidence(f, *code, f"Tests: {_listing(tests, 10)}" if tests else None),
+            action_class=ActionClass.PROPOSE_FIX,
+            autonomy=3,
+            value_estimate=0.9,
+            cost=0.3,
+            capability_key=f"quality.{name}",
+        )
     return Draft(
         hypothesis=f"TEST_FAILURE_{_slug(name)}",
         question=f"Test {name} {outcome}. Is the code or the test wrong, and what is the fix?",
-        evidence=_evidence(
-            f,
-            f"Outcome: {outcome}",
-            f"Error: {_clip(f['error'])}" if f.get("error") else None,
-        ),
+        evidence=_evidence(f, f"Outcome: {outcome}", *code),
         action_class=ActionClass.PROPOSE_FIX,
         autonomy=3,
         value_estimate=0.85,

@@ -29,6 +29,7 @@ from ..analysis.test_reports import (
     ReportIncomplete,
     parse_report,
 )
+from ..analysis.test_storms import MAX_GROUP_TESTS, GapPlan, PlannedGap
 from ..config import TestMonitorConfig
 from ..sources.watcher import FileEvent, FileEventKind, RecursiveWatcher
 from .base import Monitor
@@ -98,6 +99,7 @@ class TestResultsMonitor(Monitor):
         assert isinstance(cfg, TestMonitorConfig)
         self.root = Path(cfg.results_dir)
         self.book = FailureBook()
+        self.plan = GapPlan(cfg.group_threshold)
         self.processed: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self.horizon_ns = 0
         self.counts = {"parsed": 0, "incomplete": 0, "invalid": 0, "skipped_large": 0}
@@ -197,40 +199,92 @@ class TestResultsMonitor(Monitor):
             changes=len(changes),
         )
         self._remember(key, read)
-        if not self._quiet:
-            for change in changes:
-                self._publish(change, observed_at)
+        self._apply_plan(changes, key, at, observed_at)
         self._update_details()
         return True
 
     # -- publishing -----------------------------------------------------------------------
-    def _publish(self, change: FailureChange, observed_at: float | None) -> None:
-        facts = {k: v for k, v in change.facts.items() if k != "at"}
-        facts["report_time"] = change.facts["at"]
-        if change.opened:
-            self.ctx.gap(
-                gap_type="test_failure",
-                gap_name=change.nodeid,
-                gap_category="quality",
-                gap_reason=_reason(facts),
-                ecosystem=self.ecosystem,
-                observed_at=observed_at,
-                **facts,
-            )
+    def _apply_plan(
+        self, changes: list[FailureChange], source: str, at: float, observed_at: float | None
+    ) -> None:
+        """Publish and resolve the gaps the open failures call for after one report."""
+        touched = {c.nodeid for c in changes if c.opened}
+        passed = {c.nodeid: c for c in changes if not c.opened}
+        publish, resolve = self.plan.update(self.book.open, touched)
+        if self._quiet:
+            return
+        for gap in resolve:
+            self._resolve_gap(gap, passed, source, at, observed_at)
+        for gap in publish:
+            self._publish_gap(gap, observed_at)
+
+    def _publish_gap(self, gap: PlannedGap, observed_at: float | None) -> None:
+        entries = [self.book.open[n] for n in gap.tests if n in self.book.open]
+        if not entries:
+            return
+        first = entries[0]
+        facts = {k: v for k, v in first.items() if k != "at"}
+        facts["report_time"] = max(e["at"] for e in entries)
+        if gap.fingerprint is not None:
+            facts |= {
+                "kind": "group",
+                "member_kinds": sorted({e["kind"] for e in entries}),
+                "fingerprint": gap.fingerprint,
+                "count": len(gap.tests),
+                "tests": list(gap.tests[:MAX_GROUP_TESTS]),
+                "example_test": gap.tests[0],
+            }
+            facts.pop("duration", None)
+        self.ctx.gap(
+            gap_type="test_failure",
+            gap_name=gap.name,
+            gap_category="quality",
+            gap_reason=_reason(facts),
+            ecosystem=self.ecosystem,
+            observed_at=observed_at,
+            **facts,
+        )
+
+    def _resolve_gap(
+        self,
+        gap: PlannedGap,
+        passed: dict[str, FailureChange],
+        source: str,
+        at: float,
+        observed_at: float | None,
+    ) -> None:
+        if gap.fingerprint is not None:
+            facts: dict[str, Any] = {
+                "kind": "group", "outcome": "passed", "fingerprint": gap.fingerprint,
+                "count": len(gap.tests), "tests": list(gap.tests[:MAX_GROUP_TESTS]),
+            }
+            reason = f"all {len(gap.tests)} tests of the group pass or fail otherwise now"
+        elif gap.name in passed:
+            facts = {k: v for k, v in passed[gap.name].facts.items() if k != "at"}
+            reason = f"{facts['outcome']} in a newer report ({facts['report']})"
         else:
-            self.ctx.resolve(
-                gap_type="test_failure",
-                gap_name=change.nodeid,
-                gap_category="quality",
-                gap_reason=f"{facts['outcome']} in a newer report ({facts['report']})",
-                ecosystem=self.ecosystem,
-                observed_at=observed_at,
-                **facts,
+            entry = self.book.open.get(gap.name, {})
+            facts = {"kind": entry.get("kind", "test"), "outcome": entry.get("outcome", "")}
+            group = self.plan.published.get(f"group:{entry.get('cause')}")
+            reason = (
+                f"now one of the {len(group.tests)} tests of '{group.name}'"
+                if group is not None else "no longer failing on its own"
             )
+            facts["grouped_into"] = group.name if group is not None else None
+        facts |= {"report": source, "report_time": at}
+        self.ctx.resolve(
+            gap_type="test_failure",
+            gap_name=gap.name,
+            gap_category="quality",
+            gap_reason=reason,
+            ecosystem=self.ecosystem,
+            observed_at=observed_at,
+            **facts,
+        )
 
     def _publish_open(self) -> None:
-        for nodeid, entry in self.book.open.items():
-            self._publish(FailureChange(True, nodeid, dict(entry)), None)
+        for gap in self.plan.published.values():
+            self._publish_gap(gap, None)
 
     def _watch_error(self, message: str) -> None:
         """The inotify watch limit was hit: say so in /health (the watches held are kept)."""
@@ -259,6 +313,7 @@ class TestResultsMonitor(Monitor):
         if not isinstance(data, dict):
             return
         self.book.load_json(data.get("book"))
+        self.plan.load_json(data.get("published"), self.book.open)
         horizon = data.get("horizon_ns")
         self.horizon_ns = horizon if isinstance(horizon, int) else 0
         for row in data.get("processed") or []:
@@ -284,14 +339,20 @@ class TestResultsMonitor(Monitor):
                 "book": self.book.to_json(),
                 "processed": [[k, m, s] for k, (m, s) in self.processed.items()],
                 "horizon_ns": self.horizon_ns,
+                "published": self.plan.to_json(),
             }
             self.ctx.checkpoints.save(CHECKPOINT, data)
 
     def _update_details(self) -> None:
-        self.ctx.status.details.update(reports=dict(self.counts), open_failures=len(self.book.open))
+        groups = sum(1 for g in self.plan.published.values() if g.fingerprint)
+        self.ctx.status.details.update(
+            reports=dict(self.counts), open_failures=len(self.book.open), open_groups=groups
+        )
 
 
 def _reason(facts: dict[str, Any]) -> str:
+    if facts["kind"] == "group":
+        return f"{facts['count']} tests fail with one cause"
     if facts["kind"] == "collection":
         return "collection error: the tests in it cannot run"
     if facts["outcome"] == "error":
