@@ -64,6 +64,11 @@ class FlowConfig:
     def of(cls, emit_calls: Iterable[str], subscribe_calls: Iterable[str]) -> FlowConfig:
         return cls(frozenset(emit_calls), frozenset(subscribe_calls))
 
+    @classmethod
+    def from_section(cls, section: Any) -> FlowConfig:
+        """From an ``[monitors.integration]`` section (anything with its attributes)."""
+        return cls.of(section.emit_calls, section.subscribe_calls)
+
 
 @dataclass(frozen=True, slots=True)
 class FileFlows:
