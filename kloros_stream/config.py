@@ -7,6 +7,7 @@ working directory when the built-in defaults are used); ``~`` expands.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -19,6 +20,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 MONITOR_NAMES: tuple[str, ...] = (
@@ -82,9 +84,33 @@ class HistoryConfig(Section):
         return None if v in ("", None) else v
 
 
+def is_loopback(host: str) -> bool:
+    """True for a host name or address that only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class HttpConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
+    token_file: Path | None = None
+    """If set, mutating endpoints need ``Authorization: Bearer <the file's content>``."""
+
+    @field_validator("token_file", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, v: Any) -> Any:
+        return None if v in ("", None) else v
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> HttpConfig:
+        if self.token_file is None and not is_loopback(self.host):
+            raise ValueError(f"host {self.host!r} is not a loopback address: set "
+                             "http.token_file so that only token holders can change questions")
+        return self
 
 
 class SupervisorConfig(Section):

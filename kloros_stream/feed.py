@@ -18,7 +18,7 @@ import contextlib
 import io
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,8 @@ class QuestionFeed:
         self.lines_written = 0
         self.compactions = 0
         self.snapshot_dirty = False
+        self.listeners: list[Callable[[int, list[bytes]], None]] = []
+        """Called after each successful write with its start offset and lines (the stream)."""
 
     def open(self) -> FeedContents:
         """Recover the log (cutting a torn tail) and open it for appending."""
@@ -138,6 +140,7 @@ class QuestionFeed:
             with contextlib.suppress(OSError):
                 self._fh.truncate(self._size)
             raise
+        lines, start = self._buffer[:], self._size
         self._buffer.clear()
         self._size += len(data)
         self.lines_written += count
@@ -145,7 +148,19 @@ class QuestionFeed:
         now = time.monotonic()
         if now - self._last_fsync >= FSYNC_INTERVAL_S:
             self.sync()
+        for listener in self.listeners:
+            listener(start, lines)
         return count
+
+    @property
+    def size(self) -> int:
+        """Bytes written to the log so far (its end offset)."""
+        return self._size
+
+    @property
+    def inode(self) -> int:
+        """The log file's inode: it changes when compaction replaces the file."""
+        return os.fstat(self._fh.fileno()).st_ino if self._fh is not None else 0
 
     def sync(self) -> None:
         if self._fh is not None and self._unsynced:

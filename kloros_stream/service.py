@@ -28,9 +28,11 @@ from aiohttp import web
 from .bus import SignalBus
 from .checkpoint import CheckpointStore, read_only_store
 from .config import MONITOR_NAMES, Config, ConfigError, load_config
+from .consumers import ConsumerCollector, ConsumerDesk
 from .core.curiosity import CuriosityCore
 from .feed import QuestionFeed
 from .history import SignalHistory
+from .http_consumers import TokenFileError
 from .logs import configure_logging
 from .metrics import build_registry
 from .models import Signal
@@ -38,6 +40,7 @@ from .monitors import monitor_class
 from .monitors.base import Monitor, MonitorContext, MonitorStatus, MonitorUnavailable
 from .reload import plan_reload
 from .sdnotify import Notifier, watchdog_loop
+from .stream import QuestionStream
 from .supervisor import BackoffPolicy, Supervised
 from .web import build_app
 
@@ -86,10 +89,14 @@ class Service:
         self.core = CuriosityCore(config.curiosity.suppress, config.feed.counter_flush_s)
         self.feed = QuestionFeed(config.feed.path, compact_bytes=config.feed.compact_bytes,
                                  snapshot_path=config.feed.snapshot_path)
+        self.stream = QuestionStream(self.feed)
+        self.feed.listeners.append(self.stream.on_written)
+        self.desk = ConsumerDesk(self.core, self.feed, on_change=lambda: self._dirty.set())
         self.checkpoints = CheckpointStore(config.service.state_dir)
         self.statuses: dict[str, MonitorStatus] = {n: MonitorStatus() for n in self.monitor_names}
         self.supervised: dict[str, Supervised] = {}
         self.registry, self.latency = build_registry(self)
+        self.registry.register(ConsumerCollector(self.desk, self.stream.stats))
         self.started_at = time.monotonic()
         self.port: int | None = None
         self._stop = asyncio.Event()
@@ -112,6 +119,7 @@ class Service:
         except StartupError:
             self.feed.close()
             raise
+        self.desk.start()
         self._consumer = asyncio.create_task(self._consume(), name="consumer")
         self._housekeeper = asyncio.create_task(self._housekeep(), name="housekeeping")
         for name in self.monitor_names:
@@ -159,7 +167,11 @@ class Service:
                  torn_bytes=contents.torn_bytes)
 
     async def _start_http(self) -> None:
-        self._runner = web.AppRunner(build_app(self), access_log=None)
+        try:
+            app = build_app(self)
+        except TokenFileError as err:
+            raise StartupError(str(err)) from None
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port)
         try:
@@ -214,6 +226,7 @@ class Service:
             # A straggler may still publish and checkpoint; its signals after the drain
             # below would be lost, so its checkpoints must not move past them.
             self.checkpoints.freeze()
+        await self.desk.stop()
         tasks = [t for t in (self._consumer, self._housekeeper) if t is not None]
         for task in tasks:
             task.cancel()

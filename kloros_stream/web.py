@@ -1,4 +1,5 @@
-"""HTTP endpoints (aiohttp): ``/health``, ``/metrics``, ``/questions``."""
+"""HTTP endpoints (aiohttp): ``/health``, ``/metrics``, ``/questions``; the consumer
+endpoints, the stream and the live page come from :mod:`.http_consumers`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from .http_consumers import add_routes as add_consumer_routes
 
 if TYPE_CHECKING:
     from .service import Service
@@ -50,6 +53,7 @@ async def questions(request: web.Request) -> web.Response:
 def build_app(service: Service) -> web.Application:
     app = web.Application()
     app[SERVICE_KEY] = service
+    add_consumer_routes(app, service)  # first: /questions/stream is no question id
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/questions", questions)

@@ -8,7 +8,9 @@ feed line is due now:
 - a repeated gap with the same evidence: occurrences and last_seen update in memory; the
   line is written later by :meth:`CuriosityCore.due_updates` (at most once per interval);
 - a repeated gap whose evidence changed, or a resolved gap coming back: written at once;
-- CAPABILITY_GAP_RESOLVED: the question is written again with status ``resolved``;
+- CAPABILITY_GAP_RESOLVED: the question is written again with status ``resolved``
+  (whatever a consumer had set: the monitor's word wins);
+- an ``answered`` question whose evidence changed is ``ready`` again (``metadata.reopened``);
 - a gap matching a ``[curiosity] suppress`` glob (capability_key or gap_name): ignored.
 """
 
@@ -23,6 +25,7 @@ import structlog
 
 from ..models import CuriosityQuestion, QuestionStatus, Signal
 from .identity import evidence_hash, gap_key, iso, priority, question_id
+from .lifecycle import reopen_on_evidence
 from .templates import draft_question
 
 log = structlog.get_logger("kloros_stream.core")
@@ -143,9 +146,10 @@ class CuriosityCore:
         self, q: CuriosityQuestion, sig: Signal, draft: Any, now: float
     ) -> CuriosityQuestion | None:
         occurrences = int(q.metadata.get("occurrences", 1)) + 1
-        metadata = self._metadata(
+        # Keys the gap does not own (consumer claim/answer, counters) carry over.
+        metadata = {**q.metadata, **self._metadata(
             sig, occurrences=occurrences, first_seen=q.metadata.get("first_seen", q.created_at)
-        )
+        )}
         update: dict[str, Any] = {
             "metadata": metadata,
             "priority": priority(q.value_estimate, q.cost, occurrences),
@@ -161,6 +165,11 @@ class CuriosityCore:
         if reopened:
             update["status"] = QuestionStatus.READY
             metadata["reopened"] = int(q.metadata.get("reopened", 0)) + 1
+            metadata.pop("resolved_at", None)
+            metadata.pop("resolution", None)
+        elif changed and reopen_on_evidence(q.status, metadata):
+            update["status"] = QuestionStatus.READY
+            reopened = True
         if changed or reopened:
             update["updated_at"] = iso(now)
             return self._write(q.model_copy(update=update), now)
@@ -174,13 +183,19 @@ class CuriosityCore:
         if q is None or q.status == QuestionStatus.RESOLVED:
             return None
         self.resolved[sig.gap_type] += 1
-        metadata = {**q.metadata, "resolved_at": iso(sig.observed_at),
-                    "resolution": sig.facts.get("gap_reason", "")}
+        # A monitor's resolution wins over any consumer status: a claim ends with it.
+        metadata = {k: v for k, v in q.metadata.items() if k != "claim"}
+        metadata |= {"resolved_at": iso(sig.observed_at),
+                     "resolution": sig.facts.get("gap_reason", "")}
         return self._write(
             q.model_copy(update={"status": QuestionStatus.RESOLVED, "updated_at": iso(now),
                                  "metadata": metadata}),
             now,
         )
+
+    def put(self, q: CuriosityQuestion, now: float) -> CuriosityQuestion:
+        """Adopt a question changed outside the signal path (a consumer transition)."""
+        return self._write(q, now)
 
     def _write(self, q: CuriosityQuestion, now: float) -> CuriosityQuestion:
         self.questions[q.id] = q
