@@ -1,4 +1,5 @@
-"""``kloros-stream``: run, check-config, questions, scan."""
+"""``kloros-stream``: run, check-config, questions, scan; claim, answer, block, release,
+tail (:mod:`.cli_consumers`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import orjson
 import structlog
 
+from .cli_consumers import add_commands as add_consumer_commands
 from .config import Config, ConfigError, effective_settings, load_config
 from .core.curiosity import CuriosityCore
 from .feed import read_feed
@@ -176,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--all", action="store_true", help="include resolved questions")
     s = add("scan", cmd_scan, "one-shot initial scan of every enabled monitor; prints the gaps")
     s.add_argument("--json", action="store_true", help="JSON lines")
+    add_consumer_commands(add)
     return parser
 
 

@@ -171,7 +171,8 @@ class Service:
             app = build_app(self)
         except TokenFileError as err:
             raise StartupError(str(err)) from None
-        self._runner = web.AppRunner(app, access_log=None)
+        # A client that goes away cancels its handler: a stream subscriber leaves at once.
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port)
         try:

@@ -16,29 +16,19 @@ from typing import Any
 import pytest
 
 from kloros_stream.feed import read_feed
-from tests.support.service import ServiceProcess, questions_of, write_config
+from tests.support.service import (
+    ServiceProcess,
+    append_chaos,
+    chaos_config,
+    failure,
+    questions_of,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
 
 SHUTDOWN_LIMIT_S = 5.0
 REPO = Path(__file__).resolve().parents[2]
-
-
-def chaos_config(directory: Path, **chaos: Any) -> Path:
-    return write_config(directory, {"monitors": {"chaos": {
-        "history_file": "var/chaos_history.jsonl", **chaos}}})
-
-
-def append_chaos(directory: Path, *entries: dict[str, Any]) -> None:
-    path = directory / "var" / "chaos_history.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as fh:
-        for entry in entries:
-            fh.write(json.dumps(entry) + "\n")
-
-
-def failure(scenario: str, error: str = "service did not come back") -> dict[str, Any]:
-    return {"scenario": scenario, "healed": False, "error": error, "mode": "kill"}
 
 
 def stop_timed(proc: ServiceProcess, sig: int) -> tuple[int, float]:

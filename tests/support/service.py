@@ -194,5 +194,24 @@ class ServiceProcess:
             time.sleep(0.05)
 
 
+def chaos_config(directory: Path, **chaos: Any) -> Path:
+    """A config with only the chaos monitor, reading ``var/chaos_history.jsonl``."""
+    return write_config(directory, {"monitors": {"chaos": {
+        "history_file": "var/chaos_history.jsonl", **chaos}}})
+
+
+def append_chaos(directory: Path, *entries: dict[str, Any]) -> None:
+    """Append chaos results (see :func:`failure`): gaps written to disk."""
+    path = directory / "var" / "chaos_history.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        for entry in entries:
+            fh.write(json.dumps(entry) + "\n")
+
+
+def failure(scenario: str, error: str = "service did not come back") -> dict[str, Any]:
+    return {"scenario": scenario, "healed": False, "error": error, "mode": "kill"}
+
+
 def questions_of(feed: list[dict[str, Any]], gap_type: str) -> list[dict[str, Any]]:
     return [q for q in feed if q["metadata"]["gap_type"] == gap_type]
