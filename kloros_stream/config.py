@@ -178,6 +178,8 @@ class CapabilityDiscoveryConfig(MonitorConfig):
     required_executables: list[str] = Field(default_factory=list)
     required_modules: list[str] = Field(default_factory=list)
     scan_imports: bool = True
+    python: str = ""
+    """The watched system's interpreter (its sys.path and syntax); "" = the service's own."""
 
 
 class ExplorationConfig(MonitorConfig):
@@ -242,7 +244,7 @@ class Config(Section):
         return _resolve_paths(self, base)
 
 
-EXECUTABLE_KEYS = frozenset({"journalctl", "nvidia_smi"})
+EXECUTABLE_KEYS = frozenset({"journalctl", "nvidia_smi", "python"})
 """Commands: a bare name is looked up on PATH; a path (``~``, or with a ``/``) resolves
 like the path keys."""
 

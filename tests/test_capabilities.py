@@ -155,3 +155,22 @@ def test_import_index_missing_and_updates(tmp_path: Path) -> None:
     assert index.remove_file(root, PurePath("b.py")) >= {"kloros_missing_one"}
     assert index.missing() == {}
     assert index.remove_file(root, PurePath("never.py")) == set()
+
+
+def test_dotted_imports_of_the_roots_are_checked_at_full_depth() -> None:
+    index = ImportIndex(ModuleResolver())
+    root = "/r/src"
+    for rel in ("pkg/__init__.py", "pkg/sub/__init__.py", "pkg/sub/mod.py", "pkg/plain.py"):
+        index.set_file(root, PurePath(rel), file_imports(b"", rel))
+    src = (b"import pkg.sub.mod\nfrom pkg.sub.gone import x\nfrom pkg.plain.attr import y\n"
+           b"from src.pkg.sub import mod\nfrom src.pkg.nothere import z\nimport os.path\n"
+           b"import json.decoder\n")
+    affected = index.set_file(root, PurePath("app/main.py"), file_imports(src, "main.py"))
+    assert {"pkg.sub.gone", "src.pkg.nothere"} <= affected
+    assert index.missing() == {
+        "pkg.sub.gone": ["/r/src/app/main.py"],
+        "src.pkg.nothere": ["/r/src/app/main.py"],
+    }
+    # The module appears: the dotted import resolves.
+    changed = index.set_file(root, PurePath("pkg/sub/gone.py"), file_imports(b"", "gone.py"))
+    assert "pkg.sub.gone" in changed and index.missing_for("pkg.sub.gone") == []

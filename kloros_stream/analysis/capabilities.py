@@ -18,6 +18,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import Protocol
 
 import structlog
 
@@ -144,6 +145,15 @@ def site_dirs(entries: Iterable[str] | None = None) -> list[Path]:
     return out
 
 
+class Resolver(Protocol):
+    """Whether a module is installed: :class:`ModuleResolver` (the service's own Python) or
+    :class:`~kloros_stream.analysis.module_paths.PathResolver` (the watched system's)."""
+
+    def resolves(self, name: str) -> bool: ...
+
+    def invalidate(self) -> None: ...
+
+
 # -- imports of a source tree ----------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class FileImports:
@@ -151,6 +161,8 @@ class FileImports:
 
     required: frozenset[str]
     optional: frozenset[str]
+    dotted: frozenset[str] = frozenset()
+    """Required imports of a dotted path (``import a.b.c``, ``from a.b import x``)."""
 
 
 def file_imports(source: bytes, filename: str = "<source>") -> FileImports:
@@ -159,7 +171,9 @@ def file_imports(source: bytes, filename: str = "<source>") -> FileImports:
     split = split_imports(parse_module(source, filename))
     required = frozenset(top_level(m) for m in split.required)
     return FileImports(
-        required=required, optional=frozenset(top_level(m) for m in split.optional) - required
+        required=required,
+        optional=frozenset(top_level(m) for m in split.optional) - required,
+        dotted=frozenset(m for m in split.required if "." in m),
     )
 
 
@@ -225,6 +239,35 @@ class LocalModules:
                     del self._names[(root, directory)]
         return gone
 
+    def has_path(self, parts: Sequence[str], root: str, rel: PurePath) -> bool:
+        """Whether the dotted module ``parts`` exists in the roots as seen from ``rel``:
+        from every place its first part is visible, descend package directories; a part
+        below a plain module is an attribute of it."""
+        top = parts[0]
+        bases: list[tuple[str, tuple[str, ...], Sequence[str]]] = []
+        for (r, directory), counter in self._names.items():
+            if not directory and counter[top] > 0:
+                bases.append((r, (), parts))
+        for r in {r for r, _ in self._names}:
+            if PurePath(r).name == top:
+                bases.append((r, (), parts[1:]))
+        dirs = rel.parts[:-1]
+        for i in range(1, len(dirs) + 1):
+            counter = self._names.get((root, tuple(dirs[:i])))
+            if counter is not None and counter[top] > 0:
+                bases.append((root, tuple(dirs[:i]), parts))
+        return any(self._descend(r, d, rest) for r, d, rest in bases)
+
+    def _descend(self, root: str, directory: tuple[str, ...], parts: Sequence[str]) -> bool:
+        for part in parts:
+            counter = self._names.get((root, directory))
+            if counter is None:
+                return True  # ``directory`` is a plain module: the rest are attributes
+            if counter[part] <= 0:
+                return False
+            directory = (*directory, part)
+        return True
+
     def visible(self, name: str, root: str, rel: PurePath) -> bool:
         """Whether ``name`` is a module of the roots that the file ``rel`` can import.
 
@@ -248,10 +291,11 @@ class ImportIndex:
     of the roots visible from that file (:class:`LocalModules`).
     """
 
-    def __init__(self, resolver: ModuleResolver) -> None:
+    def __init__(self, resolver: Resolver) -> None:
         self.resolver = resolver
         self.local = LocalModules()
         self._imports: dict[tuple[str, PurePath], frozenset[str]] = {}
+        self._dotted: dict[tuple[str, PurePath], frozenset[str]] = {}
         self._importers: dict[str, set[tuple[str, PurePath]]] = defaultdict(set)
 
     @property
@@ -267,26 +311,42 @@ class ImportIndex:
         affected: set[str] = set() if old is not None else self.local.add(root, rel)
         new = old if imports is None else imports.required
         new = frozenset() if new is None else new
+        old_dotted = self._dotted.get(key, frozenset())
+        new_dotted = old_dotted if imports is None else imports.dotted
+        self._dotted[key] = new_dotted
+        for module in old_dotted - new_dotted:
+            self._importers[module].discard(key)
+        for module in new_dotted:
+            self._importers[module].add(key)
+        if affected:  # new names in the roots: dotted imports may resolve now
+            affected |= self._dotted_modules()
         for module in (old or frozenset()) - new:
             self._importers[module].discard(key)
         for module in new:
             self._importers[module].add(key)
         self._imports[key] = new
-        return affected | set(old or ()) | set(new)
+        return affected | set(old or ()) | set(new) | old_dotted | new_dotted
 
     def remove_file(self, root: str, rel: PurePath) -> set[str]:
         key = (root, rel)
         old = self._imports.pop(key, None)
         if old is None:
             return set()
-        for module in old:
+        dotted = self._dotted.pop(key, frozenset())
+        for module in old | dotted:
             self._importers[module].discard(key)
-        return set(old) | self.local.discard(root, rel)
+        gone = self.local.discard(root, rel)
+        return set(old) | set(dotted) | gone | (self._dotted_modules() if gone else set())
+
+    def _dotted_modules(self) -> set[str]:
+        return {m for m, files in self._importers.items() if files and "." in m}
 
     def missing_for(self, module: str) -> list[str]:
         """The files (``root/rel`` strings, sorted) for which ``module`` resolves nowhere;
         empty if it resolves for all of them."""
         files = self._importers.get(module)
+        if files and "." in module:
+            return self._missing_dotted(module, files)
         if not files or self.resolver.resolves(module):
             return []
         return sorted(
@@ -294,6 +354,21 @@ class ImportIndex:
             for root, rel in files
             if not self.local.visible(module, root, rel)
         )
+
+    def _missing_dotted(self, module: str, files: set[tuple[str, PurePath]]) -> list[str]:
+        """Files importing ``a.b.c`` where ``a`` is a module of the roots (visible from the
+        file) but ``a.b.c`` exists neither there nor installed. A dotted import of a
+        library that is not in the roots is left to its top-level name."""
+        parts = module.split(".")
+        out = [
+            str(PurePath(root) / rel)
+            for root, rel in files
+            if self.local.visible(parts[0], root, rel)
+            and not self.local.has_path(parts, root, rel)
+        ]
+        if out and self.resolver.resolves(module):
+            return []
+        return sorted(out)
 
     def missing(self) -> dict[str, list[str]]:
         """Every missing module with its importing files."""

@@ -208,15 +208,33 @@ def missing_tool(f: dict[str, Any]) -> Draft:
 
 
 def missing_library(f: dict[str, Any]) -> Draft:
+    """Says what was seen: imported and not installed, a module of the roots that does not
+    exist, or only listed in ``required_modules``."""
     name = f["gap_name"]
     files = f.get("files") or f.get("importers") or []
+    lines = f.get("import_lines") or []
+    if f.get("kind") == "source_module":
+        seen = f" by {_listing(files, 3)}" if files else ""
+        question = (f"Module '{name}' is imported{seen} but the source tree has no such module. "
+                    "Was it moved or renamed, or is it still to be written?")
+        action = ActionClass.PROPOSE_FIX
+    elif files:
+        question = (f"Python module '{name}' is imported by {_listing(files, 3)} but is not "
+                    "installed. Install it, or replace the import?")
+        action = ActionClass.FIND_SUBSTITUTE
+    else:
+        question = (f"Python module '{name}' is listed as required but is not installed. "
+                    "Install it, or drop the requirement?")
+        action = ActionClass.FIND_SUBSTITUTE
     return Draft(
         hypothesis=f"MISSING_LIBRARY_{_slug(name)}",
-        question=f"Python module '{name}' is imported"
-        + (f" by {_listing(files, 3)}" if files else "")
-        + " but is not installed. Install it, or replace the import?",
-        evidence=_evidence(f, f"Imported by: {_listing(files, 10)}" if files else None),
-        action_class=ActionClass.FIND_SUBSTITUTE,
+        question=question,
+        evidence=_evidence(
+            f,
+            f"Importing lines:\n{_clip(chr(10).join(lines), 1000)}" if lines else None,
+            f"Imported by: {_listing(files, 10)}" if files and not lines else None,
+        ),
+        action_class=action,
         autonomy=2,
         value_estimate=0.75,
         cost=0.3,

@@ -41,9 +41,12 @@ from ..analysis.capabilities import (
     read_imports,
     site_dirs,
 )
+from ..analysis.missing_imports import missing_facts, missing_reason
+from ..analysis.module_paths import PathResolver, install_dirs
 from ..config import CapabilityDiscoveryConfig
 from ..sources.files import file_signature, walk_files
 from ..sources.flatwatch import FlatWatcher
+from ..sources.interpreter import InterpreterError, probe
 from ..sources.watcher import FileEvent, FileEventKind, RecursiveWatcher
 from .base import Monitor, MonitorContext, MonitorUnavailable
 from .ledger import GapLedger
@@ -96,6 +99,8 @@ class CapabilityDiscoveryMonitor(Monitor):
                 "nothing to check: no required_executables, no required_modules, scan_imports off"
             )
         started = time.monotonic()
+        if cfg.python:
+            await self._use_interpreter(cfg.python)
         if cfg.scan_imports:
             for scanned in await asyncio.to_thread(self._initial_scan):
                 self._apply(scanned)
@@ -120,6 +125,19 @@ class CapabilityDiscoveryMonitor(Monitor):
                         tg.create_task(self._follow_root(root))
         finally:
             self.ledger.flush()
+
+    async def _use_interpreter(self, python: str) -> None:
+        """Resolve modules against the watched system's interpreter (probed once)."""
+        try:
+            info = await asyncio.to_thread(probe, python)
+        except InterpreterError as err:
+            raise MonitorUnavailable(f"[monitors.capability_discovery] python: {err}") from None
+        self.site_dirs = install_dirs(info.path, info.stdlib_dirs)
+        self.resolver = PathResolver(info.path, info.stdlib_names, info.editable)
+        self.index.resolver = self.resolver
+        self.ctx.status.details["python"] = {
+            "executable": info.executable, "version": info.version_text,
+        }
 
     def _update_details(self, **extra: Any) -> None:
         self.ctx.status.details.update(
@@ -165,11 +183,7 @@ class CapabilityDiscoveryMonitor(Monitor):
             files = self.index.missing_for(module)
             is_required = module in required and not self.resolver.resolves(module)
             if files or is_required:
-                reason = (
-                    f"module '{module}' is imported by {len(files)} file(s) but is not installed"
-                    if files
-                    else f"required module '{module}' is not installed"
-                )
+                reason = missing_reason(module, files, self.cfg.python)
                 self.ledger.set(
                     "missing_library",
                     module,
@@ -179,6 +193,7 @@ class CapabilityDiscoveryMonitor(Monitor):
                     files=files[:MAX_FILES_IN_FACTS],
                     file_count=len(files),
                     required=module in required,
+                    **missing_facts(module, files),
                 )
             else:
                 self.ledger.clear(

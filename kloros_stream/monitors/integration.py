@@ -31,6 +31,7 @@ from ..analysis.flows import FileFlows, FlowConfig, analyze_source
 from ..analysis.pysource import SourceError, module_name
 from ..config import IntegrationMonitorConfig
 from ..sources.files import file_size, root_of
+from ..sources.interpreter import SyntaxConfirmer
 from ..sources.tree import SettleTimers, TreeEvents, scan_once
 from ..sources.watcher import FileEvent, FileEventKind
 from .base import Monitor, MonitorContext
@@ -147,6 +148,8 @@ class IntegrationMonitor(Monitor):
         self.announced_orphans: set[Channel] = set()
         self.announced_errors: dict[str, str] = {}
         """Absolute path -> gap name of announced syntax errors."""
+        self.confirmer = SyntaxConfirmer(ctx.config.monitors.capability_discovery.python)
+        """Confirms a syntax error with the watched system's interpreter (H10b)."""
         self.settle = SettleTimers(None)
         self.saver = Debouncer(SAVE_DELAY_S, self._snapshot, self._write, self.log)
         self.stats = {
@@ -392,7 +395,11 @@ class IntegrationMonitor(Monitor):
             meta = self.meta.get(path)
             error = meta.error if meta is not None else None
             announced = self.announced_errors.get(path)
+            if error is None:
+                self.confirmer.forget(path)
             if error is not None and announced is None:
+                if not self.confirmer.is_error(path):
+                    continue  # valid for the watched interpreter: named in /health only
                 name = self._relative(path)
                 message, line = error
                 self.ctx.gap(
@@ -430,6 +437,7 @@ class IntegrationMonitor(Monitor):
             orphans=len(self.announced_orphans),
             syntax_errors=len(self.announced_errors),
             **self.stats,
+            **self.confirmer.details(self._relative),
         )
 
     def _watch_error(self, message: str) -> None:
