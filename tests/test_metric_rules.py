@@ -180,3 +180,26 @@ def test_tracker_round_trip() -> None:
     v.load_json({"x": "bad", "y": {"count": "nan?"}, "z": {"open": True, "count": 1}})
     assert v.open_reasons() == ["z"]
     v.load_json(["not", "a", "dict"])
+
+
+@pytest.mark.parametrize(
+    ("record", "exp_id"),
+    [
+        ({"experiment": "e1", "aggregated_by_instance": {"a": {"m": 1}}}, "e1"),
+        ({"name": "e2", "instances": {"a": {"m": 1}}}, "e2"),
+        ({"question_id": "q3", "results": {"a": {"m": 1}, "b": {"m": 2}}}, "q3"),
+        ({"experiment": {"id": "e4", "status": "done?"}, "candidates": {"a": {"m": 1}}}, "e4"),
+        ({"run": {"experiment_id": "e5", "results": {"aggregated_by_instance":
+                                                     {"a": {"m": 1}}}}}, "e5"),
+        ({"id": "top", "payload": {"name": "inner", "instances": [{"id": "a", "metrics":
+                                                                   {"m": 1}}]}}, "top"),
+    ],
+)
+def test_more_record_shapes(record: dict[str, Any], exp_id: str) -> None:
+    got = parse_experiment(record)
+    assert got is not None and got.experiment_id == exp_id and got.candidates["a"] == {"m": 1.0}
+
+
+def test_a_nested_status_that_is_not_complete_stops_evaluation() -> None:
+    record = {"id": "x", "run": {"status": "running", "results": {"a": {"m": 1}}}}
+    assert parse_experiment(record) is None

@@ -20,8 +20,19 @@ Accepted record shapes (one JSON object per line of ``experiments_file``):
 
    The experiment id is ``intent.data.question_id`` (else ``experiment_result.experiment_id``).
 
-A record whose ``status`` is present and not ``complete``/``completed`` is not evaluated,
-nor one without an experiment id or candidates. Only numeric metric values count
+3. Any other shape: the candidates map (candidate -> numeric metrics, a dict or a list of
+   ``{"id", "metrics"}``) under ``aggregated_by_instance``, ``candidates``, ``instances``
+   or ``results``, at the top level or nested anywhere (the shallowest one found breadth
+   first, up to :data:`MAX_DEPTH` levels). The id is the first of ``experiment_id``,
+   ``experiment``, ``id``, ``name``, ``question_id`` at the shallowest level on the way
+   from the record down to that map (``experiment`` may be an object holding the id)::
+
+       {"experiment": "exp-9", "results": {"a": {"acc": 0.7}, "b": {"acc": 0.8}}}
+       {"run": {"name": "r1", "instances": {"a": {...}, "b": {...}}}}
+
+A record whose ``status`` (at any level on that way) is present and not
+``complete``/``completed`` is not evaluated, nor one without an experiment id or
+candidates. Only numeric metric values count
 (booleans and strings are ignored); a candidate without any is dropped.
 
 Rules (a record can match several; each reason is its own gap):
@@ -78,18 +89,67 @@ class Finding:
     """The values that triggered the rule (small, JSON-able)."""
 
 
+ID_KEYS = ("experiment_id", "experiment", "id", "name", "question_id")
+"""Where an experiment's id may be, in this order at each level."""
+CANDIDATE_KEYS = ("aggregated_by_instance", "candidates", "instances", "results")
+"""Keys that may hold the candidates -> numeric metrics map."""
+MAX_DEPTH = 8
+
+
 def parse_experiment(record: Any) -> Experiment | None:
-    """The experiment in ``record`` (either accepted shape), or None if not evaluable."""
+    """The experiment in ``record`` (any accepted shape), or None if not evaluable."""
     if not isinstance(record, dict):
         return None
     intent = record.get("intent")
     if isinstance(intent, dict) and isinstance(intent.get("data"), dict):
-        return _parse_kloros(intent["data"])
-    if not _complete(record):
+        found = _parse_kloros(intent["data"])
+        if found is not None:
+            return found
+    located = _find_candidates(record, [record], 0)
+    if located is None:
         return None
-    exp_id = _ident(record.get("experiment_id")) or _ident(record.get("id"))
-    candidates = _candidates(record.get("candidates"))
-    return Experiment(exp_id, candidates) if exp_id and candidates else None
+    path, candidates = located
+    if not all(_complete(level) for level in path):
+        return None
+    exp_id = _find_id(path)
+    return Experiment(exp_id, candidates) if exp_id else None
+
+
+def _find_candidates(
+    obj: dict[str, Any], path: list[dict[str, Any]], depth: int
+) -> tuple[list[dict[str, Any]], dict[str, Metrics]] | None:
+    """The shallowest candidates map under a :data:`CANDIDATE_KEYS` key (breadth first),
+    with the dicts from the record down to the one holding it."""
+    level: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [(obj, path)]
+    while level and depth <= MAX_DEPTH:
+        for node, trail in level:
+            for key in CANDIDATE_KEYS:
+                if key in node and (candidates := _candidates(node[key])):
+                    return trail, candidates
+        level = [
+            (child, [*trail, child])
+            for node, trail in level
+            for child in node.values()
+            if isinstance(child, dict)
+        ]
+        depth += 1
+    return None
+
+
+def _find_id(path: list[dict[str, Any]]) -> str | None:
+    """The id nearest the record's top: the first of :data:`ID_KEYS` at the shallowest
+    level that has one (``experiment`` may also be a nested object, searched in turn)."""
+    for node in path:
+        for key in ID_KEYS:
+            value = node.get(key)
+            if isinstance(value, dict):
+                nested = _find_id([value])
+                if nested:
+                    return nested
+                continue
+            if ident := _ident(value):
+                return ident
+    return None
 
 
 def _parse_kloros(data: dict[str, Any]) -> Experiment | None:
