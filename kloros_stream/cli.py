@@ -16,10 +16,10 @@ import orjson
 import structlog
 
 from .cli_consumers import add_commands as add_consumer_commands
-from .config import Config, ConfigError, effective_settings, load_config
+from .config import Config, ConfigError, effective_settings, load_config, missing_paths
 from .core.curiosity import CuriosityCore
 from .feed import read_feed
-from .logs import configure_logging
+from .logs import configure_logging, json_for
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
         return EXIT_CONFIG
-    configure_logging(config.service.log_level)
+    configure_logging(config.service.log_level, json=json_for(config.service.log_format))
     from .service import Service, StartupError
 
     log = structlog.get_logger("kloros_stream")
@@ -101,6 +101,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     print(f"# {config.source or 'built-in defaults'}: valid")
+    for warning in missing_paths(config):
+        print(f"kloros-stream: warning: {warning}", file=sys.stderr)
     print(orjson.dumps(effective_settings(config), option=orjson.OPT_INDENT_2).decode())
     return EXIT_OK
 

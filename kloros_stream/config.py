@@ -7,6 +7,7 @@ working directory when the built-in defaults are used); ``~`` expands.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import tomllib
@@ -49,6 +50,8 @@ class Section(BaseModel):
 class ServiceConfig(Section):
     state_dir: Path = Path("var/state")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """``auto``: readable console lines on a terminal, JSON lines otherwise."""
     max_line_bytes: int = Field(default=1_048_576, ge=1024)
     """Lines longer than this (tailed files, journal entries) are skipped and counted."""
 
@@ -282,12 +285,27 @@ def find_config_path(explicit: str | os.PathLike[str] | None) -> Path | None:
     return local if local.is_file() else None
 
 
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the section at ``loc`` accepts (empty if ``loc`` leads nowhere known)."""
+    model: Any = Config
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
 def format_validation_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
         if e["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key")
+            near = difflib.get_close_matches(str(e["loc"][-1]), _known_keys(e["loc"][:-1]),
+                                             n=1, cutoff=0.6)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            lines.append(f"{key}: unknown key{hint}")
         else:
             lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
     return "; ".join(lines)
@@ -323,3 +341,22 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
 def effective_settings(cfg: Config) -> dict[str, Any]:
     """The settings as plain data, for ``check-config``."""
     return cfg.model_dump(mode="json")
+
+
+def missing_paths(cfg: Config) -> list[str]:
+    """Inputs of enabled monitors that do not exist now, as ``key: path`` lines.
+
+    Not an error (a monitor waits for a missing root or file, and reports ``unavailable``
+    where that is its nature), but usually a typo worth a warning in ``check-config``.
+    """
+    missing: list[str] = []
+    for name in type(cfg.monitors).model_fields:
+        section = cfg.monitors.get(name)
+        if not section.enabled:
+            continue
+        for key in type(section).model_fields:
+            value = getattr(section, key)
+            paths = value if isinstance(value, list) else [value]
+            missing += [f"monitors.{name}.{key}: {p} does not exist" for p in paths
+                        if isinstance(p, Path) and not p.exists()]
+    return missing

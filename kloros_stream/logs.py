@@ -16,6 +16,12 @@ def _orjson_dumps(obj: object, default: object = None) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
+def json_for(log_format: str) -> bool | None:
+    """``service.log_format`` -> the ``json`` argument of :func:`configure_logging`
+    (``auto`` is None: JSON unless stdout is a terminal)."""
+    return {"json": True, "console": False}.get(log_format)
+
+
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     """Configure structlog once per process. ``json=None`` picks by ``isatty``."""
     if json is None:

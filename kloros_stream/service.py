@@ -33,7 +33,7 @@ from .core.curiosity import CuriosityCore
 from .feed import QuestionFeed
 from .history import SignalHistory
 from .http_consumers import TokenFileError
-from .logs import configure_logging
+from .logs import configure_logging, json_for
 from .metrics import build_registry
 from .models import Signal
 from .monitors import monitor_class
@@ -397,8 +397,9 @@ class Service:
         policy = BackoffPolicy.from_config(new.supervisor)
         for sup in self.supervised.values():
             sup.policy = policy
-        if new.service.log_level != old.service.log_level:
-            configure_logging(new.service.log_level)
+        if (new.service.log_level, new.service.log_format) != (
+                old.service.log_level, old.service.log_format):
+            configure_logging(new.service.log_level, json=json_for(new.service.log_format))
         if new.history != old.history:
             history, self.history = self.history, None
             if history is not None:

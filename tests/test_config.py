@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -375,3 +376,37 @@ def test_command_paths_resolve_like_paths_but_bare_names_stay_on_path(tmp_path: 
     assert cfg.monitors.exception.journalctl == str(tmp_path / "bin" / "jc")
     assert cfg.monitors.exploration.nvidia_smi == str(Path("~/nvsmi").expanduser())
     assert parse_config({}, tmp_path).monitors.exception.journalctl == "journalctl"
+
+
+@pytest.mark.parametrize(("data", "hint"), [
+    ({"monitors": {"integration": {"root": ["src"]}}}, "did you mean 'roots'?"),
+    ({"feed": {"pathh": "x"}}, "did you mean 'path'?"),
+    ({"servce": {"log_level": "info"}}, "did you mean 'service'?"),
+])
+def test_unknown_key_suggests_the_near_one(tmp_path: Path, data: dict[str, Any],
+                                           hint: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(hint)):
+        parse_config(data, tmp_path)
+
+
+def test_unknown_key_without_a_near_one_has_no_hint(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"feed": {"zzzzzz": 1}}, tmp_path)
+    assert "did you mean" not in str(err.value)
+
+
+def test_check_config_warns_about_missing_paths_and_stays_valid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "src").mkdir()
+    cfg = _write(tmp_path / "config.toml",
+                 '[monitors.integration]\nroots = ["src", "nowhere"]\n'
+                 '[monitors.knowledge_discovery]\ndocs_dirs = ["no_docs"]\n'
+                 '[monitors.chaos]\nenabled = false\nhistory_file = "absent.jsonl"\n')
+    assert main(["check-config", "--config", str(cfg)]) == 0
+    captured = capsys.readouterr()
+    assert "valid" in captured.out.partition("\n")[0]
+    assert f"monitors.integration.roots: {tmp_path / 'nowhere'} does not exist" in captured.err
+    assert "monitors.knowledge_discovery.docs_dirs" in captured.err
+    assert f"{tmp_path / 'src'} " not in captured.err
+    assert "absent.jsonl" not in captured.err  # a disabled monitor's inputs are not checked

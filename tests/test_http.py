@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -215,3 +216,55 @@ async def test_counters_are_live_in_questions_before_the_feed(tmp_path: Path) ->
         _, _, qs = await get(svc, "/questions")
         assert [q["metadata"]["occurrences"] for q in qs] == [3]
         assert svc.feed.lines_written == 1
+
+
+HTTP_DOC = Path(__file__).resolve().parents[1] / "docs" / "http.md"
+
+
+def documented_health_fields() -> dict[str, bool]:
+    """The /health table of docs/http.md: dotted path -> optional."""
+    text = HTTP_DOC.read_text()
+    section = text.split("<!-- health-fields -->")[1].split("<!-- /health-fields -->")[0]
+    rows = re.findall(r"^\| `([^`]+)` \|(.*)\|$", section, re.MULTILINE)
+    return {path: "*(optional" in meaning for path, meaning in rows}
+
+
+def reported_fields(report: dict[str, Any], documented: set[str], prefix: str = "") -> set[str]:
+    """Dotted paths of a report, descending only where the table documents sub-fields
+    (monitor names collapse to ``<name>``)."""
+    paths: set[str] = set()
+    for key, value in report.items():
+        wildcard = f"{prefix}<name>"
+        path = wildcard if any(d.startswith(wildcard + ".") for d in documented) \
+            else f"{prefix}{key}"
+        if isinstance(value, dict) and any(d.startswith(path + ".") for d in documented):
+            paths |= reported_fields(value, documented, path + ".")
+        else:
+            paths.add(path)
+    return paths
+
+
+async def test_health_matches_the_documented_fields_exactly(
+    service: tuple[Service, dict[str, Script]]
+) -> None:
+    svc, _ = service
+    documented = documented_health_fields()
+    assert documented, "docs/http.md lost its /health table"
+    status, _, body = await get(svc, "/health")
+    assert status == 200
+    reported = reported_fields(body, set(documented))
+    assert reported <= set(documented), f"undocumented: {reported - set(documented)}"
+    required = {path for path, optional in documented.items() if not optional}
+    assert required <= reported, f"documented but missing: {required - reported}"
+    for name, mon in body["monitors"].items():
+        assert isinstance(mon["counters"], dict) and isinstance(mon["details"], dict), name
+
+
+async def test_last_event_at_follows_the_signals_a_monitor_sent(
+    service: tuple[Service, dict[str, Script]]
+) -> None:
+    svc, _ = service
+    _, _, body = await get(svc, "/health")
+    for name, mon in body["monitors"].items():
+        if mon["signals"]:
+            assert isinstance(mon["last_event_at"], float), name

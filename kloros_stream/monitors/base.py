@@ -58,11 +58,9 @@ class MonitorStatus:
             "last_error": self.last_error,
             "last_event_at": self.last_event_at,
             "signals": self.signals,
+            "details": self.details,
+            "counters": self.counters,
         }
-        if self.details:
-            data["details"] = self.details
-        if self.counters:
-            data["counters"] = self.counters
         return data
 
 
@@ -85,8 +83,11 @@ class MonitorContext:
         return self.config.monitors.get(self.name)
 
     def touch(self, when: float | None = None) -> None:
-        """Record that a source event arrived (``last_event_at`` in /health)."""
-        self.status.last_event_at = time.time() if when is None else when
+        """Record that a source event arrived (``last_event_at`` in /health): the latest
+        time the monitor saw its source produce something, whether or not it was a gap."""
+        when = time.time() if when is None else when
+        last = self.status.last_event_at
+        self.status.last_event_at = when if last is None else max(last, when)
 
     def gap(
         self,
@@ -163,6 +164,7 @@ class MonitorContext:
             )
         )
         self.status.signals += 1
+        self.touch(observed_at if observed_at is not None else now)
 
 
 class Monitor(ABC):
