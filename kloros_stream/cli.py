@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import orjson
 import structlog
 
+from . import console
 from .cli_consumers import add_commands as add_consumer_commands
 from .config import Config, ConfigError, effective_settings, load_config, missing_paths
 from .core.curiosity import CuriosityCore
@@ -107,8 +110,29 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _feed_lines_of(path: Path, qid: str) -> list[dict[str, Any]]:
+    """Every feed line of one question, oldest first (a full read: ``--explain`` only)."""
+    needle = qid.encode()
+    lines: list[dict[str, Any]] = []
+    with contextlib.suppress(FileNotFoundError), path.open("rb") as feed:
+        for raw in feed:
+            if needle not in raw:
+                continue
+            with contextlib.suppress(orjson.JSONDecodeError):
+                data = orjson.loads(raw)
+                if isinstance(data, dict) and data.get("id") == qid:
+                    lines.append(data)
+    return lines
 
 
 def cmd_questions(args: argparse.Namespace) -> int:
@@ -116,22 +140,28 @@ def cmd_questions(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     configure_logging("error")
+    if args.explain:
+        lines = _feed_lines_of(config.feed.path, args.explain)
+        if not lines:
+            print(f"kloros-stream: no question {args.explain!r} in {config.feed.path}",
+                  file=sys.stderr)
+            return 1
+        print(console.explain(lines))
+        return EXIT_OK
     core = CuriosityCore()
     core.load(read_feed(config.feed.path).questions.values(), 0.0)
-    ranked = core.ranked(include_resolved=args.all)
+    ranked = [q.model_dump(mode="json") for q in core.ranked(include_resolved=args.all)]
     if args.top is not None:
         ranked = ranked[: args.top]
-    if args.json:
-        for q in ranked:
-            print(orjson.dumps(q.model_dump(mode="json")).decode())
+    if args.json or args.json_array:
+        console.print_json(ranked, array=args.json_array)
         return EXIT_OK
     if not ranked:
         print(f"no {'' if args.all else 'open '}questions in {config.feed.path}")
         return EXIT_OK
-    print(f"{'PRIORITY':>8}  {'STATUS':<9} {'SEEN':>5}  {'GAP TYPE':<18} QUESTION")
-    for q in ranked:
-        print(f"{q.priority:8.2f}  {q.status.value:<9} {q.metadata.get('occurrences', 1):>5}  "
-              f"{_clip(q.metadata.get('gap_type', '?'), 18):<18} {_clip(q.question, 110)}")
+    width = console.cell_width(sys.stdout, len(console.QUESTION_HEADER) - 8, wide=args.wide)
+    print(console.QUESTION_HEADER)
+    print("\n".join(console.question_rows(ranked, width)))
     return EXIT_OK
 
 
@@ -152,9 +182,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not gaps:
         print("no gaps found")
-    for s in gaps:
-        print(f"{s.monitor:<21} {s.gap_type:<18} {_clip(s.gap_name, 60):<60} "
-              f"{_clip(s.facts.get('gap_reason', ''), 80)}")
+        return EXIT_OK
+    rows = [(s.monitor, s.gap_type, s.gap_name, str(s.facts.get("gap_reason", ""))) for s in gaps]
+    print("\n".join(console.gap_table(rows, sys.stdout)))
     return EXIT_OK
 
 
@@ -175,9 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("run", cmd_run, "run the service in the foreground")
     add("check-config", cmd_check_config, "validate the config and print the effective settings")
     q = add("questions", cmd_questions, "print the open questions, highest priority first")
-    q.add_argument("--top", type=int, default=None, help="only the N highest")
-    q.add_argument("--json", action="store_true", help="JSON lines")
+    q.add_argument("--top", type=_positive_int, default=None, help="only the N highest")
+    q.add_argument("--json", action="store_true",
+                   help="JSON lines: one question object per line (for jq -c, streaming)")
+    q.add_argument("--json-array", action="store_true",
+                   help="one JSON array (for python3 -m json.tool and other readers)")
     q.add_argument("--all", action="store_true", help="include resolved questions")
+    q.add_argument("--wide", action="store_true",
+                   help="never cut the question (piped output is never cut either)")
+    q.add_argument("--explain", metavar="ID",
+                   help="one question whole: evidence, the history of its feed lines, and "
+                        "what would resolve it")
     s = add("scan", cmd_scan, "one-shot initial scan of every enabled monitor; prints the gaps")
     s.add_argument("--json", action="store_true", help="JSON lines")
     add_consumer_commands(add)

@@ -82,6 +82,15 @@ class ServiceCollector(Collector):
                                   value=svc.feed.lines_written)
         yield CounterMetricFamily(f"{PREFIX}_feed_compactions", "Feed compactions.",
                                   value=svc.feed.compactions)
+        yield CounterMetricFamily(f"{PREFIX}_feed_write_errors",
+                                  "Feed writes or fsyncs that failed (lines kept, retried).",
+                                  value=svc.feed_write_errors)
+        yield GaugeMetricFamily(f"{PREFIX}_consumer_up",
+                                "1 while the CuriosityCore consumer runs.",
+                                value=1.0 if svc.consumer_running else 0.0)
+        yield CounterMetricFamily(f"{PREFIX}_consumer_errors",
+                                  "Signals or batches the consumer skipped after an error.",
+                                  value=svc.consumer_errors)
 
         restarts = CounterMetricFamily(f"{PREFIX}_monitor_restarts",
                                        "Monitor restarts after a crash.", labels=["monitor"])

@@ -95,8 +95,6 @@ class Service:
         self.checkpoints = CheckpointStore(config.service.state_dir)
         self.statuses: dict[str, MonitorStatus] = {n: MonitorStatus() for n in self.monitor_names}
         self.supervised: dict[str, Supervised] = {}
-        self.registry, self.latency = build_registry(self)
-        self.registry.register(ConsumerCollector(self.desk, self.stream.stats))
         self.started_at = time.monotonic()
         self.port: int | None = None
         self._stop = asyncio.Event()
@@ -107,6 +105,9 @@ class Service:
         self._reload_requested = asyncio.Event()
         self._ops_tasks: list[asyncio.Task[None]] = []
         self.consumer_errors = 0
+        self.feed_write_errors = 0
+        self.registry, self.latency = build_registry(self)  # last: it reads the fields above
+        self.registry.register(ConsumerCollector(self.desk, self.stream.stats))
 
     # -- lifecycle -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -276,6 +277,7 @@ class Service:
             try:
                 self.feed.flush()
             except OSError:
+                self.feed_write_errors += 1
                 log.exception("feed_write_failed", path=str(self.feed.path),
                               buffered_lines=len(written))
                 return len(batch)
@@ -316,6 +318,7 @@ class Service:
                 if self.feed.needs_compaction:
                     self.feed.compact(self.core.ranked(include_resolved=True))
             except OSError:
+                self.feed_write_errors += 1
                 log.exception("feed_housekeeping_failed", path=str(self.feed.path))
                 self._dirty.set()  # buffered lines are kept: try again after the pause
 

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 import structlog
 
 from kloros_stream.logs import configure_logging, json_for
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog() -> Iterator[None]:
+    """These tests point structlog at pytest's captured stdout, which closes after each
+    test: put back the defaults so later tests don't log into a closed file."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.mark.parametrize(("log_format", "expected"), [

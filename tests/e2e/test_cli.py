@@ -167,6 +167,9 @@ def test_scan_json_prints_gaps_and_writes_nothing(tmp_path: Path) -> None:
 
     table = cli("scan", "--config", str(cfg), cwd=tmp_path)
     assert table.returncode == 0
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == ["MONITOR", "GAP", "TYPE", "GAP", "NAME", "REASON"]
+    assert len(rows) == 2
     assert "gpu_oom" in table.stdout and "healing_failure" in table.stdout
 
 
@@ -194,3 +197,65 @@ async def test_scan_runs_each_initial_scan_once(tmp_path: Path) -> None:
     assert scripts["test"].runs == 1 and scripts["chaos"].runs == 1  # no restarts
     assert scripts["integration"].runs == 0  # disabled
     assert not cfg.feed.path.exists()
+
+
+@pytest.mark.parametrize("top", ["0", "-1", "two"])
+def test_questions_rejects_a_top_that_is_not_positive(
+    prepared: tuple[Path, list[CuriosityQuestion]], top: str
+) -> None:
+    cfg, _ = prepared
+    proc = cli("questions", "--config", str(cfg), "--top", top, cwd=cfg.parent)
+    assert proc.returncode == 2
+    assert "--top" in proc.stderr and proc.stdout == ""
+
+
+def test_questions_json_array_is_one_json_document(
+    prepared: tuple[Path, list[CuriosityQuestion]]
+) -> None:
+    cfg, open_qs = prepared
+    proc = cli("questions", "--config", str(cfg), "--json-array", cwd=cfg.parent)
+    assert proc.returncode == 0
+    tool = subprocess.run([sys.executable, "-m", "json.tool"], input=proc.stdout,
+                          capture_output=True, text=True, timeout=30)
+    assert tool.returncode == 0, tool.stderr
+    assert [d["id"] for d in json.loads(proc.stdout)] == [q.id for q in open_qs]
+
+
+def test_piped_questions_are_never_cut(tmp_path: Path) -> None:
+    cfg_path = write_config(tmp_path)
+    cfg = load_config(cfg_path)
+    long_name = "pkg/" + "very_long_directory_name/" * 12 + "broken.py"
+    feed = QuestionFeed(cfg.feed.path, compact_bytes=1 << 26)
+    feed.open()
+    q = CuriosityCore().handle(_signal("syntax_error", long_name), T0)
+    assert q is not None and len(q.question) > 200
+    feed.append(q)
+    feed.close()
+    proc = cli("questions", "--config", str(cfg_path), cwd=tmp_path)
+    assert q.question in proc.stdout
+    assert "…" not in proc.stdout
+
+
+def test_questions_explain_tells_the_whole_story(
+    prepared: tuple[Path, list[CuriosityQuestion]]
+) -> None:
+    cfg, open_qs = prepared
+    test_q = next(q for q in open_qs if q.metadata["gap_type"] == "test_failure")
+    proc = cli("questions", "--config", str(cfg), "--explain", test_q.id, cwd=cfg.parent)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert test_q.id in out and test_q.question in out
+    for line in test_q.evidence:
+        assert line in out
+    assert "history (2 feed lines)" in out
+    assert "opened" in out and "evidence changed" in out
+    assert "resolves when: the test" in out
+
+    resolved = cli("questions", "--config", str(cfg), "--all", "--json", cwd=cfg.parent)
+    module_q = next(d for d in json_lines(resolved.stdout) if d["status"] == "resolved")
+    story = cli("questions", "--config", str(cfg), "--explain", module_q["id"],
+                cwd=cfg.parent).stdout
+    assert "status ready -> resolved" in story
+
+    missing = cli("questions", "--config", str(cfg), "--explain", "nope-1", cwd=cfg.parent)
+    assert missing.returncode == 1 and "no question 'nope-1'" in missing.stderr
