@@ -355,6 +355,9 @@ async def test_missing_root_is_waited_for(tmp_path: Path) -> None:
         first = write(root / "first")
         nested = write(root / "x/y/nested")
         await c.wait(lambda: c.watcher.known_files == frozenset({first, nested}), "root files")
+        # known_files is updated as the watcher finds a file, its event reaches us a moment
+        # later (a loaded machine shows the gap): wait for the events too.
+        await c.wait(lambda: all(c.kinds(p) for p in (first, nested)), "root file events")
         for path in (first, nested):
             assert c.kinds(path)[0] in (E.EXISTING, E.CREATED)
         write(root / "later")
