@@ -263,7 +263,7 @@ def run(report: Report) -> None:
         files, total_bytes, from_site = build_corpus(root)
         n = len(files)
         corpus = (
-            f"{n} files, {total_bytes / 1e6:.1f} MB ({from_site} site-packages, "
+            f"{n} files, {total_bytes / 2**20:.1f} MiB ({from_site} site-packages, "
             f"{n - from_site} stdlib)"
         )
         report.add(NAME, "corpus", corpus)

@@ -3,7 +3,7 @@
 RSS and CPU with every monitor enabled.
 
 Targets (issue 2): bus >= 1 M signals/s; p99 signal-to-feed < 10 ms; idle CPU < 0.5 % of
-a core; RSS < 60 MB.
+a core; RSS < 60 MiB.
 """
 
 from __future__ import annotations
@@ -314,7 +314,7 @@ def bench_idle(report: Report) -> None:
     report.add("spine.idle", "RSS of an idle `kloros-stream run`, all monitors enabled",
                f"{rss / 2**20:.1f} MiB (incl. {children} child processes)",
                f"same binary, all monitors disabled: {rss_off / 2**20:.1f} MiB; "
-               f"target < 60 MB; states: {summary}", CMD)
+               f"target < 60 MiB; states: {summary}", CMD)
     cpu = cpu1 - cpu0
     report.add("spine.idle", f"CPU over {wall:.0f} s idle, all monitors enabled",
                f"{cpu:.3f} CPU-s = {cpu / wall * 100:.3f} % of a core",

@@ -1,4 +1,4 @@
-"""FileTailer throughput and memory on a 1 GB JSONL file, beside ``wc -l`` on the same file.
+"""FileTailer throughput and memory on a 1 GiB JSONL file, beside ``wc -l`` on the same file.
 
 The file (~200-byte JSON lines) is generated in a temp directory and deleted afterwards.
 Both ``wc -l`` and the tailer read it warm from the page cache, in the same run; each is
@@ -27,7 +27,7 @@ from kloros_stream.sources.tailer import FileTailer
 from .common import Report, median
 
 RUNS = 3
-TARGET_BYTES = 1_000_000_000
+TARGET_BYTES = 1 << 30
 MIB = 1024 * 1024
 COMMAND = (
     '.venv/bin/python -c "from benchmarks.common import Report; '
@@ -128,7 +128,7 @@ def run(report: Report) -> None:
         started = time.perf_counter()
         lines, size = generate(path)
         print(
-            f"  generated {size / 1e9:.2f} GB, {lines:,} lines in "
+            f"  generated {size / 2**30:.2f} GiB, {lines:,} lines in "
             f"{time.perf_counter() - started:.1f} s",
             flush=True,
         )
@@ -139,7 +139,7 @@ def run(report: Report) -> None:
             wc_runs.append(wc_seconds)
         wc_seconds = median(wc_runs)
         wc_ref = (
-            f"wc -l: {size / wc_seconds / 1e6:,.0f} MB/s, "
+            f"wc -l: {size / wc_seconds / 2**20:,.0f} MiB/s, "
             f"{lines / wc_seconds / 1e6:.1f} M lines/s ({wc_seconds:.2f} s)"
         )
         for parse_json, label in ((False, "bytes lines"), (True, "parse_json dicts")):
@@ -153,8 +153,8 @@ def run(report: Report) -> None:
             seconds = median(times)
             report.add(
                 "tailer",
-                f"throughput, 1 GB JSONL, {label}",
-                f"{lines / seconds / 1e6:.2f} M lines/s, {size / seconds / 1e6:,.0f} MB/s "
+                f"throughput, 1 GiB JSONL, {label}",
+                f"{lines / seconds / 1e6:.2f} M lines/s, {size / seconds / 2**20:,.0f} MiB/s "
                 f"({seconds:.2f} s; runs {times[0]:.2f}-{times[-1]:.2f} s)",
                 wc_ref,
                 COMMAND,
@@ -162,7 +162,7 @@ def run(report: Report) -> None:
             first = results[0]
             report.add(
                 "tailer",
-                f"RSS while tailing 1 GB, {label}",
+                f"RSS while tailing 1 GiB, {label}",
                 f"start {first['rss_start'] / MIB:.1f} MiB, after 10% "
                 f"{first['rss_10pct'] / MIB:.1f} MiB, "
                 f"peak {max(r['rss_peak'] for r in results) / MIB:.1f} MiB, "
