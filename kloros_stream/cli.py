@@ -20,8 +20,6 @@ import structlog
 from . import console
 from .cli_consumers import add_commands as add_consumer_commands
 from .config import Config, ConfigError, effective_settings, load_config, missing_paths
-from .core.curiosity import CuriosityCore
-from .feed import read_feed
 from .logs import configure_logging, json_for
 
 EXIT_OK = 0
@@ -148,13 +146,21 @@ def cmd_questions(args: argparse.Namespace) -> int:
             return 1
         print(console.explain(lines))
         return EXIT_OK
-    core = CuriosityCore()
-    core.load(read_feed(config.feed.path).questions.values(), 0.0)
-    ranked = [q.model_dump(mode="json") for q in core.ranked(include_resolved=args.all)]
-    if args.top is not None:
-        ranked = ranked[: args.top]
-    if args.json or args.json_array:
-        console.print_json(ranked, array=args.json_array)
+    from .core.store import Selection
+    from .store.view import FeedView
+
+    view = FeedView(config.feed.path)  # the index (read-only), else the whole feed
+    try:
+        sel = Selection(status="all" if args.all else "open", limit=args.top)
+        raw = [j for j in map(view.json, view.select(sel)) if j is not None]
+    finally:
+        view.close()
+    if args.json and not args.json_array:
+        sys.stdout.write("".join(f"{j.decode()}\n" for j in raw))
+        return EXIT_OK
+    ranked = [orjson.loads(j) for j in raw]
+    if args.json_array:
+        console.print_json(ranked, array=True)
         return EXIT_OK
     if not ranked:
         print(f"no {'' if args.all else 'open '}questions in {config.feed.path}")

@@ -66,6 +66,9 @@ class FeedConfig(Section):
     compact_bytes: int = Field(default=67_108_864, ge=4096)
     counter_flush_s: float = Field(default=60.0, gt=0)
     """A question whose only change is its counters reaches the feed at most this often."""
+    retention_days: float = Field(default=30.0, ge=0)
+    """Resolved questions older than this leave the views and, at compaction, move to the
+    archive file beside the feed; 0 keeps them forever."""
 
     @field_validator("snapshot_path", mode="before")
     @classmethod

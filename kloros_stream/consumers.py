@@ -6,8 +6,9 @@ feed as one line, written to the OS before the request is acknowledged: a kill -
 the reply loses nothing, and a restart replays the feed to the same state. A lease reaper
 sleeps until the earliest lease runs out and puts expired questions back to ``ready``.
 
-The store it needs is small: :class:`QuestionStore` (the core) and :class:`LineSink`
-(the feed).
+The store it needs is small: :class:`QuestionStore` (the core, whose ``put`` records the
+line in the question store) and :class:`LineSink` (that store's ``flush``: the line out to
+the OS). Claims and the held count are index queries, never a walk over every question.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import contextlib
 import heapq
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 import structlog
@@ -26,20 +27,22 @@ from prometheus_client.registry import Collector
 
 from .core import lifecycle
 from .core.lifecycle import ClaimRequest, LeaseRequest, NotFound, StatusRequest
+from .core.store import QuestionEntry, Selection
 from .models import CuriosityQuestion, QuestionStatus
 
 log = structlog.get_logger("kloros_stream.consumers")
 
 
 class QuestionStore(Protocol):
-    questions: dict[str, CuriosityQuestion]
+    @property
+    def questions(self) -> Mapping[str, CuriosityQuestion]: ...
+
+    def select(self, sel: Selection) -> list[QuestionEntry]: ...
 
     def put(self, q: CuriosityQuestion, now: float) -> CuriosityQuestion: ...
 
 
 class LineSink(Protocol):
-    def append(self, q: CuriosityQuestion) -> None: ...
-
     def flush(self) -> int: ...
 
 
@@ -62,8 +65,10 @@ class ConsumerDesk:
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
         """Index the leases of the questions read back from the feed; start the reaper."""
-        for q in self.store.questions.values():
-            self._track(q)
+        for entry in self.store.select(Selection(status=QuestionStatus.IN_PROGRESS.value)):
+            q = self.store.questions.get(entry.id)
+            if q is not None:
+                self._track(q)
         self._reaper = asyncio.create_task(self._reap(), name="lease-reaper")
 
     async def stop(self) -> None:
@@ -79,11 +84,7 @@ class ConsumerDesk:
         consumer; None when there is none."""
         now = time.time() if now is None else now
         self.expire_due(now)
-        best: CuriosityQuestion | None = None
-        for q in self.store.questions.values():
-            if req.matches(q) and (best is None or (-q.priority, q.id) < (-best.priority,
-                                                                          best.id)):
-                best = q
+        best = self._best_ready(req)
         if best is None:
             self.empty_claims += 1
             return None
@@ -117,6 +118,19 @@ class ConsumerDesk:
             out.append(self._commit(expired, now))
         return out
 
+    def _best_ready(self, req: ClaimRequest) -> CuriosityQuestion | None:
+        """The highest-ranked ``ready`` question of each requested gap type, the best of
+        those if the request takes it."""
+        tops: list[QuestionEntry] = []
+        for gap_type in sorted(req.gap_types) or [None]:
+            tops += self.store.select(Selection(status=QuestionStatus.READY.value,
+                                                gap_type=gap_type, limit=1))
+        for entry in sorted(tops, key=lambda e: e.rank):
+            q = self.store.questions.get(entry.id)
+            if q is not None and req.matches(q):
+                return q
+        return None
+
     def _get(self, qid: str) -> CuriosityQuestion:
         q = self.store.questions.get(qid)
         if q is None:
@@ -132,7 +146,6 @@ class ConsumerDesk:
         self.store.put(q, now)
         self.transitions[q.status.value] += 1
         self._track(q)
-        self.sink.append(q)
         self.on_change()
         self.sink.flush()
         return q
@@ -161,8 +174,7 @@ class ConsumerDesk:
 
     @property
     def held(self) -> int:
-        return sum(q.status == QuestionStatus.IN_PROGRESS
-                   for q in self.store.questions.values())
+        return len(self.store.select(Selection(status=QuestionStatus.IN_PROGRESS.value)))
 
 
 class ConsumerCollector(Collector):

@@ -3,11 +3,12 @@
 - Lines are buffered and written per batch (one ``write`` and ``flush`` to the OS, so a
   kill -9 loses nothing already handed over); ``fsync`` runs at most once a second and
   on close, for power loss.
-- At start the log is read back (latest line per id wins) so the service rebuilds its
-  view; a torn final line left by a crash is cut off, so the log continues cleanly after
-  the last complete line. Invalid lines in the middle are logged and skipped.
-- Past ``compact_bytes`` the log is rewritten to one line per question (temp file, fsync,
-  atomic rename).
+- At start a torn final line left by a crash is cut off, so the log continues cleanly
+  after the last complete line. :func:`read_feed` reads a whole log back (latest line per
+  id wins; invalid lines in the middle are logged and skipped); the service instead
+  reads only what its index (:mod:`kloros_stream.store`) has not seen.
+- Compaction (:mod:`kloros_stream.store.compaction`) replaces the file by a rename; the
+  feed then reopens the new file.
 - Optionally a KLoROS-compatible snapshot JSON of the open questions is replaced
   atomically after changes.
 """
@@ -18,7 +19,7 @@ import contextlib
 import io
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,14 @@ import structlog
 
 from .checkpoint import atomic_write_bytes
 from .core.identity import iso
+from .core.store import question_json
 from .models import CuriosityQuestion
 
 log = structlog.get_logger("kloros_stream.feed")
 
 FSYNC_INTERVAL_S = 1.0
+TAIL_BYTES = 4096
+"""How much of the log's end is kept in memory (the index checks it against the file)."""
 
 
 @dataclass
@@ -75,16 +79,35 @@ def read_feed(path: Path) -> FeedContents:
     return out
 
 
-def _json(q: CuriosityQuestion) -> bytes:
-    """One question as JSON: orjson, or pydantic for what orjson refuses (ints > 64 bit)."""
-    try:
-        return orjson.dumps(q.model_dump(mode="json"))
-    except TypeError:
-        return q.model_dump_json().encode()
+_json = question_json
 
 
 def _line(q: CuriosityQuestion) -> bytes:
     return _json(q) + b"\n"
+
+
+def cut_torn_tail(path: Path) -> tuple[int, int]:
+    """Cut a final line without its newline; returns (valid end, bytes cut)."""
+    try:
+        fh = path.open("r+b")
+    except FileNotFoundError:
+        return 0, 0
+    with fh:
+        size = fh.seek(0, os.SEEK_END)
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            fh.seek(start)
+            chunk = fh.read(end - start)
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                end = start + nl + 1
+                break
+            end = start
+        if end < size:
+            fh.truncate(end)
+            os.fsync(fh.fileno())
+    return end, size - end
 
 
 class QuestionFeed:
@@ -95,7 +118,10 @@ class QuestionFeed:
         self.snapshot_path = snapshot_path
         self._fh: io.FileIO | None = None
         self._buffer: list[bytes] = []
+        self._buffered = 0
         self._size = 0
+        self.tail = b""
+        """The last :data:`TAIL_BYTES` written (flushed) to the file."""
         self._last_fsync = 0.0
         self._unsynced = False
         self.lines_written = 0
@@ -104,22 +130,56 @@ class QuestionFeed:
         self.listeners: list[Callable[[int, list[bytes]], None]] = []
         """Called after each successful write with its start offset and lines (the stream)."""
 
-    def open(self) -> FeedContents:
-        """Recover the log (cutting a torn tail) and open it for appending."""
+    def open(self, *, read: bool = True) -> FeedContents:
+        """Recover the log (cutting a torn tail) and open it for appending; with ``read``
+        the whole log is read back, else only its end is looked at."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        contents = read_feed(self.path)
+        if read:
+            contents = read_feed(self.path)
+        else:
+            contents = FeedContents()
+            contents.valid_end, contents.torn_bytes = cut_torn_tail(self.path)
         if contents.torn_bytes:
             log.warning("feed_torn_tail_dropped", path=str(self.path),
                         bytes=contents.torn_bytes, kept_lines=contents.lines)
-            with self.path.open("r+b") as fh:
-                fh.truncate(contents.valid_end)
-                os.fsync(fh.fileno())
-        self._fh = self.path.open("ab", buffering=0)
-        self._size = self._fh.tell()
+            if read:
+                with self.path.open("r+b") as fh:
+                    fh.truncate(contents.valid_end)
+                    os.fsync(fh.fileno())
+        self.reopen()
         return contents
 
+    def reopen(self) -> None:
+        """(Re)open the file at ``path`` for appending (after a compaction replaced it)."""
+        if self._fh is not None:
+            self._fh.close()
+        self._fh = self.path.open("ab", buffering=0)
+        self._size = self._fh.tell()
+        with self.path.open("rb") as fh:
+            self.tail = os.pread(fh.fileno(), TAIL_BYTES, max(0, self._size - TAIL_BYTES))
+
+    @property
+    def size(self) -> int:
+        """Bytes in the file (written, not buffered)."""
+        return self._size
+
+    @property
+    def end(self) -> int:
+        """Where the next appended line will start: the file plus what is buffered."""
+        return self._size + self._buffered
+
+    @property
+    def inode(self) -> int:
+        """The log file's inode: it changes when compaction replaces the file."""
+        return os.fstat(self._fh.fileno()).st_ino if self._fh is not None else 0
+
     def append(self, q: CuriosityQuestion) -> None:
-        self._buffer.append(_line(q))
+        self.append_line(_line(q))
+
+    def append_line(self, line: bytes) -> None:
+        """Buffer one complete line (ending in a newline)."""
+        self._buffer.append(line)
+        self._buffered += len(line)
         self.snapshot_dirty = True
 
     def flush(self) -> int:
@@ -142,7 +202,9 @@ class QuestionFeed:
             raise
         lines, start = self._buffer[:], self._size
         self._buffer.clear()
+        self._buffered = 0
         self._size += len(data)
+        self.tail = (self.tail + data[-TAIL_BYTES:])[-TAIL_BYTES:]
         self.lines_written += count
         self._unsynced = True
         now = time.monotonic()
@@ -152,47 +214,23 @@ class QuestionFeed:
             listener(start, lines)
         return count
 
-    @property
-    def size(self) -> int:
-        """Bytes written to the log so far (its end offset)."""
-        return self._size
-
-    @property
-    def inode(self) -> int:
-        """The log file's inode: it changes when compaction replaces the file."""
-        return os.fstat(self._fh.fileno()).st_ino if self._fh is not None else 0
-
     def sync(self) -> None:
         if self._fh is not None and self._unsynced:
             os.fsync(self._fh.fileno())
             self._unsynced = False
         self._last_fsync = time.monotonic()
 
-    @property
-    def needs_compaction(self) -> bool:
-        return self._size > self.compact_bytes
-
-    def compact(self, questions: Iterable[CuriosityQuestion]) -> None:
-        """Rewrite the log as one line per question (the current state), atomically."""
-        self.flush()
-        data = b"".join(_line(q) for q in questions)
-        before = self._size
-        if self._fh is not None:
-            self._fh.close()
-        atomic_write_bytes(self.path, data)
-        self._fh = self.path.open("ab", buffering=0)
-        self._size = len(data)
-        self.compactions += 1
-        log.info("feed_compacted", path=str(self.path), bytes_before=before,
-                 bytes_after=self._size)
-
     def write_snapshot(self, open_questions: list[CuriosityQuestion], now: float) -> None:
         """KLoROS-compatible snapshot: {"questions": [...], "generated_at", "count"}."""
+        self.write_snapshot_json([_json(q) for q in open_questions], now)
+
+    def write_snapshot_json(self, items: list[bytes], now: float) -> None:
+        """The snapshot from questions already serialised (feed lines without newline)."""
         if self.snapshot_path is None:
             return
-        data = (b'{"questions": [\n' + b",\n".join(_json(q) for q in open_questions)
+        data = (b'{"questions": [\n' + b",\n".join(items)
                 + b'\n], "generated_at": ' + orjson.dumps(iso(now))
-                + b', "count": ' + str(len(open_questions)).encode() + b"}\n")
+                + b', "count": ' + str(len(items)).encode() + b"}\n")
         atomic_write_bytes(self.snapshot_path, data)
         self.snapshot_dirty = False
 

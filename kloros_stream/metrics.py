@@ -55,11 +55,10 @@ class ServiceCollector(Collector):
         core = svc.core
         known: Counter[str] = Counter()
         open_: Counter[str] = Counter()
-        for q in core.questions.values():
-            gap_type = q.metadata.get("gap_type", "unknown")
-            known[gap_type] += 1
-            if q.is_open:
-                open_[gap_type] += 1
+        for (gap_type, is_open), n in core.store.counts().items():
+            known[gap_type] += n
+            if is_open:
+                open_[gap_type] += n
         questions = CounterMetricFamily(f"{PREFIX}_questions",
                                         "Distinct questions in the feed, by gap_type.",
                                         labels=["gap_type"])

@@ -1,9 +1,11 @@
 """The service: monitors -> bus -> CuriosityCore -> feed, with HTTP beside it.
 
 Sources (the nine supervised monitors) publish to the drop-oldest bus; one consumer task
-takes batches off the bus, turns them into questions and appends those to the feed; a
-housekeeping task, woken only when there is something to do, writes deferred counter
-updates, fsyncs, refreshes the snapshot and compacts. Shutdown stops the monitors first,
+takes batches off the bus, turns them into questions and appends those to the feed (the
+question store: feed + index, :mod:`.store`); a housekeeping task, woken only when there
+is something to do, writes deferred counter updates, fsyncs, refreshes the snapshot,
+retires old resolved questions and starts a compaction (in a thread) when garbage
+dominates the feed. Shutdown stops the monitors first,
 then drains the bus into the feed and closes it.
 
 Operations: every consumed signal is appended to the ``[history]`` log when it is set;
@@ -30,6 +32,7 @@ from .checkpoint import CheckpointStore, read_only_store
 from .config import MONITOR_NAMES, Config, ConfigError, load_config
 from .consumers import ConsumerCollector, ConsumerDesk
 from .core.curiosity import CuriosityCore
+from .core.store import Selection
 from .feed import QuestionFeed
 from .history import SignalHistory
 from .http_consumers import TokenFileError
@@ -40,6 +43,7 @@ from .monitors import monitor_class
 from .monitors.base import Monitor, MonitorContext, MonitorStatus, MonitorUnavailable
 from .reload import plan_reload
 from .sdnotify import Notifier, watchdog_loop
+from .store import FeedStore
 from .stream import QuestionStream
 from .supervisor import BackoffPolicy, Supervised
 from .web import build_app
@@ -52,6 +56,7 @@ HOUSEKEEPING_COALESCE_S = 1.0
 MONITOR_STOP_TIMEOUT_S = 2.0
 STATUS_INTERVAL_S = 5.0
 HISTORY_CLOSE_TIMEOUT_S = 2.0
+RETENTION_CHECK_S = 3600.0
 
 
 class StartupError(Exception):
@@ -86,12 +91,16 @@ class Service:
         self.factories = factories or {name: default_factory(name) for name in MONITOR_NAMES}
         self.monitor_names: tuple[str, ...] = tuple(self.factories)
         self.bus: SignalBus[Signal] = SignalBus(config.bus.maxsize)
-        self.core = CuriosityCore(config.curiosity.suppress, config.feed.counter_flush_s)
         self.feed = QuestionFeed(config.feed.path, compact_bytes=config.feed.compact_bytes,
                                  snapshot_path=config.feed.snapshot_path)
+        self.store = FeedStore(self.feed, retention_s=config.feed.retention_days * 86400)
+        self.core = CuriosityCore(config.curiosity.suppress, config.feed.counter_flush_s,
+                                  store=self.store)
+        self._compaction: asyncio.Task[bool] | None = None
+        self._retention_checked = time.monotonic()
         self.stream = QuestionStream(self.feed)
         self.feed.listeners.append(self.stream.on_written)
-        self.desk = ConsumerDesk(self.core, self.feed, on_change=lambda: self._dirty.set())
+        self.desk = ConsumerDesk(self.core, self.store, on_change=lambda: self._dirty.set())
         self.checkpoints = CheckpointStore(config.service.state_dir)
         self.statuses: dict[str, MonitorStatus] = {n: MonitorStatus() for n in self.monitor_names}
         self.supervised: dict[str, Supervised] = {}
@@ -118,7 +127,7 @@ class Service:
         try:
             await self._start_http()
         except StartupError:
-            self.feed.close()
+            self.store.close()
             raise
         self.desk.start()
         self._consumer = asyncio.create_task(self._consume(), name="consumer")
@@ -127,7 +136,7 @@ class Service:
             self._start_monitor(name)
         log.info("service_ready", port=self.port,
                  monitors={n: s.state for n, s in self.statuses.items()},
-                 questions=len(self.core.questions))
+                 questions=self.core.counts()[1])
         self._start_ops_tasks()
         self.notifier.ready(status=self.status_line(0.0))
         await self._stop.wait()
@@ -159,13 +168,14 @@ class Service:
 
     def _recover_feed(self) -> None:
         try:
-            contents = self.feed.open()
+            got = self.store.open(time.time())
         except OSError as err:
             raise StartupError(f"feed.path: cannot open {self.feed.path}: {err}") from None
-        loaded = self.core.load(contents.questions.values(), time.time())
-        log.info("feed_recovered", path=str(self.feed.path), lines=contents.lines,
-                 questions=loaded, invalid_lines=contents.invalid,
-                 torn_bytes=contents.torn_bytes)
+        self.core.recovered(time.time())
+        log.info("feed_recovered", path=str(self.feed.path), lines=got.lines_read,
+                 questions=got.questions, invalid_lines=got.invalid_lines,
+                 torn_bytes=got.torn_bytes, index_rebuilt=got.rebuilt, retired=got.expired,
+                 seconds=round(got.seconds, 3))
 
     async def _start_http(self) -> None:
         try:
@@ -234,17 +244,21 @@ class Service:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)  # waits without swallowing our own cancellation
+        if self._compaction is not None:
+            self.store.abort_compaction()
+            await asyncio.wait([self._compaction])
         drained = self._process(self.bus.take_nowait())
-        self._write(self.core.due_updates(time.time(), force=True))
-        self.feed.flush()
+        self.core.due_updates(time.time(), force=True)
+        self._write()
         self._refresh_snapshot(time.time())
-        self.feed.close()
+        questions = self.core.counts()[1]
+        self.store.close()
         if self.history is not None:
             self.history.close(HISTORY_CLOSE_TIMEOUT_S)
         if self._runner is not None:
             await self._runner.cleanup()
         self.notifier.close()
-        log.info("service_stopped", drained=drained, questions=len(self.core.questions),
+        log.info("service_stopped", drained=drained, questions=questions,
                  feed_lines=self.feed.lines_written, dropped=self.bus.total_dropped)
 
     # -- the consumer --------------------------------------------------------------------
@@ -264,9 +278,8 @@ class Service:
         written: list[float] = []
         for sig in batch:
             try:
-                q = self.core.handle(sig, now)
+                q = self.core.handle(sig, now)  # a due line goes into the store's buffer
                 if q is not None:
-                    self.feed.append(q)
                     written.append(sig.observed_at)
             except Exception:
                 self.consumer_errors += 1
@@ -275,7 +288,7 @@ class Service:
             self._dirty.set()  # housekeeping: fsync, snapshot, deferred counters, retries
         if written:
             try:
-                self.feed.flush()
+                self.store.flush()
             except OSError:
                 self.feed_write_errors += 1
                 log.exception("feed_write_failed", path=str(self.feed.path),
@@ -284,6 +297,7 @@ class Service:
             done = time.time()
             for observed in written:
                 self.latency.observe(max(0.0, done - observed))
+            self.store.commit()  # the index follows the feed, after the line is out
         return len(batch)
 
     def _record_history(self, batch: list[Signal]) -> None:
@@ -296,10 +310,10 @@ class Service:
         except OSError:
             log.exception("history_write_failed", path=str(self.config.history.path))
 
-    def _write(self, questions: list[Any]) -> None:
-        for q in questions:
-            self.feed.append(q)
-        self.feed.flush()
+    def _write(self) -> None:
+        """Write what the core put into the store, then commit the index."""
+        self.store.flush()
+        self.store.commit()
 
     # -- housekeeping (woken only when there is something to do) --------------------------
     async def _housekeep(self) -> None:
@@ -312,11 +326,16 @@ class Service:
             await asyncio.sleep(HOUSEKEEPING_COALESCE_S)
             now = time.time()
             try:
-                self._write(self.core.due_updates(now))
+                self.core.due_updates(now)
+                self._write()
                 self.feed.sync()
                 self._refresh_snapshot(now)
-                if self.feed.needs_compaction:
-                    self.feed.compact(self.core.ranked(include_resolved=True))
+                self._retire(now)
+                await self.store.checkpoint()
+                if self.store.needs_compaction and (
+                        self._compaction is None or self._compaction.done()):
+                    self._compaction = asyncio.create_task(self.store.compact(),
+                                                           name="compaction")
             except OSError:
                 self.feed_write_errors += 1
                 log.exception("feed_housekeeping_failed", path=str(self.feed.path))
@@ -324,7 +343,15 @@ class Service:
 
     def _refresh_snapshot(self, now: float) -> None:
         if self.feed.snapshot_path is not None and self.feed.snapshot_dirty:
-            self.feed.write_snapshot(self.core.open_questions(), now)
+            items = map(self.core.json, self.core.select(Selection(status="open")))
+            self.feed.write_snapshot_json([j for j in items if j is not None], now)
+
+    def _retire(self, now: float) -> None:
+        """Resolved questions past the retention leave the views (checked hourly)."""
+        if time.monotonic() - self._retention_checked >= RETENTION_CHECK_S:
+            self._retention_checked = time.monotonic()
+            if self.store.expire(now):
+                self.store.commit()
 
     # -- operations: systemd notify, SIGHUP reload -----------------------------------------
     def _start_ops_tasks(self) -> None:
@@ -337,10 +364,10 @@ class Service:
 
     def status_line(self, signals_per_s: float) -> str:
         """One line for systemd's STATUS=: questions, signal rate, drops, monitor states."""
-        open_q = sum(q.is_open for q in self.core.questions.values())
+        open_q, total = self.core.counts()
         states = Counter(s.state for s in self.statuses.values())
         monitors = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
-        return (f"{open_q} open questions ({len(self.core.questions)} total), "
+        return (f"{open_q} open questions ({total} total), "
                 f"{signals_per_s:.1f} signals/s, {self.bus.total_dropped} dropped; "
                 f"monitors: {monitors}")
 
@@ -431,8 +458,7 @@ class Service:
             },
             "consumer": {"running": not down, "signals": self.core.handled,
                          "errors": self.consumer_errors},
-            "questions": {"open": sum(q.is_open for q in self.core.questions.values()),
-                          "total": len(self.core.questions)},
+            "questions": dict(zip(("open", "total"), self.core.counts(), strict=True)),
             "monitors": {n: s.as_json() for n, s in self.statuses.items()},
         }
         if self.history is not None:

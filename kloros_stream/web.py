@@ -10,12 +10,15 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from .core.store import Selection, decode_cursor, encode_cursor
 from .http_consumers import add_routes as add_consumer_routes
 
 if TYPE_CHECKING:
     from .service import Service
 
 SERVICE_KEY: web.AppKey[Service] = web.AppKey("service")
+DEFAULT_TOP = 100
+MAX_TOP = 1000
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -36,18 +39,27 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def questions(request: web.Request) -> web.Response:
+    """Ranked questions, a page at a time: ``top`` (default 100), ``status``
+    (open|all|a status), ``gap_type``, ``monitor``, ``cursor`` (from ``X-Next-Cursor``)."""
     svc = request.app[SERVICE_KEY]
-    status = request.query.get("status", "open")
-    if status not in ("open", "all"):
-        return _json({"error": "status must be 'open' or 'all'"}, status=400)
+    query = request.query
     try:
-        top = int(request.query["top"]) if "top" in request.query else None
+        top = int(query.get("top", DEFAULT_TOP))
     except ValueError:
         return _json({"error": "top must be an integer"}, status=400)
-    ranked = svc.core.ranked(include_resolved=status == "all")
-    if top is not None:
-        ranked = ranked[: max(top, 0)]
-    return _json([q.model_dump(mode="json") for q in ranked])
+    if not 0 <= top <= MAX_TOP:
+        return _json({"error": f"top must be from 0 to {MAX_TOP}"}, status=400)
+    try:
+        after = decode_cursor(query["cursor"]) if "cursor" in query else None
+        sel = Selection(status=query.get("status", "open"), gap_type=query.get("gap_type"),
+                        monitor=query.get("monitor"), after=after, limit=top + 1)
+    except ValueError as err:  # CursorError included
+        return _json({"error": str(err)}, status=400)
+    entries = svc.core.select(sel)
+    page = entries[:top]
+    body = b"[" + b",".join(j for j in map(svc.core.json, page) if j is not None) + b"]"
+    headers = {"X-Next-Cursor": encode_cursor(page[-1])} if len(entries) > top and page else {}
+    return web.Response(body=body, headers=headers, content_type="application/json")
 
 
 def build_app(service: Service) -> web.Application:

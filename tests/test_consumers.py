@@ -20,25 +20,26 @@ from kloros_stream.core.lifecycle import (
 )
 from kloros_stream.feed import QuestionFeed, read_feed
 from kloros_stream.models import QuestionStatus
+from kloros_stream.store import FeedStore
 from tests.support.questions import T0, sig
 from tests.support.scripted import wait_until
 
 
-def desk_over(path: Path) -> tuple[ConsumerDesk, CuriosityCore, QuestionFeed]:
-    core = CuriosityCore()
-    feed = QuestionFeed(path, compact_bytes=1 << 30)
-    core.load(feed.open().questions.values(), T0)
-    return ConsumerDesk(core, feed), core, feed
+def desk_over(path: Path) -> tuple[ConsumerDesk, CuriosityCore, FeedStore]:
+    store = FeedStore(QuestionFeed(path, compact_bytes=1 << 30))
+    store.open(T0)
+    core = CuriosityCore(store=store)
+    core.recovered(T0)
+    return ConsumerDesk(core, store), core, store
 
 
-def seeded(path: Path, names: list[str]) -> tuple[ConsumerDesk, CuriosityCore, QuestionFeed]:
-    desk, core, feed = desk_over(path)
+def seeded(path: Path, names: list[str]) -> tuple[ConsumerDesk, CuriosityCore, FeedStore]:
+    desk, core, store = desk_over(path)
     for i, name in enumerate(names):
         q = core.handle(sig(name, gap_type="exception" if i % 2 else "test_failure"), T0)
         assert q is not None
-        feed.append(q)
-    feed.flush()
-    return desk, core, feed
+    store.flush()
+    return desk, core, store
 
 
 def test_claims_go_highest_priority_first_then_none(tmp_path: Path) -> None:
@@ -59,7 +60,8 @@ def test_claim_filters_by_gap_type(tmp_path: Path) -> None:
 
 def test_every_transition_is_one_line_and_replays_to_the_same_state(tmp_path: Path) -> None:
     path = tmp_path / "feed.jsonl"
-    desk, core, feed = seeded(path, ["a", "b", "c"])
+    desk, core, store = seeded(path, ["a", "b", "c"])
+    feed = store.feed
     lines = feed.lines_written
     a = desk.claim(ClaimRequest("alice", 60), T0 + 1)
     b = desk.claim(ClaimRequest("bob", 60), T0 + 1)
@@ -69,12 +71,13 @@ def test_every_transition_is_one_line_and_replays_to_the_same_state(tmp_path: Pa
     desk.set_status(b.id, StatusRequest(QuestionStatus.BLOCKED, "needs root", "bob"), T0 + 2)
     assert feed.lines_written == lines + 4
     state = {q.id: q.model_dump(mode="json") for q in core.questions.values()}
-    feed.close()  # no fsync-on-close trick needed: each line was written at once
+    store.close()  # no fsync-on-close trick needed: each line was written at once
     assert {i: d for i, d in read_feed(path).questions.items()} == state
 
 
 def test_unknown_ids_and_foreign_leases(tmp_path: Path) -> None:
-    desk, _, feed = seeded(tmp_path / "feed.jsonl", ["a"])
+    desk, _, store = seeded(tmp_path / "feed.jsonl", ["a"])
+    feed = store.feed
     with pytest.raises(NotFound):
         desk.set_status("nope", StatusRequest(QuestionStatus.READY), T0)
     with pytest.raises(NotFound):
@@ -117,10 +120,10 @@ async def test_the_reaper_wakes_at_the_lease_deadline(tmp_path: Path) -> None:
 
 async def test_leases_read_back_from_the_feed_are_reaped(tmp_path: Path) -> None:
     path = tmp_path / "feed.jsonl"
-    desk, _, feed = seeded(path, ["a"])
+    desk, _, store = seeded(path, ["a"])
     q = desk.claim(ClaimRequest("alice", 1), time.time())
     assert q is not None
-    feed.close()
+    store.close()
     desk2, core2, _ = desk_over(path)
     assert core2.questions[q.id].status == QuestionStatus.IN_PROGRESS
     assert lifecycle.holder(core2.questions[q.id]) == "alice"

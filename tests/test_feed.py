@@ -14,6 +14,7 @@ import pytest
 from kloros_stream.core.curiosity import CuriosityCore
 from kloros_stream.feed import QuestionFeed, read_feed
 from kloros_stream.models import CAPABILITY_GAP_RESOLVED, CuriosityQuestion, Signal
+from kloros_stream.store import FeedStore
 from tests.support.scripted import Script, gap, running_service, service_config, wait_until
 
 T0 = 1_700_000_000.0
@@ -117,26 +118,29 @@ def test_restart_rebuilds_the_latest_line_per_id(tmp_path: Path) -> None:
     again.close()
 
 
-def test_compaction_keeps_the_latest_line_per_id_atomically(tmp_path: Path) -> None:
+async def test_compaction_keeps_the_latest_line_per_id_atomically(tmp_path: Path) -> None:
     path = tmp_path / "feed.jsonl"
-    core = CuriosityCore()
-    feed = open_feed(path, compact_bytes=4096)
+    feed = QuestionFeed(path, compact_bytes=4096)
+    store = FeedStore(feed)
+    store.open(T0)
+    core = CuriosityCore(store=store)
     for i in range(30):
-        feed.append(question(f"t::{i % 3}", core=core, at=T0 + i, error=f"error {i}"))
-    feed.flush()
-    assert feed.needs_compaction
+        question(f"t::{i % 3}", core=core, at=T0 + i, error=f"error {i}")
+    store.flush()
+    store.commit()
+    assert store.needs_compaction
     inode = path.stat().st_ino
     latest = core.ranked(include_resolved=True)
-    feed.compact(latest)
+    assert await store.compact()
     assert path.stat().st_ino != inode  # replaced by rename, never rewritten in place
-    assert not feed.needs_compaction
+    assert not store.needs_compaction
     assert feed.compactions == 1
     assert [CuriosityQuestion.model_validate(d) for d in lines(path)] == latest
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["feed.jsonl"]  # no temp left over
+    # no temp left over (beside the feed: its index)
+    assert sorted(p.name for p in tmp_path.iterdir() if ".index-" not in p.name) == [
+        "feed.jsonl"]
     extra = question("t::new", core=core)
-    feed.append(extra)
-    feed.flush()
-    feed.close()
+    store.close()
     assert [d["id"] for d in lines(path)] == [q.id for q in latest] + [extra.id]
 
 

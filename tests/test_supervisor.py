@@ -11,6 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from kloros_stream.config import SupervisorConfig
+from kloros_stream.feed import read_feed
 from kloros_stream.monitors.base import MonitorContext, MonitorStatus
 from kloros_stream.supervisor import BackoffPolicy, Supervised
 from tests.support.fakes import ListPublisher, make_context
@@ -204,7 +205,8 @@ async def test_a_monitor_that_ignores_stop_does_not_stall_shutdown(tmp_path: Pat
         await wait_until(lambda: svc.bus.total_published == 1)
     # running_service returned: shutdown completed although one monitor ignored it,
     # and the other monitor's signal reached the feed.
-    assert [q.metadata["gap_name"] for q in svc.core.questions.values()] == ["late"]
+    latest = read_feed(svc.feed.path).questions  # the store is closed: read the feed
+    assert [q["metadata"]["gap_name"] for q in latest.values()] == ["late"]
     assert svc.feed.path.read_bytes().count(b"\n") == 1
 
 

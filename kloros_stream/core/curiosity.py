@@ -12,13 +12,19 @@ feed line is due now:
   (whatever a consumer had set: the monitor's word wins);
 - an ``answered`` question whose evidence changed is ``ready`` again (``metadata.reopened``);
 - a gap matching a ``[curiosity] suppress`` glob (capability_key or gap_name): ignored.
+
+Questions live in a :class:`~kloros_stream.core.store.QuestionStore` (in memory by
+default; the service gives it the durable feed + index store): the core keeps in memory
+only the questions whose counters changed since their last line (``_pending``) and when
+each recent line was written.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -26,6 +32,14 @@ import structlog
 from ..models import CuriosityQuestion, QuestionStatus, Signal
 from .identity import evidence_hash, gap_key, iso, priority, question_id
 from .lifecycle import reopen_on_evidence
+from .store import (
+    MemoryStore,
+    QuestionEntry,
+    QuestionStore,
+    Selection,
+    entry_of_question,
+    question_json,
+)
 from .templates import draft_question
 
 log = structlog.get_logger("kloros_stream.core")
@@ -43,13 +57,37 @@ def _compact_facts(facts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class QuestionsView(Mapping[str, CuriosityQuestion]):
+    """``core.questions``: every live question by id, whole (read from the store)."""
+
+    def __init__(self, core: CuriosityCore) -> None:
+        self._core = core
+
+    def __getitem__(self, qid: str) -> CuriosityQuestion:
+        q = self._core.get(qid)
+        if q is None:
+            raise KeyError(qid)
+        return q
+
+    def __iter__(self) -> Iterator[str]:
+        return self._core.store.ids()
+
+    def __len__(self) -> int:
+        return sum(self._core.store.counts().values())
+
+
 class CuriosityCore:
-    def __init__(self, suppress: Iterable[str] = (), counter_flush_s: float = 60.0) -> None:
+    def __init__(self, suppress: Iterable[str] = (), counter_flush_s: float = 60.0,
+                 store: QuestionStore | None = None) -> None:
         self.suppress = tuple(suppress)
         self.counter_flush_s = counter_flush_s
-        self.questions: dict[str, CuriosityQuestion] = {}
+        self.store: QuestionStore = store if store is not None else MemoryStore()
+        self.questions = QuestionsView(self)
         self._last_written: dict[str, float] = {}
-        self._pending: set[str] = set()
+        """When recent lines were written; older ones count as written at ``_floor``."""
+        self._floor = 0.0
+        self._pending: dict[str, CuriosityQuestion] = {}
+        """Questions whose counters changed since their last line, whole."""
         self.created: Counter[str] = Counter()
         self.resolved: Counter[str] = Counter()
         self.suppressed = 0
@@ -57,9 +95,9 @@ class CuriosityCore:
 
     # -- state ---------------------------------------------------------------------------
     def load(self, questions: Iterable[dict[str, Any]], now: float) -> int:
-        """Adopt questions read back from the feed (latest line per id); returns the count.
-
-        They count as written at ``now``, so a restart does not rewrite their counters early.
+        """Adopt questions read back from a feed into a :class:`MemoryStore` (latest line
+        per id); returns the count. A durable store recovers by itself: see
+        :meth:`recovered`.
         """
         loaded = 0
         for data in questions:
@@ -68,17 +106,55 @@ class CuriosityCore:
             except ValueError as err:
                 log.error("feed_question_invalid", id=data.get("id"), error=str(err))
                 continue
-            self.questions[q.id] = q
-            self._last_written[q.id] = now
+            self.store.put(q)
             loaded += 1
+        self.recovered(now)
         return loaded
+
+    def recovered(self, now: float) -> None:
+        """The store's questions count as written at ``now``, so a restart does not
+        rewrite their counters early."""
+        self._floor = max(self._floor, now)
+
+    def get(self, qid: str) -> CuriosityQuestion | None:
+        """The current question (live counters included), or None."""
+        q = self._pending.get(qid)
+        return q if q is not None else self.store.read(qid)
+
+    def question(self, entry: QuestionEntry) -> CuriosityQuestion | None:
+        return self.get(entry.id)
+
+    def json(self, entry: QuestionEntry) -> bytes | None:
+        """The question's JSON (live counters included) for a selected entry."""
+        q = self._pending.get(entry.id)
+        return question_json(q) if q is not None else self.store.read_json(entry)
+
+    def select(self, sel: Selection) -> list[QuestionEntry]:
+        """Ranked entries (live counters and priorities of pending questions included)."""
+        pending = {qid: entry_of_question(q) for qid, q in self._pending.items()}
+        if not pending:
+            return self.store.select(sel)
+        limit = None if sel.limit is None else sel.limit + len(pending)
+        found = [e for e in self.store.select(replace(sel, limit=limit)) if e.id not in pending]
+        found += [e for e in pending.values() if sel.matches(e)]
+        found.sort(key=lambda e: e.rank)
+        return found if sel.limit is None else found[: sel.limit]
+
+    def open_entries(self, monitor: str) -> list[QuestionEntry]:
+        """The open questions a monitor raised (for reconciliation)."""
+        return self.select(Selection(status="open", monitor=monitor))
+
+    def counts(self) -> tuple[int, int]:
+        """(open, total) live questions."""
+        counts = self.store.counts()
+        return sum(n for (_, is_open), n in counts.items() if is_open), sum(counts.values())
 
     def open_questions(self) -> list[CuriosityQuestion]:
         return self.ranked(include_resolved=False)
 
     def ranked(self, *, include_resolved: bool) -> list[CuriosityQuestion]:
-        qs = [q for q in self.questions.values() if include_resolved or q.is_open]
-        return sorted(qs, key=lambda q: (-q.priority, q.id))
+        entries = self.select(Selection(status="all" if include_resolved else "open"))
+        return [q for q in map(self.question, entries) if q is not None]
 
     @property
     def pending_count(self) -> int:
@@ -96,13 +172,13 @@ class CuriosityCore:
         self.handled += 1
         facts = sig.facts
         qid = question_id(sig.gap_type, gap_key(facts))
-        existing = self.questions.get(qid)
         if sig.resolved:
-            return self._resolve(existing, sig, now)
+            return self._resolve(qid, sig, now)
         draft = draft_question(facts)
         if self.is_suppressed(sig.gap_name, draft.capability_key):
             self.suppressed += 1
             return None
+        existing = self.get(qid)
         if existing is None:
             return self._write(self._new_question(qid, sig, draft, now), now)
         return self._repeat(existing, sig, draft, now)
@@ -173,13 +249,16 @@ class CuriosityCore:
         if changed or reopened:
             update["updated_at"] = iso(now)
             return self._write(q.model_copy(update=update), now)
-        self.questions[q.id] = q.model_copy(update=update)
-        self._pending.add(q.id)
+        self._pending[q.id] = q.model_copy(update=update)
         return None
 
-    def _resolve(
-        self, q: CuriosityQuestion | None, sig: Signal, now: float
-    ) -> CuriosityQuestion | None:
+    def _resolve(self, qid: str, sig: Signal, now: float) -> CuriosityQuestion | None:
+        q = self._pending.get(qid)
+        if q is None:
+            entry = self.store.entry(qid)
+            if entry is None or entry.status == QuestionStatus.RESOLVED:
+                return None
+            q = self.store.read(qid)
         if q is None or q.status == QuestionStatus.RESOLVED:
             return None
         self.resolved[sig.gap_type] += 1
@@ -194,30 +273,41 @@ class CuriosityCore:
         )
 
     def put(self, q: CuriosityQuestion, now: float) -> CuriosityQuestion:
-        """Adopt a question changed outside the signal path (a consumer transition)."""
+        """Adopt a question changed outside the signal path (a consumer transition): one
+        line at the store's next flush."""
         return self._write(q, now)
 
     def _write(self, q: CuriosityQuestion, now: float) -> CuriosityQuestion:
-        self.questions[q.id] = q
+        """Record a new version of ``q``: one line at the store's next flush."""
+        self.store.put(q)
         self._last_written[q.id] = now
-        self._pending.discard(q.id)
+        self._pending.pop(q.id, None)
         return q
+
+    def _written_at(self, qid: str) -> float:
+        return self._last_written.get(qid, self._floor)
 
     # -- deferred counter updates --------------------------------------------------------
     def next_due(self) -> float | None:
         """When the earliest pending counter update may be written (None: nothing pending)."""
         if not self._pending:
             return None
-        return min(self._last_written.get(i, 0.0) for i in self._pending) + self.counter_flush_s
+        return min(map(self._written_at, self._pending)) + self.counter_flush_s
 
     def due_updates(self, now: float, *, force: bool = False) -> list[CuriosityQuestion]:
         """Questions whose counters changed and whose last line is old enough (or all)."""
         due = [
             qid for qid in self._pending
-            if force or now - self._last_written.get(qid, 0.0) >= self.counter_flush_s
+            if force or now - self._written_at(qid) >= self.counter_flush_s
         ]
         out = []
         for qid in due:
-            q = self.questions[qid].model_copy(update={"updated_at": iso(now)})
+            q = self._pending[qid].model_copy(update={"updated_at": iso(now)})
             out.append(self._write(q, now))
+        # Lines older than the interval are due like lines written at load: forget them.
+        horizon = now - self.counter_flush_s
+        stale = [qid for qid, at in self._last_written.items()
+                 if at < horizon and qid not in self._pending]
+        for qid in stale:
+            del self._last_written[qid]
         return out
