@@ -9,6 +9,7 @@ import orjson
 
 from kloros_stream.core.curiosity import CuriosityCore
 from kloros_stream.feed import QuestionFeed
+from kloros_stream.store import FeedStore
 from kloros_stream.stream import OVERFLOW, QuestionStream, StreamEvent, Subscription, parse_event_id
 from tests.support.questions import T0, sig
 
@@ -71,14 +72,22 @@ async def test_reconnect_with_last_id_replays_the_missed_then_live(tmp_path: Pat
 
 async def test_an_id_from_before_a_compaction_replays_the_current_state(tmp_path: Path
                                                                         ) -> None:
-    feed, core, stream = setup(tmp_path)
+    feed = QuestionFeed(tmp_path / "feed.jsonl", compact_bytes=1 << 30)
+    store = FeedStore(feed)
+    store.open(T0)
+    stream = QuestionStream(feed)
+    feed.listeners.append(stream.on_written)
+    core = CuriosityCore(store=store)
     sub = stream.subscribe()
-    write(feed, core, "a", "b")
+    for name in ("a", "b"):
+        assert core.handle(sig(name), T0) is not None
+    store.flush()
     seen = await take(sub, 2)
     stream.unsubscribe(sub)
-    feed.compact(core.ranked(include_resolved=True))
+    assert await store.compact()
     again = stream.subscribe(seen[0].id)
     assert sorted(names(await take(again, 2))) == ["a", "b"]
+    store.close()
 
 
 async def test_unknown_or_current_ids_replay_nothing_or_all(tmp_path: Path) -> None:
