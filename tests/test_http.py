@@ -196,7 +196,8 @@ async def test_questions_are_ranked_and_filtered(
     assert none == []
 
 
-@pytest.mark.parametrize("query", ["status=closed", "top=many"])
+@pytest.mark.parametrize("query", ["status=closed", "top=many", "top=-1", "top=1001",
+                                   "cursor=%25%25", "cursor=WzEsMl0"])
 async def test_questions_rejects_bad_parameters(
     service: tuple[Service, dict[str, Script]], query: str
 ) -> None:
@@ -268,3 +269,31 @@ async def test_last_event_at_follows_the_signals_a_monitor_sent(
     for name, mon in body["monitors"].items():
         if mon["signals"]:
             assert isinstance(mon["last_event_at"], float), name
+
+
+async def test_questions_come_in_pages_with_a_cursor_and_filters(tmp_path: Path) -> None:
+    cfg = service_config(tmp_path)
+    script = Script(gaps=[gap("test_failure", f"t::{i}") for i in range(7)]
+                    + [gap("syntax_error", f"m{i}.py") for i in range(3)])
+    async with running_service(cfg, {"test": script}) as svc, aiohttp.ClientSession() as s:
+        await wait_until(lambda: svc.core.handled == 10)
+        base = f"http://127.0.0.1:{svc.port}/questions"
+        _, _, everything = await get(svc, "/questions")  # default page size 100: all 10
+        assert len(everything) == 10
+        seen, url = [], f"{base}?top=4"
+        while True:
+            async with s.get(url) as resp:
+                assert resp.status == 200
+                page = await resp.json()
+                seen += page
+                cursor = resp.headers.get("X-Next-Cursor")
+            if cursor is None:
+                break
+            url = f"{base}?top=4&cursor={cursor}"
+        assert [len(seen)] == [10] and seen == everything
+        _, _, syntax = await get(svc, "/questions?gap_type=syntax_error&monitor=test")
+        assert sorted(q["metadata"]["gap_name"] for q in syntax) == ["m0.py", "m1.py", "m2.py"]
+        _, _, none = await get(svc, "/questions?monitor=chaos")
+        assert none == []
+        _, _, ready = await get(svc, "/questions?status=ready&top=3")
+        assert ready == everything[:3]

@@ -77,7 +77,7 @@ def mismatch(index: QuestionIndex, feed: Path, tail_bytes: int) -> str | None:
     except FileNotFoundError:
         return "no feed" if end else None
     if end == 0:
-        return None  # an empty index: everything is still to be read
+        return "an empty index" if st.st_size else None
     if st.st_ino != inode:
         return "the feed is another file (inode)"
     if st.st_size < end:

@@ -10,13 +10,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from kloros_stream.config import ENV_VAR, load_config
 from kloros_stream.core.curiosity import CuriosityCore
-from kloros_stream.feed import QuestionFeed
+from kloros_stream.feed import QuestionFeed, read_feed
 from kloros_stream.models import CAPABILITY_GAP_RESOLVED, CuriosityQuestion, Signal
 from kloros_stream.service import scan
+from kloros_stream.store import FeedStore
 from tests.support.scripted import Script, gap, resolution
 from tests.support.service import write_config
 
@@ -259,3 +261,34 @@ def test_questions_explain_tells_the_whole_story(
 
     missing = cli("questions", "--config", str(cfg), "--explain", "nope-1", cwd=cfg.parent)
     assert missing.returncode == 1 and "no question 'nope-1'" in missing.stderr
+
+
+def test_questions_read_the_index_and_the_lines_after_it(
+        prepared: tuple[Path, list[CuriosityQuestion]]) -> None:
+    """With the service's index beside the feed (and a line it has not indexed yet), the
+    command answers from the index, the same as a scan of the whole feed would."""
+    cfg_path, _ = prepared
+    feed_path = load_config(cfg_path).feed.path
+    store = FeedStore(QuestionFeed(feed_path, compact_bytes=1 << 26))
+    assert store.open(T0).rebuilt  # built from the prepared feed
+    store.close()
+    late = CuriosityCore().handle(_signal("missing_tool", "ffmpeg"), T0 + 3)
+    assert late is not None
+    with feed_path.open("ab") as fh:
+        fh.write(orjson.dumps(late.model_dump(mode="json")) + b"\n")
+    expected = CuriosityCore()
+    expected.load(read_feed(feed_path).questions.values(), T0)
+    files = {p.name: p.read_bytes() for p in feed_path.parent.iterdir() if p.is_file()}
+
+    for args, status in ((["--all"], "all"), ([], "open"), (["--top", "2"], "open")):
+        got = json_lines(cli("questions", "--config", str(cfg_path), "--json", *args,
+                             cwd=cfg_path.parent).stdout)
+        want = expected.ranked(include_resolved=status == "all")
+        want = want[:2] if "--top" in args else want
+        assert [d["id"] for d in got] == [q.id for q in want]
+        assert [CuriosityQuestion.model_validate(d) for d in got] == want
+    assert late.id in {d["id"] for d in json_lines(cli(
+        "questions", "--config", str(cfg_path), "--json", cwd=cfg_path.parent).stdout)}
+    after = {p.name: p.read_bytes() for p in feed_path.parent.iterdir() if p.is_file()
+             if p.name in files}
+    assert after == files  # read-only: neither the feed nor the index changed
