@@ -192,3 +192,30 @@ def test_normalize_message(message: str, expected: str) -> None:
 def test_in_app_and_module(filename: str, in_app: bool, module: str) -> None:
     assert is_in_app(filename) is in_app
     assert frame_module(filename) == module
+
+
+def test_one_bug_in_a_checkout_and_installed_into_a_venv() -> None:
+    checkout = fp(tb(("<string>", 1, "<module>"), ("/home/bob/proj/shop/core/cart.py", 3, "total"),
+                     ("/home/bob/proj/shop/core/cart.py", 1, "lookup")))
+    venv = "/opt/venv/lib/python3.11/site-packages/shop/core/cart.py"
+    installed = fp(tb(("<string>", 1, "<module>"), (venv, 30, "total"), (venv, 10, "lookup"),
+                      exc="KeyError: 'job 99'"))
+    assert checkout == installed
+    assert fp(tb((venv, 30, "total"), (venv, 10, "save"))) != installed
+
+
+def test_an_exception_group_is_one_bug_whatever_it_holds() -> None:
+    def group(*members: str) -> str:
+        rows = ["  + Exception Group Traceback (most recent call last):",
+                '  |   File "/srv/app/shop/tasks.py", line 9, in run_all',
+                "  |     raise ExceptionGroup('tasks failed', errors)",
+                f"  | ExceptionGroup: tasks failed ({len(members)} sub-exceptions)"]
+        for i, member in enumerate(members, 1):
+            rows += [f"  +-+---------------- {i} ----------------",
+                     "    | Traceback (most recent call last):",
+                     f'    |   File "/srv/app/shop/tasks.py", line {i}, in job_{member}',
+                     f"    | {member}: boom {i}"]
+        return "\n".join([*rows, "    +------------------------------------"])
+
+    assert fp(group("KeyError", "ValueError")) == fp(group("ValueError", "TimeoutError",
+                                                           "KeyError"))

@@ -3,14 +3,21 @@
 - With a stack: the exception types of the chain plus the *in-app* frames' module and
   function, in order. No line numbers (an edit elsewhere in the file changes them), no
   messages (they carry ids). Frames under ``site-packages``/``dist-packages`` and the
-  standard library are not in-app; if no frame is in-app, all frames are used.
+  standard library are not in-app; neither are pseudo-files (``<string>``, ``<stdin>``,
+  ``<frozen ...>``). Without an in-app frame, the frames outside the standard library
+  count (the application installed into a venv as a package); without those, all frames.
+- An exception group counts where it was raised: the members printed inside it (their
+  number and order vary from run to run) are left out.
 - Without a stack: the type plus the message after :func:`normalize_message`, which
   replaces uuids, dates and times, urls, ips, paths, quoted values, hex, durations and
   numbers by placeholders.
 
 A frame's "module" comes from its path, since the analysed code is never imported: the
 dotted path after ``site-packages/`` or ``pythonX.Y/``, else the last two path components
-(``/srv/app/kloros/bus.py`` -> ``kloros.bus``), which is the same on every checkout.
+(``/srv/app/kloros/bus.py`` -> ``kloros.bus``). The fingerprint keeps the last two dotted
+parts of it, so the same code in a checkout, another user's checkout or a venv's
+site-packages (``.../site-packages/kloros/core/bus.py`` and ``/srv/kloros/core/bus.py``
+both ``core.bus``) and a sourceless (``.pyc``-only) install give one fingerprint.
 """
 
 from __future__ import annotations
@@ -93,12 +100,36 @@ def frame_module(filename: str) -> str:
     return ".".join(parts if m else parts[-2:])
 
 
-def _frames_component(frames: Iterable[Frame], *, in_app_only: bool) -> list[str]:
-    return [
-        f"{frame_module(f.filename)}:{f.function}"
-        for f in frames
-        if not in_app_only or is_in_app(f.filename)
-    ]
+def _is_pseudo(filename: str) -> bool:
+    """``<string>``, ``<stdin>``, ``<frozen ...>``: no file, no evidence of whose code."""
+    return filename.startswith("<")
+
+
+def _is_code(filename: str) -> bool:
+    """A real file outside the standard library (an app's or a library's)."""
+    if _is_pseudo(filename):
+        return False
+    return bool(_LIBRARY.search(filename)) or not _STDLIB.search(filename)
+
+
+def _frame_key(frame: Frame) -> str:
+    """Module (its last two dotted parts, the same in a checkout and in site-packages)
+    and function."""
+    module = frame_module(frame.filename)
+    if not _is_pseudo(frame.filename):
+        module = ".".join(module.split(".")[-2:])
+    return f"{module}:{frame.function}"
+
+
+def _frames_component(frames: Iterable[Frame], *, scope: str) -> list[str]:
+    """``scope``: "app" (in-app frames), "code" (frames outside the standard library:
+    the app installed as a library), or "all"."""
+    if scope == "all":
+        return [_frame_key(f) for f in frames]
+    if scope == "app":
+        return [_frame_key(f) for f in frames
+                if is_in_app(f.filename) and not _is_pseudo(f.filename)]
+    return [_frame_key(f) for f in frames if _is_code(f.filename)]
 
 
 def _digest(parts: Iterable[str]) -> str:
@@ -109,14 +140,20 @@ def _digest(parts: Iterable[str]) -> str:
 
 def fingerprint_records(records: Iterable[ExceptionRecord]) -> str:
     """Fingerprint of an exception chain (see the module docstring)."""
-    chain = list(records)
-    has_frames = any(r.frames for r in chain)
-    in_app = any(is_in_app(f.filename) for r in chain for f in r.frames)
+    # An exception group is one bug where it was raised, whatever it holds (its members
+    # and their order vary from run to run): only the chain outside the group counts.
+    chain = [r for r in records if r.depth == 0] or list(records)
+    frames = [f for r in chain for f in r.frames]
+    scope = "all"
+    if any(is_in_app(f.filename) and not _is_pseudo(f.filename) for f in frames):
+        scope = "app"
+    elif any(_is_code(f.filename) for f in frames):
+        scope = "code"
     parts = ["python"]
     for record in chain:
         parts.append(f"{record.depth}|{record.exc_type}")
-        if has_frames:
-            parts.extend(_frames_component(record.frames, in_app_only=in_app))
+        if frames:
+            parts.extend(_frames_component(record.frames, scope=scope))
         else:
             parts.append(normalize_message(record.message))
     return _digest(parts)
