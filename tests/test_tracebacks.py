@@ -413,7 +413,6 @@ def test_complete_traceback_waits_only_the_chain_grace() -> None:
     "after",
     [
         ["", "service continues"],
-        ["Traceback (most recent call last):"],
         ['{"event": "next", "exception": "x"}'],
         ['  File "/srv/app/x.py", line 1, in g'],
     ],
@@ -519,3 +518,39 @@ def test_format_records_round_trips(tmp_path) -> None:
 )
 def test_parse_exception_line(line: str, expected: tuple[str, str] | None) -> None:
     assert parse_exception_line(line) == expected
+
+
+def test_a_logged_exception_that_comes_back_as_the_cause_is_no_record_of_its_own() -> None:
+    """logging.exception(...) then raising another exception from the handler: the logged
+    traceback is printed first, then the final chain that holds it as its cause."""
+    logged = [*HEAD, "KeyError: 'order 7'"]
+    final = [*logged, "", "During handling of the above exception, another exception occurred:",
+             "", "Traceback (most recent call last):",
+             '  File "/srv/app/worker.py", line 15, in process', "ValueError: bad order 7"]
+    asm = TracebackAssembler()
+    feed_all(asm, "k", [*logged, *final], now=1.0)
+    assert asm.completed == []  # the logged one waits for the next record of its stream
+    asm.flush(2.0)
+    [done] = asm.completed
+    assert done.traceback.primary.title == "ValueError: bad order 7"
+    assert asm.absorbed == 1
+
+
+def test_an_unrelated_traceback_right_after_keeps_both_in_order() -> None:
+    asm = TracebackAssembler()
+    feed_all(asm, "k", [*HEAD, "OSError: disk full", *HEAD, "KeyError: 'x'"], now=1.0)
+    assert list(asm.pending_first_metas())  # held and pending: the cursor stays before them
+    asm.flush(5.0)
+    assert [a.traceback.primary.exc_type for a in asm.completed] == ["OSError", "KeyError"]
+    assert asm.absorbed == 0
+
+
+def test_log_prefixes_on_every_line_are_taken_off() -> None:
+    prefix = "2026-12-01 10:00:0{} ERROR app[4242]: "
+    lines = [prefix.format(i) + line for i, line in enumerate([*HEAD, "OSError: disk full"])]
+    asm = TracebackAssembler()
+    feed_all(asm, "k", [*lines, "2026-12-01 10:00:09 INFO app[4242]: service continues"], now=1.0)
+    asm.flush(5.0)
+    [done] = asm.completed
+    assert done.traceback.lines == (*HEAD, "OSError: disk full")
+    assert done.traceback.primary.frames[0].filename == "/srv/app/job.py"

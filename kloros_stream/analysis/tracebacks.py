@@ -73,6 +73,16 @@ _SEPARATOR = re.compile(r"^[-+]+(?: \d+ -+| \.\.\. -+)?$")
 _ELISION = re.compile(r"^  \[\.\.\. \d+ lines elided \.\.\.\]$")
 
 _FRAMES, _AFTER, _CHAIN, _GROUP = range(4)
+_HEADER_TAIL = "(most recent call last):"
+_DIGITS = re.compile(r"\d+")
+
+
+def prefix_pattern(prefix: str) -> re.Pattern[str]:
+    """A pattern for a log prefix seen before a traceback header (``2026-12-01 10:00:07,123
+    ERROR app[42]: ``): the same text with any digits where it had digits, so the next
+    lines' prefixes (other times, same source) match and the level must be the same."""
+    parts = _DIGITS.split(prefix)
+    return re.compile(r"\d+".join(re.escape(part) for part in parts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +230,10 @@ class TracebackAssembler:
     def __post_init__(self) -> None:
         self._pending: dict[Hashable, _Pending] = {}
         self._recent: dict[Hashable, _Recent] = {}
+        self._prefix: dict[Hashable, tuple[re.Pattern[str], re.Pattern[str]]] = {}
+        self._held: dict[Hashable, tuple[Assembled, float]] = {}
+        self.absorbed = 0
+        """Held records dropped because the next one of their stream holds them as a cause."""
 
     @property
     def pending(self) -> int:
@@ -229,12 +243,18 @@ class TracebackAssembler:
         """``(key, first_meta)`` of every record in progress."""
         for key, p in self._pending.items():
             yield key, p.first_meta
+        for key, (held, _) in self._held.items():
+            yield key, held.first_meta
 
     def next_deadline(self) -> float | None:
         """When :meth:`flush` has something to do (None: nothing in progress)."""
-        if not self._pending:
+        if not self._pending and not self._held:
             return None
-        return min(self._deadline(p) for p in self._pending.values())
+        return min(
+            [self._deadline(p) for p in self._pending.values()]
+            + [at + self.flush_after_s for k, (_, at) in self._held.items()
+               if k not in self._pending]
+        )
 
     def _deadline(self, p: _Pending) -> float:
         wait = self.chain_grace_s if p.state == _AFTER else self.flush_after_s
@@ -243,7 +263,7 @@ class TracebackAssembler:
     def may_take(self, line: str) -> bool:
         """False if :meth:`feed` would surely refuse ``line`` (no record in progress and
         the line cannot start one): lets callers skip building a key and metadata."""
-        if self._pending or is_header(line):
+        if self._pending or is_header(line) or _HEADER_TAIL in line:
             return True
         if line.startswith(" ") and _SYNTAX_LOCATION.match(line) is not None:
             return True
@@ -251,17 +271,45 @@ class TracebackAssembler:
 
     def feed(self, key: Hashable, line: str, now: float, meta: Any = None) -> bool:
         """Take one line of stream ``key``; True if it belongs to a traceback."""
+        line, foreign = self._unprefix(key, line)
         p = self._pending.get(key)
         if p is not None:
-            if self._continues(p, line):
+            if not foreign and self._continues(p, line):
                 p.add(line)
                 p.last_at = now
                 p.last_meta = meta
                 if p.count >= MAX_RECORD_LINES:
                     self._finish(key)
                 return True
-            self._finish(key)
+            self._finish(key, followed=is_header(line))
         return self._start(key, line, now, meta)
+
+    def _unprefix(self, key: Hashable, line: str) -> tuple[str, bool]:
+        """The line without the log prefix its stream's traceback header carried, and
+        whether it lacks that prefix (then it is another log record: no continuation)."""
+        patterns = self._prefix.get(key)
+        if patterns is not None:
+            m = patterns[0].match(line)
+            if m is not None:
+                return line[m.end() :], False
+            if patterns[1].fullmatch(line.rstrip()):
+                return "", False  # the prefix of an empty line, its trailing space trimmed
+            del self._prefix[key]
+            foreign = True
+        else:
+            foreign = False
+        at = line.find(_HEADER_TAIL)
+        if at > 0 and not is_header(line) and not _GROUP_ROW.match(line):
+            starts = [line.rfind(word, 0, at) for word in ("+ Exception Group", "Traceback")]
+            start = min((i for i in starts if i > 0 and is_header(line[i:])), default=-1)
+            core = line[:start].rstrip()
+            if start > 0 and core:
+                prefix = line[: len(core) + 1]  # up to one separating space
+                if len(self._prefix) >= MAX_STREAMS:
+                    del self._prefix[next(iter(self._prefix))]
+                self._prefix[key] = (prefix_pattern(prefix), prefix_pattern(core))
+                return line[len(prefix) :], False
+        return line, foreign
 
     def flush(
         self, now: float, *, force: bool = False, keys: Iterable[Hashable] | None = None
@@ -276,6 +324,17 @@ class TracebackAssembler:
             due = [k for k, p in self._pending.items() if now >= self._deadline(p)]
         for key in due:
             self._finish(key)
+        if keys is not None:
+            held = [k for k in keys if k in self._held]
+        elif force:
+            held = list(self._held)
+        else:
+            held = [
+                k for k, (_, at) in self._held.items()
+                if k not in self._pending and now >= at + self.flush_after_s
+            ]
+        for key in held:
+            self.completed.append(self._held.pop(key)[0])
         if self._recent:
             horizon = now - self.flush_after_s
             for key in [k for k, r in self._recent.items() if r.done_at < horizon]:
@@ -346,7 +405,11 @@ class TracebackAssembler:
         p.message_lines += 1  # the rest of a multi-line message, or a PEP 678 note
         return True
 
-    def _finish(self, key: Hashable) -> None:
+    def _finish(self, key: Hashable, *, followed: bool = False) -> None:
+        """Close the record of ``key``. One directly followed by another traceback of the
+        same stream is held until that one is done: when the next one holds it as a cause
+        (``logging.exception`` then a re-raise of another exception: the logged exception
+        comes back as the cause in the final chain), it is not a record of its own."""
         p = self._pending.pop(key)
         lines = p.text_lines()
         while lines and not lines[-1].strip():
@@ -354,7 +417,17 @@ class TracebackAssembler:
         tb = parse_traceback_lines(lines)
         if tb is None or (p.headerless and not tb.complete):
             return
-        self.completed.append(Assembled(key, tb, p.first_meta, p.last_meta))
+        done = Assembled(key, tb, p.first_meta, p.last_meta)
+        held = self._held.pop(key, None)
+        if held is not None:
+            if held[0].traceback.primary in tb.chain[:-1]:
+                self.absorbed += 1
+            else:
+                self.completed.append(held[0])
+        if followed and tb.complete:
+            self._held[key] = (done, p.last_at)
+        else:
+            self.completed.append(done)
         if tb.complete:
             if len(self._recent) >= RECENT_KEEP:
                 del self._recent[next(iter(self._recent))]
