@@ -174,3 +174,16 @@ def test_dotted_imports_of_the_roots_are_checked_at_full_depth() -> None:
     # The module appears: the dotted import resolves.
     changed = index.set_file(root, PurePath("pkg/sub/gone.py"), file_imports(b"", "gone.py"))
     assert "pkg.sub.gone" in changed and index.missing_for("pkg.sub.gone") == []
+
+
+def test_a_file_does_not_make_its_own_name_visible_to_itself() -> None:
+    index = ImportIndex(ModuleResolver())
+    root = "/r/pkg"
+    index.set_file(root, PurePath("extensions/__init__.py"), file_imports(b"", "i.py"))
+    src = b"from kloros_missing_lib import Visitor\n"
+    index.set_file(root, PurePath("extensions/kloros_missing_lib.py"), file_imports(src, "m.py"))
+    assert index.missing() == {"kloros_missing_lib": ["/r/pkg/extensions/kloros_missing_lib.py"]}
+    index.set_file(root, PurePath("extensions/user.py"), file_imports(src, "user.py"))
+    assert index.missing_for("kloros_missing_lib") == [
+        "/r/pkg/extensions/kloros_missing_lib.py"
+    ]  # a sibling file sees the local module

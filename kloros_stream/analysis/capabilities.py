@@ -272,13 +272,17 @@ class LocalModules:
         """Whether ``name`` is a module of the roots that the file ``rel`` can import.
 
         A root is itself importable by its own name from its parent directory (a package
-        root such as ``tests/`` imported as ``tests.support`` by a sibling tree)."""
-        if self._top[name] > 0 or name in self._root_names:
-            return True
+        root such as ``tests/`` imported as ``tests.support`` by a sibling tree). A file
+        does not make its own name visible to itself: ``extensions/mccabe.py`` importing
+        ``mccabe`` means the library, not itself."""
+        own = 1 if _module_entry(rel.name) == name else 0
         parts = rel.parts[:-1]
+        if self._top[name] - (own if not parts else 0) > 0 or name in self._root_names:
+            return True
         for i in range(1, len(parts) + 1):
             counter = self._names.get((root, tuple(parts[:i])))
-            if counter is not None and counter[name] > 0:
+            mine = own if i == len(parts) else 0
+            if counter is not None and counter[name] - mine > 0:
                 return True
         return False
 
