@@ -8,6 +8,7 @@ never a torn one.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 from pathlib import Path
@@ -48,7 +49,23 @@ def fsync_dir(directory: Path) -> None:
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS))
+    """orjson; for text it refuses (file names with undecodable bytes: lone surrogates)
+    the stdlib's ASCII JSON, whose ``\\udcff`` escapes read back to the same names."""
+    try:
+        raw = orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        raw = json.dumps(data, ensure_ascii=True, default=str).encode()
+    atomic_write_bytes(path, raw)
+
+
+def loads_json(raw: bytes) -> Any:
+    """Parse a checkpoint written by :func:`atomic_write_json` (either encoder)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        if b"\\ud" not in raw.lower():
+            raise
+        return json.loads(raw)
 
 
 class _Gate:
@@ -80,10 +97,10 @@ class CheckpointStore:
             return None
         path = self.path(name)
         try:
-            return orjson.loads(path.read_bytes())
+            return loads_json(path.read_bytes())
         except FileNotFoundError:
             return None
-        except (OSError, orjson.JSONDecodeError) as err:
+        except (OSError, ValueError) as err:
             log.error("checkpoint_unreadable", path=str(path), error=str(err))
             return None
 

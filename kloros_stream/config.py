@@ -128,6 +128,10 @@ class SupervisorConfig(Section):
     breaker_window_s: float = Field(default=60.0, gt=0)
     """More than ``breaker_restarts`` crashes within this window: state ``failed``."""
     unavailable_retry_s: float = Field(default=300.0, gt=0)
+    breaker_retry_s: float = Field(default=60.0, gt=0)
+    """An open breaker tries one restart (half-open) after this long, doubling per failed
+    try up to ``breaker_retry_max_s``; a try that runs ``stable_after_s`` closes it."""
+    breaker_retry_max_s: float = Field(default=1800.0, gt=0)
 
 
 class MonitorConfig(Section):

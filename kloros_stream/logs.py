@@ -8,12 +8,23 @@ import sys
 import orjson
 import structlog
 
+from .escape import clean, clean_obj
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 
 
+def _text(obj: object) -> str:
+    return clean(str(obj))
+
+
 def _orjson_dumps(obj: object, default: object = None) -> str:
-    return orjson.dumps(obj, default=str).decode()
+    """One log line; names and messages from outside that are not valid UTF-8 (file names
+    with undecodable bytes) are escaped, never a reason to lose the line."""
+    try:
+        return orjson.dumps(obj, default=_text).decode()
+    except TypeError:
+        return orjson.dumps(clean_obj(obj), default=_text).decode()
 
 
 def json_for(log_format: str) -> bool | None:

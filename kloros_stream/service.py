@@ -41,6 +41,7 @@ from .metrics import build_registry
 from .models import Signal
 from .monitors import monitor_class
 from .monitors.base import Monitor, MonitorContext, MonitorStatus, MonitorUnavailable
+from .reconcile import Reconciler
 from .reload import plan_reload
 from .sdnotify import Notifier, watchdog_loop
 from .store import FeedStore
@@ -104,6 +105,12 @@ class Service:
         self.checkpoints = CheckpointStore(config.service.state_dir)
         self.statuses: dict[str, MonitorStatus] = {n: MonitorStatus() for n in self.monitor_names}
         self.supervised: dict[str, Supervised] = {}
+        self.reconciler = Reconciler(
+            self.bus, self.core, lambda: {n: s.monitor for n, s in self.supervised.items()})
+        self._reconcile_task: asyncio.Task[None] | None = None
+        self._committable = 0
+        """The bus sequence number through which the consumer applied signals."""
+        self._feed_failed = False
         self.started_at = time.monotonic()
         self.port: int | None = None
         self._stop = asyncio.Event()
@@ -132,6 +139,7 @@ class Service:
         self.desk.start()
         self._consumer = asyncio.create_task(self._consume(), name="consumer")
         self._housekeeper = asyncio.create_task(self._housekeep(), name="housekeeping")
+        self._reconcile_task = asyncio.create_task(self.reconciler.run(), name="reconciler")
         for name in self.monitor_names:
             self._start_monitor(name)
         log.info("service_ready", port=self.port,
@@ -207,6 +215,7 @@ class Service:
             publisher=self.bus,
             checkpoints=self.checkpoints.child(name),
             status=status,
+            on_level_ready=self.reconciler.level_ready,
         )
         factory = self.factories[name]
         sup = Supervised(name, lambda: factory(ctx), status,
@@ -239,7 +248,8 @@ class Service:
             # below would be lost, so its checkpoints must not move past them.
             self.checkpoints.freeze()
         await self.desk.stop()
-        tasks = [t for t in (self._consumer, self._housekeeper) if t is not None]
+        tasks = [t for t in (self._consumer, self._housekeeper, self._reconcile_task)
+                 if t is not None]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -250,6 +260,7 @@ class Service:
         drained = self._process(self.bus.take_nowait())
         self.core.due_updates(time.time(), force=True)
         self._write()
+        self._commit(self.bus.taken_through)
         self._refresh_snapshot(time.time())
         questions = self.core.counts()[1]
         self.store.close()
@@ -265,11 +276,20 @@ class Service:
     async def _consume(self) -> None:
         while True:
             batch = await self.bus.take(BATCH_LIMIT)
+            through = self.bus.taken_through
             try:
                 self._process(batch)
             except Exception:  # the consumer must outlive any one batch
                 self.consumer_errors += 1
                 log.exception("consumer_batch_failed", signals=len(batch))
+            self._commit(through)
+
+    def _commit(self, through: int) -> None:
+        """Acknowledge delivery through ``through`` to waiting monitors, once every line
+        due for those signals is written to the feed (else when a later write succeeds)."""
+        self._committable = max(self._committable, through)
+        if not self._feed_failed:
+            self.bus.commit(self._committable)
 
     def _process(self, batch: list[Signal]) -> int:
         """Apply a batch of signals to the core and append the due lines to the feed."""
@@ -286,14 +306,16 @@ class Service:
                 log.exception("signal_rejected", monitor=sig.monitor, facts=sig.facts)
         if written or self.core.pending_count:
             self._dirty.set()  # housekeeping: fsync, snapshot, deferred counters, retries
-        if written:
+        if written or self._feed_failed:
             try:
                 self.store.flush()
             except OSError:
                 self.feed_write_errors += 1
+                self._feed_failed = True
                 log.exception("feed_write_failed", path=str(self.feed.path),
                               buffered_lines=len(written))
                 return len(batch)
+            self._feed_failed = False
             done = time.time()
             for observed in written:
                 self.latency.observe(max(0.0, done - observed))
@@ -305,15 +327,24 @@ class Service:
             return
         try:
             for sig in batch:
-                self.history.append(sig.model_dump_json().encode())
+                try:
+                    line = sig.model_dump_json().encode()
+                except ValueError:  # one unserialisable signal never costs its batch
+                    log.exception("history_signal_rejected", monitor=sig.monitor)
+                    continue
+                self.history.append(line)
             self.history.flush()
         except OSError:
             log.exception("history_write_failed", path=str(self.config.history.path))
 
     def _write(self) -> None:
-        """Write what the core put into the store, then commit the index."""
+        """Write what the core put into the store, then commit the index; a write that
+        succeeds after a failed one acknowledges the signals held back."""
         self.store.flush()
         self.store.commit()
+        if self._feed_failed:
+            self._feed_failed = False
+            self._commit(self._committable)
 
     # -- housekeeping (woken only when there is something to do) --------------------------
     async def _housekeep(self) -> None:
@@ -459,6 +490,7 @@ class Service:
             "consumer": {"running": not down, "signals": self.core.handled,
                          "errors": self.consumer_errors},
             "questions": dict(zip(("open", "total"), self.core.counts(), strict=True)),
+            "reconcile": dict(self.reconciler.totals),
             "monitors": {n: s.as_json() for n, s in self.statuses.items()},
         }
         if self.history is not None:

@@ -144,3 +144,62 @@ async def test_a_consumer_keeps_up_with_a_producer() -> None:
     assert len(got) + bus.total_dropped == 5000
     assert bus.delivered["m"] == len(got)
     assert [i.seq for i in got] == sorted(i.seq for i in got)
+
+
+async def test_delivered_waits_until_the_consumer_commits_its_signals() -> None:
+    """The acknowledgement: a monitor's wait ends once the consumer committed a batch
+    holding its last signal, not when the bus is merely empty."""
+    bus: SignalBus[Item] = SignalBus(10)
+    bus.publish(Item("a", 0))
+    bus.publish(Item("b", 1))
+    wait_a = asyncio.create_task(bus.delivered_all("a"))
+    wait_b = asyncio.create_task(bus.delivered_all("b"))
+    batch = bus.take_nowait(1)
+    through = bus.taken_through
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert batch == [Item("a", 0)] and not wait_a.done()  # taken, not yet written
+    bus.commit(through)
+    await asyncio.wait_for(wait_a, 10)
+    assert not wait_b.done()
+    bus.take_nowait()
+    bus.commit(bus.taken_through)
+    await asyncio.wait_for(wait_b, 10)
+    await asyncio.wait_for(bus.delivered_all("never-published"), 10)
+
+
+async def test_a_dropped_signal_is_settled_by_a_later_commit() -> None:
+    bus: SignalBus[Item] = SignalBus(2)
+    bus.publish(Item("a", 0))
+    waiter = asyncio.create_task(bus.delivered_all("a"))
+    bus.publish(Item("b", 1))
+    bus.publish(Item("b", 2))  # pushes a's signal out
+    assert bus.dropped == {"a": 1}
+    bus.take_nowait()
+    bus.commit(bus.taken_through)
+    await asyncio.wait_for(waiter, 10)
+
+
+async def test_room_waits_until_the_bus_is_half_empty() -> None:
+    bus: SignalBus[Item] = SignalBus(10)
+    for i in range(8):
+        bus.publish(Item("m", i))
+    room = asyncio.create_task(bus.room())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not room.done()
+    bus.take_nowait(3)
+    bus.commit(bus.taken_through)
+    await asyncio.wait_for(room, 10)
+    assert bus.depth <= 5
+
+
+def test_published_is_counted_where_it_happens_and_drops_notify() -> None:
+    bus: SignalBus[Item] = SignalBus(2)
+    seen: list[str] = []
+    bus.drop_listeners.append(seen.append)
+    for i in range(5):
+        bus.publish(Item("x" if i % 2 else "y", i))
+    assert bus.published == {"y": 3, "x": 2}
+    assert seen == ["y", "x", "y"]
+    assert bus.total_published == bus.total_dropped + bus.depth + sum(bus.delivered.values())

@@ -103,15 +103,43 @@ async def test_breaker_opens_after_too_many_crashes(tmp_path: Path) -> None:
     script = Script(crash_forever=True)
     sup, ctx, _ = supervise(tmp_path, script, policy(breaker_restarts=3))
     with capture_logs() as logs:
-        task = sup.start()
-        await asyncio.wait_for(task, 10)  # the supervisor gives up: its task ends
-    assert ctx.status.state == "failed"
+        sup.start()
+        try:
+            await wait_until(lambda: ctx.status.state == "failed", what="breaker open")
+        finally:
+            await sup.stop()
     assert ctx.status.restarts == 3
     assert script.runs == 4
     assert ctx.status.last_error is not None
     assert "4 crashes within 60s" in ctx.status.last_error
     assert "scripted crash #4" in ctx.status.last_error
     assert [e["event"] for e in logs].count("monitor_failed") == 1
+    breaker = ctx.status.as_json()["breaker"]
+    assert breaker["retries"] == 0 and breaker["next_retry_in_s"] == 60.0
+
+
+async def test_an_open_breaker_retries_half_open_with_capped_backoff_then_closes(
+        tmp_path: Path) -> None:
+    """Fault 5: a monitor that crashed past the breaker (a disk full for a while) is tried
+    again after a long, doubling, capped delay; once a try runs stably the breaker closes
+    and the state is ``running`` again, with no manual restart."""
+    script = Script(crash_times=6)
+    sup, ctx, _ = supervise(tmp_path, script, policy(
+        breaker_restarts=1, breaker_retry_s=0.05, breaker_retry_max_s=0.08,
+        stable_after_s=0.3))
+    with capture_logs() as logs:
+        sup.start()
+        try:
+            await wait_until(lambda: script.running == 1, what="running after the retries")
+            assert ctx.status.state == "running"
+            await wait_until(lambda: ctx.status.breaker is None, what="breaker closed")
+        finally:
+            await sup.stop()
+    events = [e for e in logs if e["event"] in ("monitor_failed", "monitor_half_open")]
+    delays = [e["half_open_in_s"] for e in events if e["event"] == "monitor_failed"]
+    assert delays == [0.05, 0.08, 0.08, 0.08, 0.08]  # doubling, capped
+    assert [e["event"] for e in logs].count("monitor_breaker_closed") == 1
+    assert script.runs == 7
 
 
 async def test_crashes_outside_the_window_do_not_open_the_breaker(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -19,7 +20,11 @@ import structlog
 
 from ..checkpoint import CheckpointStore
 from ..config import Config, MonitorConfig
+from ..escape import clean_facts
 from ..models import CAPABILITY_GAP, CAPABILITY_GAP_RESOLVED, Signal
+
+GapKey = tuple[str, str]
+"""``(gap_type, gap_name)``."""
 
 
 class MonitorUnavailable(Exception):
@@ -44,6 +49,8 @@ class MonitorStatus:
     signals: int = 0
     details: dict[str, Any] = field(default_factory=dict)
     """Monitor-specific facts for /health (hardware inventory, watch-limit errors, ...)."""
+    breaker: dict[str, Any] | None = None
+    """While the restart breaker is open: ``{"opened_at", "retries", "next_retry_at"}``."""
     counters: dict[str, int] = field(default_factory=dict)
     """Monitor-specific counters (lines read, malformed skipped, ...), exported in /metrics
     as ``kloros_stream_monitor_events_total{monitor, event}``."""
@@ -61,6 +68,8 @@ class MonitorStatus:
             "details": self.details,
             "counters": self.counters,
         }
+        if self.breaker is not None:
+            data["breaker"] = self.breaker
         return data
 
 
@@ -73,6 +82,9 @@ class MonitorContext:
     status: MonitorStatus = field(default_factory=MonitorStatus)
     one_shot: bool = False
     log: Any = None
+    on_level_ready: Callable[[str], None] | None = None
+    """Set by the service: called by :meth:`level_ready` (it reconciles then)."""
+    _drops_seen: int = 0
 
     def __post_init__(self) -> None:
         if self.log is None:
@@ -88,6 +100,32 @@ class MonitorContext:
         when = time.time() if when is None else when
         last = self.status.last_event_at
         self.status.last_event_at = when if last is None else max(last, when)
+
+    async def delivered(self) -> bool:
+        """Return once every signal this monitor published so far was taken by the
+        consumer and written to the feed, or dropped by a full bus. True if none of them
+        was dropped since the previous call. Save a checkpoint that claims signals only
+        after this. A publisher without acknowledgement (a scan's list) returns at once."""
+        wait = getattr(self.publisher, "delivered_all", None)
+        if wait is None:
+            return True
+        await wait(self.name)
+        dropped = self.publisher.dropped.get(self.name, 0)  # type: ignore[attr-defined]
+        clean, self._drops_seen = dropped == self._drops_seen, dropped
+        return clean
+
+    async def room(self) -> None:
+        """Return once the bus is at most half full: call before each part of a burst, so
+        a file source reads on only as fast as the consumer writes (backpressure)."""
+        wait = getattr(self.publisher, "room", None)
+        if wait is not None:
+            await wait()
+
+    def level_ready(self) -> None:
+        """The initial scan is done and :meth:`Monitor.level` tells the gaps open now:
+        the service reconciles the feed with it."""
+        if self.on_level_ready is not None and not self.one_shot:
+            self.on_level_ready(self.name)
 
     def gap(
         self,
@@ -151,6 +189,7 @@ class MonitorContext:
         facts: dict[str, Any],
     ) -> None:
         now = time.time()
+        facts = clean_facts(facts)
         self.publisher.publish(
             Signal(
                 signal=signal,  # type: ignore[arg-type]
@@ -177,6 +216,20 @@ class Monitor(ABC):
         self.ctx = ctx
         self.log = ctx.log
 
+    event_gap_types: ClassVar[frozenset[str]] = frozenset()
+    """Gap types that are events (exceptions): re-announced from the level when their
+    question is missing, never resolved because the level lacks them."""
+
     @abstractmethod
     async def run(self) -> None:
         """Initial scan, then (unless ``ctx.one_shot``) follow events until cancelled."""
+
+    def level(self) -> set[GapKey] | None:
+        """The gaps open now, or None if this monitor keeps no level (then nothing is
+        reconciled for it). Asked only after :meth:`MonitorContext.level_ready`."""
+        return None
+
+    def reannounce(self, keys: Iterable[GapKey]) -> int:
+        """Publish these open gaps of :meth:`level` again, with their current facts (their
+        questions are missing or resolved). Returns how many were published."""
+        return 0

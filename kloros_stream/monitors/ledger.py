@@ -21,7 +21,6 @@ import anyio.to_thread
 import orjson
 
 from .base import MonitorContext
-from .tailing import wait_delivered
 
 SAVE_DELAY_S = 0.2
 """Delay before the open-gap checkpoint is written (coalesces bursts of changes)."""
@@ -187,7 +186,7 @@ class GapLedger:
             await asyncio.sleep(SAVE_DELAY_S)
             while self._dirty:
                 # the gaps recorded as announced must have left the bus for the feed first
-                await wait_delivered(self.ctx.publisher)
+                await self.ctx.delivered()
                 self._dirty = False
                 await asyncio.to_thread(self._write, self._snapshot())
         finally:

@@ -3,8 +3,12 @@ checkpoint before their signals left the bus (test).
 
 Pacing and durability: while the tailer is catching up on a backlog, changes are collected
 (:class:`PendingChanges`: one gap per name, with its latest facts) and published when it is
-caught up, idle, or every ``FLUSH_EVERY_S``; a live entry is published at once. A flush
-publishes, waits until the bus handed the signals on (:func:`wait_delivered`), then saves
+caught up, idle, every ``FLUSH_EVERY_S``, or once ``PENDING_MAX`` names wait; a live entry
+is published at once. A flush publishes in parts of at most a quarter of the bus, each
+after the bus has room (``ctx.room()``): while the consumer catches up the tailer reads
+nothing, so a flood waits on disk instead of being dropped. Then it waits until the
+consumer wrote the signals to the feed (``ctx.delivered()``, the bus's acknowledgement),
+then saves
 the monitor's state together with the tailer's offset in one atomic write
 (:class:`EmbeddedCheckpoint`). A restart, kill -9 included, resumes from the last flush:
 nothing is lost, nothing is counted twice, nothing announced before is announced again as
@@ -19,7 +23,7 @@ import contextlib
 import os
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,6 +37,9 @@ IDLE_FLUSH_S = 0.05
 """A backlog batch not followed by another within this long: publish what is pending."""
 FLUSH_EVERY_S = 2.0
 """During a long backlog, publish and checkpoint at least this often."""
+PENDING_MAX = 4096
+"""At most this many names wait for a flush (a burst of distinct gaps is published in
+parts, memory stays bounded)."""
 TAILER_SAVE_INTERVAL_S = 3600.0
 """The tailer's own periodic save, kept out of the way: flushes save its offset."""
 
@@ -93,16 +100,18 @@ class PendingChanges:
 
 async def follow_and_flush(
     tailer: FileTailer,
-    publisher: Any,
+    ctx: MonitorContext,
     account: Callable[[TailBatch], None],
-    publish: Callable[[], None],
+    publish: Callable[[], Awaitable[None]],
     save: Callable[[], None],
+    pending: Callable[[], int] = lambda: 0,
 ) -> None:
     """Follow ``tailer``: ``account`` each batch; publish and save when due.
 
     Due: after a batch with little left to read (live data: at once), when no batch
-    followed a backlog batch within ``IDLE_FLUSH_S``, and every ``FLUSH_EVERY_S``. A flush
-    publishes, waits until the bus handed the signals on, then saves: ``save`` writes the
+    followed a backlog batch within ``IDLE_FLUSH_S``, every ``FLUSH_EVERY_S``, and when
+    ``pending()`` reaches ``PENDING_MAX``. A flush publishes (paced by the bus's room),
+    waits until the consumer wrote the signals to the feed, then saves: ``save`` writes the
     monitor's state with the tailer's offset (one atomic write, :class:`EmbeddedCheckpoint`).
     The offset is the last accounted batch's as long as the tailer is parked (after a
     batch, or idle with no batch delivered); a flush that finds a batch delivered while it
@@ -114,8 +123,8 @@ async def follow_and_flush(
     async def flush(step: asyncio.Future[TailBatch] | None) -> None:
         """``step``: the tailer's next batch being awaited (None: parked after a batch)."""
         nonlocal last_flush
-        publish()
-        await wait_delivered(publisher)
+        await publish()
+        await ctx.delivered()
         if step is None or not step.done():
             save()
         last_flush = time.monotonic()
@@ -141,7 +150,8 @@ async def follow_and_flush(
                     account(step.result())  # delivered as we were stopped: keep it
             account(batch)
             behind = _unread(tailer, batch.offset) >= BACKLOG_BYTES
-            if not behind or time.monotonic() - last_flush >= FLUSH_EVERY_S:
+            if (not behind or pending() >= PENDING_MAX
+                    or time.monotonic() - last_flush >= FLUSH_EVERY_S):
                 await flush(None)
 
 
@@ -152,17 +162,15 @@ def _unread(tailer: FileTailer, offset: int) -> int:
         return 0
 
 
-async def wait_delivered(publisher: Any, timeout_s: float = 2.0) -> None:
-    """Wait (bounded) until the bus has handed the published signals to its consumer.
-
-    Monitors save checkpoints after this, so a kill -9 right after a checkpoint cannot lose
-    a signal still sitting in the bus. A publisher without ``depth`` (a test sink) passes.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    await asyncio.sleep(0)
-    while getattr(publisher, "depth", 0) > 0 and loop.time() < deadline:
-        await asyncio.sleep(0.001)
+async def publish_paced(ctx: MonitorContext, items: list[Any],
+                        publish_one: Callable[[Any], None]) -> None:
+    """Publish ``items`` in parts of at most a quarter of the bus, each once the bus is at
+    most half full: a burst is never dropped for want of room (backpressure)."""
+    part = max(1, getattr(ctx.publisher, "maxsize", len(items) or 1) // 4)
+    for start in range(0, len(items), part):
+        await ctx.room()
+        for item in items[start:start + part]:
+            publish_one(item)
 
 
 class TailingMonitor(Monitor):
@@ -204,9 +212,8 @@ class TailingMonitor(Monitor):
             await self._scan()
             return
         try:
-            await follow_and_flush(
-                self.tailer, self.ctx.publisher, self._account, self._publish_pending, self._save
-            )
+            await follow_and_flush(self.tailer, self.ctx, self._account, self._flush_pending,
+                                   self._save, lambda: len(self.pending))
         finally:
             self._publish_pending()  # a stop: publish and save what is pending
             self._save()
@@ -224,6 +231,10 @@ class TailingMonitor(Monitor):
     def _publish_pending(self) -> None:
         for opened, name, observed_at in self.pending.drain():
             self._publish(opened, name, observed_at)
+        self._update_details()
+
+    async def _flush_pending(self) -> None:
+        await publish_paced(self.ctx, self.pending.drain(), lambda c: self._publish(*c))
         self._update_details()
 
     def _save(self) -> None:

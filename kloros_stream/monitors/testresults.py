@@ -33,7 +33,6 @@ from ..analysis.test_storms import MAX_GROUP_TESTS, GapPlan, PlannedGap
 from ..config import TestMonitorConfig
 from ..sources.watcher import FileEvent, FileEventKind, RecursiveWatcher
 from .base import Monitor
-from .tailing import wait_delivered
 
 REPORT_SUFFIXES = (".json", ".xml")
 EXCLUDE = (".*", "__pycache__")
@@ -333,7 +332,7 @@ class TestResultsMonitor(Monitor):
         if self.ctx.one_shot:
             return
         try:
-            await wait_delivered(self.ctx.publisher)
+            await self.ctx.delivered()
         finally:
             data = {
                 "book": self.book.to_json(),
