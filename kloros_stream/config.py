@@ -162,6 +162,10 @@ class IntegrationMonitorConfig(MonitorConfig):
     subscribe_calls: list[str] = Field(
         default_factory=lambda: ["ChemSub", "UMNSub", "subscribe"]
     )
+    subscriber_suffixes: list[str] = Field(default_factory=lambda: ["Sub", "Subscriber"])
+    """Classes named ``*Sub``/``*Subscriber`` constructed with a topic subscribe too."""
+    prefix_match: bool = True
+    """Subscriptions match topics by prefix, as ZeroMQ SUB sockets do."""
 
 
 class ChaosMonitorConfig(MonitorConfig):

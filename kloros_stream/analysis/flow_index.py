@@ -13,6 +13,14 @@ An orphan is a channel with a producer and no consumer. For an attribute channel
 derived class is also consumed by an exact read of ``attr`` in any class. A topic is also
 consumed by a subscription through a constant's name (``ChemSub(signals.X)``) when some
 file defines a module-level constant of that name whose value is the topic.
+
+Topics (when ``prefix_match``, the default) match as ZeroMQ subscriptions do: a
+subscription to ``"A"`` receives ``"A_B"``; an empty subscription is a tap (a recorder of
+everything), not a consumer. A topic pattern (``job_state:*``, from an f-string) matches
+the topics and subscriptions it covers. A topic published through an imported constant
+(``emit(signals.X)``, ``Enum.MEMBER.value``) is the value of that constant, when the
+tree defines it once. A topic published only through a receiver built from an imported
+class (a guard) is a publish only when that import is a module of the tree.
 """
 
 from __future__ import annotations
@@ -20,11 +28,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
+from fnmatch import fnmatchcase
 from typing import Any, NamedTuple
 
-from .flows import FileFlows, Site, attribute_of
+from .flow_model import FileFlows, Site, attribute_of
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 
 
 class ChannelKind(StrEnum):
@@ -73,6 +82,15 @@ class FlowIndex:
     _names_of_value: dict[str, Counter[str]] = field(default_factory=dict)
     _values_of_name: dict[str, Counter[str]] = field(default_factory=dict)
     _orphans: set[Channel] = field(default_factory=set)
+    prefix_match: bool = True
+    _emit_refs: Counter[str] = field(default_factory=Counter)
+    _ref_files: dict[str, set[str]] = field(default_factory=dict)
+    _guarded: dict[Channel, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    _modules: Counter[str] = field(default_factory=Counter)
+    _subs: Counter[str] = field(default_factory=Counter)
+    """Subscribed topic strings (for prefix and pattern matching)."""
+    _patterns: Counter[str] = field(default_factory=Counter)
+    """Produced and subscribed topics holding ``*``."""
     _json: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-file JSON, built on first :meth:`to_json` and dropped when the file changes."""
 
@@ -92,6 +110,12 @@ class FlowIndex:
     def producers(self, channel: Channel, limit: int = 10) -> list[ProducerSite]:
         """Up to ``limit`` producer sites of ``channel``, by path then line."""
         out: list[ProducerSite] = []
+        if channel.kind is ChannelKind.TOPIC:
+            for name in self._names_of_value.get(channel.name, ()):
+                for path in sorted(self._ref_files.get(name, ())):
+                    flows = self.files[path]
+                    for function, line in flows.emit_refs.get(name, ()):
+                        out.append(ProducerSite(path, flows.module, function, line))
         for path in sorted(self._producer_files.get(channel, ())):
             flows = self.files[path]
             table = (
@@ -105,7 +129,11 @@ class FlowIndex:
 
     def producer_count(self, channel: Channel) -> int:
         """Number of files producing ``channel``."""
-        return self._produced[channel]
+        count = len(self._producer_files.get(channel, ()))
+        if channel.kind is ChannelKind.TOPIC:
+            for name in self._names_of_value.get(channel.name, ()):
+                count += len(self._ref_files.get(name, ()))
+        return count
 
     # -- updates -------------------------------------------------------------------------
     def update(self, path: str, flows: FileFlows) -> OrphanDelta:
@@ -130,6 +158,8 @@ class FlowIndex:
             if flows is not None:
                 _touched_by(flows, touched, attrs)
                 refs.update(flows.topic_refs)
+        modules_before = len(self._modules)
+        subs_before = set(self._subs)
         before = {a: self._attr_state(a) for a in attrs}
         refs_before = {r: self._topic_refs[r] > 0 for r in refs}
         self._json.pop(path, None)
@@ -139,6 +169,16 @@ class FlowIndex:
         if new is not None:
             self._count(path, new, +1)
             self.files[path] = new
+        if len(self._modules) != modules_before:
+            touched.update(self._guarded)
+        for sub in subs_before.symmetric_difference(self._subs):
+            touched.update(self._matching(sub))
+        for flows in (old, new):
+            if flows is not None:
+                for name in flows.emit_refs:
+                    touched.update(
+                        Channel(ChannelKind.TOPIC, v) for v in self._values_of_name.get(name, ())
+                    )
         for attr, state in before.items():
             if self._attr_state(attr) != state:
                 touched.update(
@@ -155,10 +195,35 @@ class FlowIndex:
         return (self._loose[attr] > 0, self._exact_by_attr[attr] > 0)
 
     def _count(self, path: str, flows: FileFlows, sign: int) -> None:
+        _bump(self._modules, flows.module, sign)
         for name in flows.topics_produced:
-            self._count_producer(Channel(ChannelKind.TOPIC, name), path, sign)
+            channel = Channel(ChannelKind.TOPIC, name)
+            guard = flows.topic_guards.get(name)
+            self._count_producer(channel, path, sign, counted=guard is None)
+            if guard is not None:
+                table = self._guarded.setdefault(channel, {})
+                if sign > 0:
+                    table[path] = guard
+                else:
+                    table.pop(path, None)
+                    if not table:
+                        del self._guarded[channel]
+            if "*" in name:
+                _bump(self._patterns, name, sign)
         for name in flows.topics_consumed:
             _bump(self._consumed, Channel(ChannelKind.TOPIC, name), sign)
+            _bump(self._subs, name, sign)
+            if "*" in name:
+                _bump(self._patterns, name, sign)
+        for name in flows.emit_refs:
+            _bump(self._emit_refs, name, sign)
+            files = self._ref_files.setdefault(name, set())
+            if sign > 0:
+                files.add(path)
+            else:
+                files.discard(path)
+                if not files:
+                    del self._ref_files[name]
         for name in flows.attrs_produced:
             self._count_producer(Channel(ChannelKind.ATTRIBUTE, name), path, sign)
         for name in flows.attrs_consumed:
@@ -174,8 +239,11 @@ class FlowIndex:
             _bump_nested(self._names_of_value, value, name, sign)
             _bump_nested(self._values_of_name, name, value, sign)
 
-    def _count_producer(self, channel: Channel, path: str, sign: int) -> None:
-        _bump(self._produced, channel, sign)
+    def _count_producer(
+        self, channel: Channel, path: str, sign: int, *, counted: bool = True
+    ) -> None:
+        if counted:
+            _bump(self._produced, channel, sign)
         files = self._producer_files.setdefault(channel, set())
         if sign > 0:
             files.add(path)
@@ -194,15 +262,58 @@ class FlowIndex:
                 del self._by_attr[attr]
 
     def _is_orphan(self, channel: Channel) -> bool:
+        if channel.kind is ChannelKind.TOPIC:
+            return self._topic_orphan(channel)
         if self._produced[channel] <= 0 or self._consumed[channel] > 0:
             return False
-        if channel.kind is ChannelKind.TOPIC:
-            names = self._names_of_value.get(channel.name, ())
-            return not any(self._topic_refs[n] > 0 for n in names)
         attr = attribute_of(channel.name)
         if self._loose[attr] > 0:
             return False
         return not (self._inherited[channel.name] > 0 and self._exact_by_attr[attr] > 0)
+
+    def _topic_orphan(self, channel: Channel) -> bool:
+        name = channel.name
+        names = self._names_of_value.get(name, {})
+        produced = self._produced[channel] > 0
+        produced = produced or any(
+            self._in_tree(g) for guards in self._guarded.get(channel, {}).values() for g in guards
+        )
+        produced = produced or any(
+            self._emit_refs[n] > 0 and len(self._values_of_name.get(n, ())) == 1 for n in names
+        )
+        if not produced or self._consumed[channel] > 0:
+            return False
+        if any(self._topic_refs[n] > 0 for n in names):
+            return False
+        if self.prefix_match and any(name[:i] in self._subs for i in range(1, len(name))):
+            return False
+        return not any(
+            p != name and (fnmatchcase(name, p) or ("*" in name and fnmatchcase(p, name)))
+            for p in self._patterns
+        ) and not ("*" in name and any(fnmatchcase(s, name) for s in self._subs))
+
+    def _in_tree(self, dotted: str) -> bool:
+        """Whether an import source names a module of the tree (relative imports do)."""
+        if dotted.startswith("."):
+            return True
+        parts = dotted.split(".")
+        return any(
+            ".".join(parts[i:j]) in self._modules
+            for i in range(len(parts))
+            for j in range(i + 1, len(parts) + 1)
+        )
+
+    def _matching(self, sub: str) -> set[Channel]:
+        """Produced topic channels a subscription to ``sub`` may newly match or unmatch."""
+        out: set[Channel] = set()
+        for channel in (*self._producer_files, *self._guarded):
+            if channel.kind is ChannelKind.TOPIC and (
+                channel.name.startswith(sub) or "*" in sub or "*" in channel.name
+            ):
+                out.add(channel)
+        for name in self._emit_refs:
+            out.update(Channel(ChannelKind.TOPIC, v) for v in self._values_of_name.get(name, ()))
+        return out
 
     def _reevaluate(self, channels: set[Channel]) -> OrphanDelta:
         appeared: list[Channel] = []
@@ -228,9 +339,9 @@ class FlowIndex:
         return {"format": INDEX_FORMAT, "files": dict(cache)}
 
     @classmethod
-    def from_json(cls, data: Any) -> tuple[FlowIndex, list[str]]:
+    def from_json(cls, data: Any, prefix_match: bool = True) -> tuple[FlowIndex, list[str]]:
         """Rebuild an index; malformed file entries are skipped and their paths returned."""
-        index = cls()
+        index = cls(prefix_match=prefix_match)
         skipped: list[str] = []
         if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:
             return index, skipped

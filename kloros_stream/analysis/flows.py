@@ -3,13 +3,16 @@
 Pure: an AST (or source bytes) in, a :class:`FileFlows` out; no I/O, nothing imported
 or executed. Two kinds of channel:
 
-- **topics**: bus topics named by a string literal. ``emit("X")``, ``emit(signal="X")``,
-  ``publish("X")`` produce; ``ChemSub("X")``, ``UMNSub("X")``, ``subscribe("X")`` consume
-  (the call names come from the config; a call is matched by its last name, so
-  ``self.bus.emit`` counts). A topic may be an UPPER_CASE module-level string constant of
-  the same file (``emit(CAPABILITY_GAP)``); a subscription through a name that does not
-  resolve here (``ChemSub(signals.CAPABILITY_GAP)``) is kept as a reference, and consumes
-  the value of every module-level constant of that name in the tree.
+- **topics**: bus topics. A call is a publish or a subscription by what it is (see
+  :mod:`.flow_calls`: configured names, ``*Sub``/``*Subscriber`` classes, wrappers that
+  pass a parameter on as the topic; a local function that only shares the name ``emit``
+  is not one; a toolkit widget's own ``emit`` is not one). Its topic is whatever the code
+  makes plain (see :mod:`.flow_values`: literals, variables, loops over literal tables,
+  table lookups, f-strings, module and class constants, ``Enum`` members); an f-string
+  with unknown parts is a pattern (``job_state:*``); a name that does not resolve here is
+  a reference to a constant of another module. A comparison of a message's signal field
+  with literals (``msg.get("signal") == "X"``, a history replay) consumes them, except
+  in tests.
 - **attributes**: queue-like attributes keyed ``module.Class.attribute``, so two classes
   with ``self.buffer`` never collide. Producers: ``append``/``appendleft``/``extend``/
   ``extendleft``/``insert``/``put``/``put_nowait``/``add``/``update``, item assignment
@@ -27,103 +30,30 @@ Conservative rules, because a false "orphaned queue" costs more than a missed on
   inherited), and a channel produced in such a class is consumed by a read of its
   attribute in any class (``inherited``);
 - configuration is not a queue: an attribute only ever assigned literals (``self.words =
-  ["kloros"]``, ``[]``, constants) and never mutated has no producer.
+  ["kloros"]``, ``[]``, constants) and never mutated has no producer;
+- only an attribute the class initialises as a collection (a display, a comprehension,
+  ``deque()``/``Queue()``/``defaultdict()``..., ``field(default_factory=list)``, a
+  collection annotation) is a queue: ``self.client.add(x)`` on a client object is not.
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import flow_values as fv
+from .flow_model import MAX_SITES, FileFlows, FlowConfig, Site, attribute_of
+from .flow_module import ModuleInfo, scan_module
+from .flow_topics import TopicRules, is_test_module
 from .pysource import parse_module
 
 PRODUCE_METHODS = frozenset(
     {"append", "appendleft", "extend", "extendleft", "insert", "put", "put_nowait", "add", "update"}
 )
 NEUTRAL_METHODS = frozenset({"clear", "sort", "reverse"})
-TOPIC_KEYWORDS = ("signal", "topic", "channel", "subject")
-SUBSCRIBE_KEYWORDS = (*TOPIC_KEYWORDS, "signals", "topics", "channels")
 TRIVIAL_BASES = frozenset({"object", "ABC", "Generic", "Protocol"})
-MAX_SITES = 20
-"""Producer sites kept per channel per file."""
-
-Site = tuple[str, int]
-"""(function qualname within the module, or ``<module>``; line)."""
-
-
-@dataclass(frozen=True, slots=True)
-class FlowConfig:
-    """Call names that produce and consume bus topics."""
-
-    emit_calls: frozenset[str] = frozenset({"emit", "publish"})
-    subscribe_calls: frozenset[str] = frozenset({"ChemSub", "UMNSub", "subscribe"})
-
-    @classmethod
-    def of(cls, emit_calls: Iterable[str], subscribe_calls: Iterable[str]) -> FlowConfig:
-        return cls(frozenset(emit_calls), frozenset(subscribe_calls))
-
-    @classmethod
-    def from_section(cls, section: Any) -> FlowConfig:
-        """From an ``[monitors.integration]`` section (anything with its attributes)."""
-        return cls.of(section.emit_calls, section.subscribe_calls)
-
-
-@dataclass(frozen=True, slots=True)
-class FileFlows:
-    """The flows of one file. Channels are bus topics or ``module.Class.attribute``."""
-
-    module: str
-    topics_produced: dict[str, tuple[Site, ...]] = field(default_factory=dict)
-    topics_consumed: frozenset[str] = frozenset()
-    attrs_produced: dict[str, tuple[Site, ...]] = field(default_factory=dict)
-    attrs_consumed: frozenset[str] = frozenset()
-    loose_consumed: frozenset[str] = frozenset()
-    """Attribute names read through an owner that could not be resolved."""
-    inherited: frozenset[str] = frozenset()
-    """Produced attribute channels whose class has real base classes."""
-    constants: dict[str, str] = field(default_factory=dict)
-    """UPPER_CASE module-level string constants (possible topic names)."""
-    topic_refs: frozenset[str] = frozenset()
-    """Names passed to a subscribe call that do not resolve in this file."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "module": self.module,
-            "topics_produced": {k: [list(s) for s in v] for k, v in self.topics_produced.items()},
-            "topics_consumed": sorted(self.topics_consumed),
-            "attrs_produced": {k: [list(s) for s in v] for k, v in self.attrs_produced.items()},
-            "attrs_consumed": sorted(self.attrs_consumed),
-            "loose_consumed": sorted(self.loose_consumed),
-            "inherited": sorted(self.inherited),
-            "constants": dict(self.constants),
-            "topic_refs": sorted(self.topic_refs),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FileFlows:
-        """Inverse of :meth:`to_json`; raises KeyError/TypeError/ValueError if malformed."""
-
-        def sites(raw: dict[str, Any]) -> dict[str, tuple[Site, ...]]:
-            return {str(k): tuple((str(f), int(n)) for f, n in v) for k, v in raw.items()}
-
-        return cls(
-            module=str(data["module"]),
-            topics_produced=sites(data["topics_produced"]),
-            topics_consumed=frozenset(map(str, data["topics_consumed"])),
-            attrs_produced=sites(data["attrs_produced"]),
-            attrs_consumed=frozenset(map(str, data["attrs_consumed"])),
-            loose_consumed=frozenset(map(str, data["loose_consumed"])),
-            inherited=frozenset(map(str, data["inherited"])),
-            constants={str(k): str(v) for k, v in data["constants"].items()},
-            topic_refs=frozenset(map(str, data["topic_refs"])),
-        )
-
-
-def attribute_of(channel: str) -> str:
-    """``module.Class.attr`` -> ``attr``."""
-    return channel.rsplit(".", 1)[-1]
 
 
 def analyze_source(
@@ -148,6 +78,12 @@ class _Frame:
     """Local names bound to an enclosing class (``self``, ``cls``) -> class qualname."""
     derived: bool = False
     """A class with real base classes."""
+    env: dict[str, list[Any]] = field(default_factory=dict)
+    """Local names bound to literal values (assignments, loops over literal tables)."""
+    signal_vars: set[str] = field(default_factory=set)
+    """Local names holding a message's signal field (``s = msg.get("signal")``)."""
+    params: frozenset[str] = frozenset()
+    """Parameters of the function (a topic taken from one comes from the callers)."""
 
 
 _POP = object()
@@ -171,7 +107,7 @@ def _child_fields(cls: type) -> tuple[str, ...]:
     return fields
 
 
-class _Analyzer:
+class _Analyzer(TopicRules):
     """A lean, iterative AST walk: type-keyed dispatch and an explicit stack, so it costs
     a fraction of the parse and no nesting depth the parser accepts can exhaust the
     interpreter's recursion limit. Nodes are handled parent first, in source order."""
@@ -192,9 +128,27 @@ class _Analyzer:
         self.loose: set[str] = set()
         self.inherited: set[str] = set()
         self.stack: list[Any] = []
+        self.info = ModuleInfo()
+        self.is_test = is_test_module(module)
+        """Comparisons in tests check what was published; they consume nothing."""
+        self.emit_refs: dict[str, list[Site]] = {}
+        self.guards: dict[str, set[str]] = {}
+        self.unguarded: set[str] = set()
 
     def run(self, tree: ast.Module) -> None:
-        self.constants = _string_constants(tree)
+        self.info = scan_module(
+            tree,
+            self.config.emit_calls,
+            self.config.subscribe_calls,
+            self.config.subscriber_suffixes,
+        )
+        self.constants = {
+            k: v for k, v in self.info.constants.items() if isinstance(v, str) and k.isupper()
+        }
+        for cname, cinfo in self.info.classes.items():
+            for key, value in cinfo.constants.items():
+                if isinstance(value, str) and key.isupper():
+                    self.constants[f"{cname}.{key}"] = value
         classes = [s for s in tree.body if isinstance(s, ast.ClassDef)]
         self.module_classes = {c.name for c in classes}
         self.derived = {c.name for c in classes if _is_derived(c)}
@@ -225,6 +179,10 @@ class _Analyzer:
             inherited=frozenset(self.inherited),
             constants=self.constants,
             topic_refs=frozenset(self.topic_refs),
+            emit_refs={k: tuple(v) for k, v in self.emit_refs.items()},
+            topic_guards={
+                t: tuple(sorted(g)) for t, g in self.guards.items() if t not in self.unguarded
+            },
         )
 
     # -- scopes --------------------------------------------------------------------------
@@ -272,7 +230,7 @@ class _Analyzer:
         bindings = {k: v for k, v in outer.bindings.items() if k not in all_params}
         if outer.is_class and params and not _is_staticmethod(node):
             bindings[params[0]] = self._qualname()
-        frame = _Frame(node.name, False, bindings)
+        frame = _Frame(node.name, False, bindings, params=frozenset(all_params))
         self._enter(frame, node.body, *node.decorator_list, node.args)
 
     def visit_Lambda(self, node: ast.Lambda) -> None:
@@ -296,9 +254,12 @@ class _Analyzer:
         return channel[len(self.module) + 1 : channel.rfind(".")]
 
     def _produce_attr(self, node: ast.Attribute, site_node: ast.AST) -> None:
-        channel, _attr, exact = self._resolve(node)
+        channel, attr, exact = self._resolve(node)
         if not exact:
             return
+        cls = self.info.classes.get(self._class_of(channel))
+        if cls is not None and attr in cls.assigned and attr not in cls.collections:
+            return  # only an attribute the code initialises as a collection is a queue
         sites = self.attrs_produced.setdefault(channel, [])
         if len(sites) < MAX_SITES:
             sites.append(self._site(site_node))
@@ -314,41 +275,10 @@ class _Analyzer:
         if self._class_of(channel) in self.derived:
             self.loose.add(attr)
 
-    # -- patterns ------------------------------------------------------------------------
-    def _topics(self, node: ast.Call, keywords: tuple[str, ...], *, subscribe: bool) -> list[str]:
-        """Topics named by the first positional argument or a topic keyword: string
-        literals, or constants of this module. For a subscription, a list of them, and
-        names that do not resolve here are kept as references."""
-        values: list[ast.expr] = [node.args[0]] if node.args else []
-        values += [k.value for k in node.keywords if k.arg in keywords]
-        if subscribe:
-            values = [
-                e
-                for v in values
-                for e in (v.elts if isinstance(v, ast.List | ast.Tuple | ast.Set) else [v])
-            ]
-        topics: list[str] = []
-        for value in values:
-            if isinstance(value, ast.Constant) and isinstance(value.value, str):
-                topics.append(value.value)
-            elif isinstance(value, ast.Name) and value.id in self.constants:
-                topics.append(self.constants[value.id])
-            elif subscribe and isinstance(value, ast.Name | ast.Attribute):
-                name = _call_name(value)
-                if name and name.isupper():
-                    self.topic_refs.add(name)
-        return [t for t in topics if t]
-
     def visit_Call(self, node: ast.Call) -> None:
-        name = _call_name(node.func)
-        if name in self.config.emit_calls:
-            for topic in self._topics(node, TOPIC_KEYWORDS, subscribe=False):
-                sites = self.topics_produced.setdefault(topic, [])
-                if len(sites) < MAX_SITES:
-                    sites.append(self._site(node))
-        if name in self.config.subscribe_calls:
-            self.topics_consumed.update(self._topics(node, SUBSCRIBE_KEYWORDS, subscribe=True))
+        self.bus_call(node)
         func = node.func
+        name = _call_name(func)
         if isinstance(func, ast.Attribute):
             self.handled.add(id(func))  # a method call is not a read of a data attribute
             target = func.value
@@ -376,6 +306,16 @@ class _Analyzer:
         self.children(node)
 
     def visit_Assign(self, node: ast.Assign) -> None:
+        frame = self.frames[-1]
+        if not frame.is_class:
+            vals = fv.values(node.value, self.lookup)
+            signal = self._is_signal_read(node.value)
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    if vals is not None:
+                        fv.bind(target, vals, frame.env)
+                    if signal:
+                        frame.signal_vars.add(target.id)
         if _is_runtime_collection(node.value):
             for target in node.targets:
                 if isinstance(target, ast.Attribute):
@@ -422,6 +362,13 @@ _HANDLERS: dict[type, Callable[[_Analyzer, Any], None]] = {
     ast.AnnAssign: _Analyzer.visit_AnnAssign,
     ast.AugAssign: _Analyzer.visit_AugAssign,
     ast.Attribute: _Analyzer.visit_Attribute,
+    ast.For: _Analyzer.visit_For,
+    ast.AsyncFor: _Analyzer.visit_For,
+    ast.ListComp: _Analyzer.visit_Comp,
+    ast.SetComp: _Analyzer.visit_Comp,
+    ast.GeneratorExp: _Analyzer.visit_Comp,
+    ast.DictComp: _Analyzer.visit_Comp,
+    ast.Compare: _Analyzer.visit_Compare,
     ast.Name: _Analyzer.visit_leaf,
     ast.Constant: _Analyzer.visit_leaf,
 }
@@ -448,23 +395,6 @@ def _is_derived(node: ast.ClassDef) -> bool:
 
 def _is_staticmethod(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     return any(_call_name(d) == "staticmethod" for d in node.decorator_list)
-
-
-def _string_constants(tree: ast.Module) -> dict[str, str]:
-    """``NAME = "value"`` at module level, UPPER_CASE names only."""
-    out: dict[str, str] = {}
-    for stmt in tree.body:
-        if isinstance(stmt, ast.Assign):
-            targets, value = stmt.targets, stmt.value
-        elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
-            targets, value = [stmt.target], stmt.value
-        else:
-            continue
-        if isinstance(value, ast.Constant) and isinstance(value.value, str):
-            for target in targets:
-                if isinstance(target, ast.Name) and target.id.isupper():
-                    out[target.id] = value.value
-    return out
 
 
 def _is_collection(node: ast.expr) -> bool:
@@ -505,3 +435,6 @@ def _is_literal(node: ast.expr | None) -> bool:
         return False
     name = _call_name(node) if isinstance(node, ast.Name | ast.Attribute) else None
     return bool(name) and name.isupper()
+
+
+__all__ = ["MAX_SITES", "FileFlows", "FlowConfig", "Site", "analyze_source", "attribute_of"]

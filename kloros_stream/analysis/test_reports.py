@@ -152,8 +152,12 @@ def parse_pytest_json(data: bytes) -> ParsedReport:
             longrepr = raw.get("longrepr")
             text = longrepr if isinstance(longrepr, str) else None
             report.collection_errors.append(
-                CollectionError(nodeid, summarize_error(None, longrepr) or "",
-                                failure_cause(text), failure_detail(text))
+                CollectionError(
+                    nodeid,
+                    summarize_error(None, longrepr) or "",
+                    failure_cause(text),
+                    failure_detail(text),
+                )
             )
         else:
             report.collected.add(nodeid)
@@ -396,8 +400,13 @@ class FailureBook:
             elif case.passing:
                 self._pass(case.nodeid, case.outcome, at, source, changes)
         for err in report.collection_errors:
-            facts = {"kind": "collection", "outcome": "error", "error": err.error,
-                     "duration": None, **_cause_facts(err.cause, err.detail)}
+            facts = {
+                "kind": "collection",
+                "outcome": "error",
+                "error": err.error,
+                "duration": None,
+                **_cause_facts(err.cause, err.detail),
+            }
             self._fail(err.nodeid, facts, at, source, changes)
         for nodeid, entry in list(self.open.items()):
             if entry["kind"] == "collection" and nodeid in report.collected:

@@ -39,8 +39,10 @@ _LOCATION = re.compile(
     r"^(?P<path>[^\s:][^:]*?\.py):(?P<line>\d+):(?: in (?P<func>\S+)| (?P<rest>\S.*))?\s*$"
 )
 _E_LINE = re.compile(r"^E\s+(?P<text>.*)$")
-_EXC = re.compile(r"^(?P<type>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|"
-                  r"Failed|Iteration|Group))(?::\s*(?P<msg>.*))?$")
+_EXC = re.compile(
+    r"^(?P<type>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|"
+    r"Failed|Iteration|Group))(?::\s*(?P<msg>.*))?$"
+)
 _STATEMENT = re.compile(r"^>\s+(?P<code>\S.*)$")
 _TYPE_ONLY = re.compile(r"^[A-Za-z_][\w.]*$")
 
@@ -90,8 +92,9 @@ def failure_cause(longrepr: str | None, message: str | None = None) -> Cause | N
         in_app = [loc for loc in locations if is_in_app(loc[0])]
         path, line, _ = (in_app or locations)[-1]
         location = f"{path}:{line}"
-        return Cause(_digest("loc", exc_type, location), exc_type, location,
-                     f"{exc_type} at {location}")
+        return Cause(
+            _digest("loc", exc_type, location), exc_type, location, f"{exc_type} at {location}"
+        )
     if exc_msg and exc_type != "AssertionError":  # an assert's text says nothing of where
         key = normalize_message(exc_msg)
         return Cause(_digest("msg", exc_type, key), exc_type, "", f"{exc_type}: {exc_msg}")
@@ -229,9 +232,7 @@ class GapPlan:
         """Restore what was published; without saved rows every open failure stands alone
         (what an older version published)."""
         if not isinstance(rows, list):
-            self.published = {
-                f"test:{n}": PlannedGap(n, (n,), None) for n in open_failures
-            }
+            self.published = {f"test:{n}": PlannedGap(n, (n,), None) for n in open_failures}
             return
         members: dict[str, list[str]] = {}
         for nodeid, entry in open_failures.items():

@@ -142,8 +142,8 @@ class IntegrationMonitor(Monitor):
         assert isinstance(cfg, IntegrationMonitorConfig)
         self.cfg = cfg
         self.roots = [Path(os.path.abspath(r)) for r in cfg.roots]
-        self.flow_config = FlowConfig.of(cfg.emit_calls, cfg.subscribe_calls)
-        self.index = FlowIndex()
+        self.flow_config = FlowConfig.from_section(cfg)
+        self.index = FlowIndex(prefix_match=cfg.prefix_match)
         self.meta: dict[str, FileMeta] = {}
         self.announced_orphans: set[Channel] = set()
         self.announced_errors: dict[str, str] = {}
@@ -449,7 +449,7 @@ class IntegrationMonitor(Monitor):
         if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
             return
         try:
-            self.index, skipped = FlowIndex.from_json(data.get("index"))
+            self.index, skipped = FlowIndex.from_json(data.get("index"), self.cfg.prefix_match)
             for path, raw in (data.get("files") or {}).items():
                 meta = FileMeta.from_json(raw)
                 if meta.error is not None or path in self.index:
@@ -463,7 +463,7 @@ class IntegrationMonitor(Monitor):
             }
         except (KeyError, TypeError, ValueError, IndexError) as err:
             self.log.error("integration_checkpoint_invalid", error=str(err))
-            self.index, self.meta = FlowIndex(), {}
+            self.index, self.meta = FlowIndex(prefix_match=self.cfg.prefix_match), {}
             self.announced_orphans, self.announced_errors = set(), {}
             return
         for path in skipped:

@@ -33,7 +33,7 @@ def section(corpus: Corpus, tree: Path) -> IntegrationMonitorConfig:
 def index_tree(cfg: IntegrationMonitorConfig) -> tuple[FlowIndex, dict[str, int]]:
     """Analyse every file under ``cfg.roots``; the index and the corpus size."""
     config = FlowConfig.from_section(cfg)
-    index = FlowIndex()
+    index = FlowIndex(prefix_match=cfg.prefix_match)
     size = {"files": 0, "lines": 0, "unparsed": 0}
     for root in cfg.roots:
         for path in walk_files(root, cfg.exclude, lambda p: p.suffix == ".py"):

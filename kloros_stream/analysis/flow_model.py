@@ -1,0 +1,113 @@
+"""The result of the flow analysis of one file, and its settings.
+
+:class:`FileFlows` is plain data (JSON round trip for checkpoints); :class:`FlowConfig`
+the call names that make bus topics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_SITES = 20
+"""Producer sites kept per channel per file."""
+
+Site = tuple[str, int]
+"""(function qualname within the module, or ``<module>``; line)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlowConfig:
+    """Call names that produce and consume bus topics."""
+
+    emit_calls: frozenset[str] = frozenset({"emit", "publish"})
+    subscribe_calls: frozenset[str] = frozenset({"ChemSub", "UMNSub", "subscribe"})
+    subscriber_suffixes: tuple[str, ...] = ("Sub", "Subscriber")
+    """A class whose name ends so (``_ZmqSub``, ``EventSubscriber``) subscribes too."""
+
+    @classmethod
+    def of(
+        cls,
+        emit_calls: Iterable[str],
+        subscribe_calls: Iterable[str],
+        subscriber_suffixes: Iterable[str] = ("Sub", "Subscriber"),
+    ) -> FlowConfig:
+        return cls(frozenset(emit_calls), frozenset(subscribe_calls), tuple(subscriber_suffixes))
+
+    @classmethod
+    def from_section(cls, section: Any) -> FlowConfig:
+        """From an ``[monitors.integration]`` section (anything with its attributes)."""
+        return cls.of(
+            section.emit_calls,
+            section.subscribe_calls,
+            getattr(section, "subscriber_suffixes", ("Sub", "Subscriber")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FileFlows:
+    """The flows of one file. Channels are bus topics or ``module.Class.attribute``."""
+
+    module: str
+    topics_produced: dict[str, tuple[Site, ...]] = field(default_factory=dict)
+    topics_consumed: frozenset[str] = frozenset()
+    attrs_produced: dict[str, tuple[Site, ...]] = field(default_factory=dict)
+    attrs_consumed: frozenset[str] = frozenset()
+    loose_consumed: frozenset[str] = frozenset()
+    """Attribute names read through an owner that could not be resolved."""
+    inherited: frozenset[str] = frozenset()
+    """Produced attribute channels whose class has real base classes."""
+    constants: dict[str, str] = field(default_factory=dict)
+    """UPPER_CASE module-level string constants (possible topic names)."""
+    topic_refs: frozenset[str] = frozenset()
+    """Names passed to a subscribe call that do not resolve in this file."""
+    emit_refs: dict[str, tuple[Site, ...]] = field(default_factory=dict)
+    """Names (imported constants, ``Enum.MEMBER``) passed as the topic of a publish."""
+    topic_guards: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Topics published here only through a receiver built from an imported class: the
+    import sources; a publish only if one of them is a module of the tree (else it is a
+    framework's own signal, e.g. a GUI toolkit widget's ``emit``)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "module": self.module,
+            "topics_produced": {k: [list(s) for s in v] for k, v in self.topics_produced.items()},
+            "topics_consumed": sorted(self.topics_consumed),
+            "attrs_produced": {k: [list(s) for s in v] for k, v in self.attrs_produced.items()},
+            "attrs_consumed": sorted(self.attrs_consumed),
+            "loose_consumed": sorted(self.loose_consumed),
+            "inherited": sorted(self.inherited),
+            "constants": dict(self.constants),
+            "topic_refs": sorted(self.topic_refs),
+            "emit_refs": {k: [list(s) for s in v] for k, v in self.emit_refs.items()},
+            "topic_guards": {k: list(v) for k, v in self.topic_guards.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FileFlows:
+        """Inverse of :meth:`to_json`; raises KeyError/TypeError/ValueError if malformed."""
+
+        def sites(raw: dict[str, Any]) -> dict[str, tuple[Site, ...]]:
+            return {str(k): tuple((str(f), int(n)) for f, n in v) for k, v in raw.items()}
+
+        return cls(
+            module=str(data["module"]),
+            topics_produced=sites(data["topics_produced"]),
+            topics_consumed=frozenset(map(str, data["topics_consumed"])),
+            attrs_produced=sites(data["attrs_produced"]),
+            attrs_consumed=frozenset(map(str, data["attrs_consumed"])),
+            loose_consumed=frozenset(map(str, data["loose_consumed"])),
+            inherited=frozenset(map(str, data["inherited"])),
+            constants={str(k): str(v) for k, v in data["constants"].items()},
+            topic_refs=frozenset(map(str, data["topic_refs"])),
+            emit_refs=sites(data.get("emit_refs", {})),
+            topic_guards={
+                str(k): tuple(map(str, v)) for k, v in data.get("topic_guards", {}).items()
+            },
+        )
+
+
+def attribute_of(channel: str) -> str:
+    """``module.Class.attr`` -> ``attr``."""
+    return channel.rsplit(".", 1)[-1]

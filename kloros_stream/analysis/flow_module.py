@@ -1,0 +1,258 @@
+"""What one module declares that decides how its calls and attributes read.
+
+Pure, one pass over a parsed module before :mod:`.flows` walks it: constants (module and
+class level, ``Enum`` members and their ``.value``), imports, classes (bases, methods,
+what each ``self.x`` is built from), and the module's own functions, with the ones that
+pass a parameter on as the topic of a bus call (*wrappers*: calling one is a bus call).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import flow_values as fv
+
+COLLECTION_CALLS = frozenset(
+    {
+        "list", "dict", "set", "deque", "defaultdict", "OrderedDict", "Counter", "Queue",
+        "SimpleQueue", "LifoQueue", "PriorityQueue", "JoinableQueue", "WeakSet",
+        "WeakValueDictionary", "WeakKeyDictionary", "bytearray", "array",
+    }
+)  # fmt: skip
+"""Calls that build a collection: an attribute initialised by one is a possible queue."""
+ENUM_BASES = frozenset({"Enum", "StrEnum", "IntEnum", "Flag", "IntFlag"})
+
+
+@dataclass(slots=True)
+class ClassInfo:
+    name: str
+    bases: list[str]
+    """Dotted names of the bases as written (``Gtk.Box``, ``Observable``)."""
+    methods: set[str] = field(default_factory=set)
+    constants: dict[str, Any] = field(default_factory=dict)
+    built_from: dict[str, set[str]] = field(default_factory=dict)
+    """``self.x = Cls(...)`` -> x: {"Cls"} (the called name, dotted)."""
+    collections: set[str] = field(default_factory=set)
+    """Attributes initialised as a collection somewhere in the class."""
+    assigned: set[str] = field(default_factory=set)
+    """Attributes assigned anything somewhere in the class."""
+    enum: bool = False
+
+
+@dataclass(slots=True)
+class ModuleInfo:
+    constants: dict[str, Any] = field(default_factory=dict)
+    imports: dict[str, str] = field(default_factory=dict)
+    """Local name -> dotted source (``from a.b import C`` -> C: a.b.C; relative: ``.b.C``)."""
+    classes: dict[str, ClassInfo] = field(default_factory=dict)
+    functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = field(default_factory=dict)
+    """Module-level functions, and methods as ``Class.method``."""
+    wrappers: dict[str, Any] = field(default_factory=dict)
+    """Qualname -> :class:`~.flow_calls.Wrapper`."""
+    emit_calls: frozenset[str] = frozenset()
+    subscribe_calls: frozenset[str] = frozenset()
+    suffixes: tuple[str, ...] = ()
+    called: set[str] = field(default_factory=set)
+    """Wrappers called in this module (their topics come from those calls)."""
+
+    def lookup_constant(self, node: ast.expr, cls: str | None = None) -> list[Any] | None:
+        """A module constant, ``Cls.X``/``self.X`` (class constants, Enum members and
+        their ``.value``)."""
+        if isinstance(node, ast.Name):
+            if node.id in self.constants:
+                return [self.constants[node.id]]
+            return None
+        if not isinstance(node, ast.Attribute):
+            return None
+        if node.attr == "value" and isinstance(node.value, ast.Attribute):
+            return self.lookup_constant(node.value, cls)
+        owner = node.value
+        owner_cls = None
+        if isinstance(owner, ast.Name):
+            if owner.id in ("self", "cls") and cls is not None:
+                owner_cls = cls
+            elif owner.id in self.classes:
+                owner_cls = owner.id
+        info = self.classes.get(owner_cls or "")
+        if info is not None and node.attr in info.constants:
+            return [info.constants[node.attr]]
+        return None
+
+
+def scan_module(
+    tree: ast.Module,
+    emit_calls: frozenset[str],
+    sub_calls: frozenset[str],
+    suffixes: tuple[str, ...] = (),
+) -> ModuleInfo:
+    """One depth-first pass (the enclosing class and function of each node known)."""
+    from .flow_calls import find_wrapper  # flow_calls needs ModuleInfo: imported here
+
+    info = ModuleInfo(emit_calls=emit_calls, subscribe_calls=sub_calls, suffixes=suffixes)
+    lookup = info.lookup_constant
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ClassDef):
+            info.classes[stmt.name] = _scan_class(stmt, lookup)
+        elif not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+            _constant(stmt, info.constants, lookup)
+    calls: dict[str, list[ast.Call]] = {}
+    stack: list[tuple[ast.AST, str | None, str | None, bool]] = [(tree, None, None, False)]
+    # (node, top-level class, enclosing function qualname, node is a class body item)
+    while stack:
+        node, cls, fn, in_class = stack.pop()
+        kind = type(node)
+        if kind is ast.Call:
+            calls.setdefault(fn or "", []).append(node)  # type: ignore[arg-type]
+        elif kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
+            name = node.name  # type: ignore[attr-defined]
+            fn = f"{cls}.{name}" if in_class and cls else name
+            if fn not in info.functions:
+                info.functions[fn] = node  # type: ignore[assignment]
+            for child in ast.iter_child_nodes(node):
+                stack.append((child, cls, fn, False))
+            continue
+        elif kind is ast.ClassDef:
+            top = node.name if node in tree.body else cls  # type: ignore[attr-defined]
+            for child in ast.iter_child_nodes(node):
+                stack.append((child, top, fn, node in tree.body))
+            continue
+        elif kind is ast.Import:
+            for alias in node.names:  # type: ignore[attr-defined]
+                local = alias.asname or alias.name.split(".")[0]
+                info.imports[local] = alias.name if alias.asname else local
+        elif kind is ast.ImportFrom:
+            base = "." * node.level + (node.module or "")  # type: ignore[attr-defined]
+            for alias in node.names:  # type: ignore[attr-defined]
+                info.imports[alias.asname or alias.name] = f"{base}.{alias.name}"
+        elif (kind is ast.Assign or kind is ast.AnnAssign) and cls in info.classes:
+            _self_assign(node, info.classes[cls])  # type: ignore[arg-type]
+        for child in ast.iter_child_nodes(node):
+            stack.append((child, cls, fn, False))
+    for _ in range(3):  # wrappers of wrappers
+        changed = False
+        for qual, found_calls in calls.items():
+            if qual and qual not in info.wrappers:
+                found = find_wrapper(info.functions[qual], qual, found_calls, info)
+                if found is not None:
+                    info.wrappers[qual] = found
+                    changed = True
+        if not changed:
+            break
+    for qual, found_calls in calls.items():
+        cls = qual.split(".")[0] if "." in qual else None
+        for call in found_calls:
+            func = call.func
+            if isinstance(func, ast.Name) and func.id in info.wrappers:
+                info.called.add(func.id)
+            elif (
+                isinstance(func, ast.Attribute)
+                and isinstance(func.value, ast.Name)
+                and func.value.id in ("self", "cls")
+                and f"{cls}.{func.attr}" in info.wrappers
+            ):
+                info.called.add(f"{cls}.{func.attr}")
+    return info
+
+
+def _self_assign(node: ast.Assign | ast.AnnAssign, info: ClassInfo) -> None:
+    """``self.x = ...`` in a class: assigned, a collection, or built from a call."""
+    if isinstance(node, ast.Assign):
+        targets, value = node.targets, node.value
+    elif node.value is not None:
+        targets, value = [node.target], node.value
+    else:
+        return
+    for target in targets:
+        if (
+            isinstance(target, ast.Attribute)
+            and isinstance(target.value, ast.Name)
+            and target.value.id in ("self", "cls")
+        ):
+            info.assigned.add(target.attr)
+            if _is_collection_value(value):
+                info.collections.add(target.attr)
+            elif isinstance(value, ast.Call):
+                name = _dotted(value.func)
+                if name:
+                    info.built_from.setdefault(target.attr, set()).add(name)
+
+
+def _constant(stmt: ast.stmt, out: dict[str, Any], lookup: fv.Lookup) -> None:
+    if isinstance(stmt, ast.Assign):
+        targets, value = stmt.targets, stmt.value
+    elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+        targets, value = [stmt.target], stmt.value
+    else:
+        return
+    vals = fv.values(value, lookup)
+    if vals is None or len(vals) != 1:
+        return
+    for target in targets:
+        if isinstance(target, ast.Name):
+            out[target.id] = vals[0]
+
+
+def _scan_class(node: ast.ClassDef, lookup: Any) -> ClassInfo:
+    bases = [b for b in (_dotted(b) for b in node.bases) if b]
+    info = ClassInfo(node.name, bases, enum=any(b.rsplit(".", 1)[-1] in ENUM_BASES for b in bases))
+    for stmt in node.body:
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+            info.methods.add(stmt.name)
+        else:
+            _constant(stmt, info.constants, lambda n: lookup(n, node.name))
+            target = stmt.target if isinstance(stmt, ast.AnnAssign) else None
+            if isinstance(target, ast.Name) and _is_collection_annotation(stmt):
+                info.collections.add(target.id)
+                info.assigned.add(target.id)
+    if info.enum:
+        for name, value in list(info.constants.items()):
+            if not isinstance(value, str):
+                del info.constants[name]
+    return info
+
+
+def _is_collection_annotation(stmt: ast.AnnAssign) -> bool:
+    ann = stmt.annotation
+    base = ann.value if isinstance(ann, ast.Subscript) else ann
+    name = (_dotted(base) or "").rsplit(".", 1)[-1].lower()
+    return name in {"list", "dict", "set", "deque", "defaultdict", "queue", "counter"} or (
+        stmt.value is not None and _is_collection_value(stmt.value)
+    )
+
+
+def _is_collection_value(node: ast.expr) -> bool:
+    if isinstance(node, ast.List | ast.Dict | ast.Set | ast.ListComp | ast.DictComp | ast.SetComp):
+        return True
+    if isinstance(node, ast.Call):
+        name = (_dotted(node.func) or "").rsplit(".", 1)[-1]
+        if name in COLLECTION_CALLS:
+            return True
+        if name == "field":  # dataclasses.field(default_factory=list)
+            return any(
+                k.arg == "default_factory" and _is_collection_factory(k.value)
+                for k in node.keywords
+            )
+    if isinstance(node, ast.BoolOp):  # x or []
+        return any(_is_collection_value(v) for v in node.values)
+    return False
+
+
+def _is_collection_factory(node: ast.expr) -> bool:
+    if isinstance(node, ast.Lambda):
+        return _is_collection_value(node.body)
+    return (_dotted(node) or "").rsplit(".", 1)[-1] in COLLECTION_CALLS
+
+
+def _dotted(node: ast.expr) -> str | None:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Subscript):
+        return _dotted(node.value)
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return ".".join(reversed(parts))

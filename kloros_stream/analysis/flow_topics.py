@@ -1,0 +1,178 @@
+"""Topic rules of the flow analysis: values the code makes plain, bus calls, history reads.
+
+A mixin of :class:`~.flows._Analyzer` (which holds the scopes, the module facts and the
+results): the bus half of the walk, kept apart from the attribute (queue) half.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+from . import flow_values as fv
+from .flow_calls import call_kind, receiver_guard, topic_arg, wrapper_template
+from .flow_model import MAX_SITES
+
+SIGNAL_FIELDS = ("signal", "topic", "channel", "subject")
+"""Message fields holding the topic (``msg.get("signal") == "X"`` consumes X)."""
+
+
+class TopicRules:
+    """Bus topics: produced, consumed, referenced through constants of other modules."""
+
+    frames: list[Any]
+    info: Any
+    is_test: bool
+    topics_produced: dict[str, list[Any]]
+    topics_consumed: set[str]
+    topic_refs: set[str]
+    emit_refs: dict[str, list[Any]]
+    guards: dict[str, set[str]]
+    unguarded: set[str]
+
+    def _site(self, node: ast.AST) -> Any:  # provided by the analyzer
+        raise NotImplementedError
+
+    def children(self, node: ast.AST) -> None:  # provided by the analyzer
+        raise NotImplementedError
+
+    def _top_class(self) -> str | None:
+        """The enclosing top-level class of this module, if any."""
+        for frame in self.frames[1:]:
+            return frame.name if frame.is_class and frame.name in self.info.classes else None
+        return None
+
+    def lookup(self, node: ast.expr) -> list[Any] | None:
+        """Literal values of a Name/Attribute: local bindings, then module/class constants."""
+        if isinstance(node, ast.Name):
+            for frame in reversed(self.frames):
+                if node.id in frame.env:
+                    return frame.env[node.id]
+        return self.info.lookup_constant(node, self._top_class())
+
+    def _bind(self, target: ast.expr, items: list[Any] | None) -> None:
+        if items:
+            fv.bind(target, items, self.frames[-1].env)
+
+    def _is_signal_read(self, node: ast.expr) -> bool:
+        """``msg.get("signal")``, ``msg["signal"]`` or a local name holding one."""
+        if isinstance(node, ast.Name):
+            return any(node.id in f.signal_vars for f in self.frames)
+        key = None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr == "get" and node.args:
+                key = node.args[0]
+        elif isinstance(node, ast.Subscript):
+            key = node.slice
+        return isinstance(key, ast.Constant) and key.value in SIGNAL_FIELDS
+
+    # -- patterns ------------------------------------------------------------------------
+    def _topic_values(self, arg: ast.expr | None, *, subscribe: bool, template: str) -> list[str]:
+        """Topics named by ``arg``; unresolved names become references, f-strings with
+        unknown parts topic patterns (``job_state:*``)."""
+        if arg is None:
+            return []
+        found = fv.strings(fv.values(arg, self.lookup), flatten=subscribe)
+        if not found:
+            elts = (
+                arg.elts if subscribe and isinstance(arg, ast.List | ast.Tuple | ast.Set) else [arg]
+            )
+            for elt in elts:
+                pattern = fv.pattern(elt)
+                if pattern is not None:
+                    found.append(pattern)
+                elif isinstance(elt, ast.Name | ast.Attribute):
+                    ref = _ref_name(elt)
+                    if ref:
+                        if subscribe:
+                            self.topic_refs.add(ref)
+                        elif template == "{}":
+                            sites = self.emit_refs.setdefault(ref, [])
+                            if len(sites) < MAX_SITES:
+                                sites.append(self._site(elt))
+        if template != "{}":
+            found = [template.format(t) for t in found]
+        return found
+
+    def bus_call(self, node: ast.Call) -> None:
+        """A publish or a subscription: record its topics."""
+        cls = self._top_class()
+        kind, index, keyword = call_kind(node, self.info, cls)
+        if kind is None:
+            return
+        template = wrapper_template(node, self.info, cls)
+        arg = topic_arg(node, index, keyword, kind)
+        if self._from_params(arg) and (
+            not isinstance(arg, ast.JoinedStr) or self._function_qual() in self.info.called
+        ):
+            arg = None  # a wrapper: its callers name the topic (an f-string: a pattern)
+        if kind != "emit":
+            self.topics_consumed.update(self._topic_values(arg, subscribe=True, template=template))
+            return
+        publish, guard = receiver_guard(self.info, cls, node.func)
+        if not publish:
+            return
+        for topic in self._topic_values(arg, subscribe=False, template=template):
+            sites = self.topics_produced.setdefault(topic, [])
+            if len(sites) < MAX_SITES:
+                sites.append(self._site(node))
+            if guard is None:
+                self.unguarded.add(topic)
+            else:
+                self.guards.setdefault(topic, set()).update(guard.split("|"))
+
+    def _function_qual(self) -> str:
+        frames = self.frames
+        if len(frames) == 3 and frames[1].is_class:
+            return f"{frames[1].name}.{frames[2].name}"
+        return frames[-1].name
+
+    def _from_params(self, arg: ast.expr | None) -> bool:
+        params = self.frames[-1].params
+        if not params or arg is None:
+            return False
+        if isinstance(arg, ast.JoinedStr):
+            names = [v.value for v in arg.values if isinstance(v, ast.FormattedValue)]
+        else:
+            names = [arg]
+        return any(isinstance(n, ast.Name) and n.id in params for n in names)
+
+    def visit_For(self, node: ast.For | ast.AsyncFor | ast.comprehension) -> None:
+        self._bind(node.target, fv.iter_values(node.iter, self.lookup))
+        self.children(node)
+
+    def visit_Comp(
+        self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp
+    ) -> None:
+        for gen in node.generators:  # bind the loop variables before the element is read
+            self._bind(gen.target, fv.iter_values(gen.iter, self.lookup))
+        self.children(node)
+
+    def visit_Compare(self, node: ast.Compare) -> None:
+        sides = [node.left, *node.comparators]
+        if not self.is_test and any(self._is_signal_read(e) for e in sides):
+            for expr in sides:
+                self.topics_consumed.update(fv.strings(fv.values(expr, self.lookup), flatten=True))
+        self.children(node)
+
+
+def is_test_module(module: str) -> bool:
+    parts = module.split(".")
+    return any(p in ("tests", "test", "conftest") or p.startswith("test_") for p in parts) or (
+        parts[-1].endswith("_test")
+    )
+
+
+def _ref_name(node: ast.expr) -> str | None:
+    """``X``, ``mod.X`` -> ``X``; ``Enum.MEMBER(.value)`` -> ``Enum.MEMBER``: a name that
+    may be a constant defined elsewhere in the tree (UPPER_CASE last part only)."""
+    if isinstance(node, ast.Attribute) and node.attr == "value":
+        node = node.value
+    if isinstance(node, ast.Name):
+        return node.id if node.id.isupper() else None
+    if isinstance(node, ast.Attribute) and node.attr.isupper():
+        owner = node.value
+        if isinstance(owner, ast.Name) and owner.id[:1].isupper() and not owner.id.isupper():
+            return f"{owner.id}.{node.attr}"
+        return node.attr
+    return None
