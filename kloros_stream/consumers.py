@@ -26,11 +26,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .core import lifecycle
+from .core.curiosity import log_transition
 from .core.lifecycle import ClaimRequest, LeaseRequest, NotFound, StatusRequest
 from .core.store import QuestionEntry, Selection
 from .models import CuriosityQuestion, QuestionStatus
 
 log = structlog.get_logger("kloros_stream.consumers")
+
+STATUS_EVENTS = {QuestionStatus.ANSWERED: "question_answered",
+                 QuestionStatus.BLOCKED: "question_blocked",
+                 QuestionStatus.READY: "question_released"}
+"""The transition log event of each status a consumer may set."""
 
 
 class QuestionStore(Protocol):
@@ -89,20 +95,23 @@ class ConsumerDesk:
             self.empty_claims += 1
             return None
         self.claims += 1
-        return self._commit(lifecycle.claim(best, req, now), now)
+        return self._commit(lifecycle.claim(best, req, now), now, event="question_claimed")
 
     def extend(self, qid: str, req: LeaseRequest, now: float | None = None
                ) -> CuriosityQuestion:
         now = time.time() if now is None else now
         self.expire_due(now)
-        return self._commit(lifecycle.extend(self._get(qid), req, now), now)
+        return self._commit(lifecycle.extend(self._get(qid), req, now), now,
+                            event="question_lease_extended")
 
     def set_status(self, qid: str, req: StatusRequest, now: float | None = None
                    ) -> CuriosityQuestion:
         now = time.time() if now is None else now
         self.expire_due(now)
         q = self._get(qid)
-        return self._commit(lifecycle.set_status(q, req, now), now, before=q)
+        event = STATUS_EVENTS.get(req.status, "question_changed")
+        return self._commit(lifecycle.set_status(q, req, now), now, before=q, event=event,
+                            consumer=req.consumer or lifecycle.holder(q))
 
     def expire_due(self, now: float) -> list[CuriosityQuestion]:
         """Put every question whose lease ran out back to ``ready``."""
@@ -115,7 +124,7 @@ class ConsumerDesk:
                 continue  # released, answered, extended or resolved meanwhile
             self.lease_expired += 1
             log.info("lease_expired", id=qid, consumer=lifecycle.holder(q))
-            out.append(self._commit(expired, now))
+            out.append(self._commit(expired, now, event=None))  # logged just above
         return out
 
     def _best_ready(self, req: ClaimRequest) -> CuriosityQuestion | None:
@@ -138,13 +147,16 @@ class ConsumerDesk:
         return q
 
     def _commit(self, q: CuriosityQuestion, now: float,
-                before: CuriosityQuestion | None = None) -> CuriosityQuestion:
+                before: CuriosityQuestion | None = None, *, event: str | None,
+                consumer: str = "") -> CuriosityQuestion:
         """Store and append the question; written to the OS before this returns (an
         OSError propagates: the line stays buffered for the next flush, unacknowledged)."""
         if q is before:
             return q  # the same request again: nothing to write
         self.store.put(q, now)
         self.transitions[q.status.value] += 1
+        if event is not None:
+            log_transition(event, q, consumer=lifecycle.holder(q) or consumer)
         self._track(q)
         self.on_change()
         self.sink.flush()

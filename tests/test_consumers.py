@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from kloros_stream.consumers import ConsumerDesk
 from kloros_stream.core import lifecycle
@@ -133,3 +134,28 @@ async def test_leases_read_back_from_the_feed_are_reaped(tmp_path: Path) -> None
                          what="lease expiry after restart")
     finally:
         await desk2.stop()
+
+
+def test_every_transition_logs_one_readable_event(tmp_path: Path) -> None:
+    """Opened, changed, claimed, answered, reopened, released, resolved: one log event each,
+    with the id, the gap and the priority."""
+    with structlog.testing.capture_logs() as logs:
+        desk, core, _ = seeded(tmp_path / "feed.jsonl", ["t::a"])
+        qid = next(iter(core.questions))
+        core.handle(sig("t::a", error="ValueError"), T0 + 1)  # new evidence
+        desk.claim(ClaimRequest("bot"), T0 + 2)
+        desk.set_status(qid, StatusRequest(QuestionStatus.ANSWERED, "fixed in abc123", "bot"),
+                        T0 + 3)
+        core.handle(sig("t::a", error="KeyError"), T0 + 4)  # evidence changed: reopened
+        desk.claim(ClaimRequest("bot"), T0 + 5)
+        desk.set_status(qid, StatusRequest(QuestionStatus.READY, "", "bot"), T0 + 6)
+        core.handle(sig("t::a", resolved=True), T0 + 7)
+    events = [e for e in logs if e["event"].startswith("question_")]
+    assert [e["event"] for e in events] == [
+        "question_opened", "question_changed", "question_claimed", "question_answered",
+        "question_reopened", "question_claimed", "question_released", "question_resolved"]
+    for e in events:
+        assert e["id"] == qid and e["gap_type"] == "test_failure" and e["gap_name"] == "t::a"
+        assert isinstance(e["priority"], float)
+    assert events[2]["consumer"] == "bot" and events[3]["status"] == "answered"
+    assert events[-1]["was"] == "ready"

@@ -64,7 +64,7 @@ def test_ids_are_the_same_in_another_process_with_another_hash_seed() -> None:
         "import json, sys\n"
         "c = CuriosityCore()\n"
         "q = c.handle(Signal(ecosystem='e', monitor='m', facts=json.loads(sys.argv[1])), 1.0)\n"
-        "print(q.id, q.evidence_hash)\n"
+        "print('RESULT', q.id, q.evidence_hash)\n"
     )
     facts = {"gap_type": "test_failure", "gap_name": TEST_NAME, "gap_category": "quality",
              "gap_reason": "r"}
@@ -73,8 +73,9 @@ def test_ids_are_the_same_in_another_process_with_another_hash_seed() -> None:
         out = subprocess.run(
             [sys.executable, "-c", code, json.dumps(facts)], capture_output=True, text=True,
             check=True, timeout=60, env={**os.environ, "PYTHONHASHSEED": seed},
-        ).stdout.split()
-        assert out == [EXPECTED_TEST_ID, expected.evidence_hash]
+        ).stdout
+        result = next(line for line in out.splitlines() if line.startswith("RESULT "))
+        assert result.split()[1:] == [EXPECTED_TEST_ID, expected.evidence_hash]
 
 
 def test_evidence_hash_is_deterministic_and_order_sensitive() -> None:

@@ -47,6 +47,16 @@ log = structlog.get_logger("kloros_stream.core")
 MAX_FACT_CHARS = 2000
 
 
+def log_transition(event: str, q: CuriosityQuestion, **extra: Any) -> None:
+    """One readable log line per question transition (``question_opened``,
+    ``question_changed``, ``question_reopened``, ``question_resolved``, and the consumer
+    ones), with the id, the gap and the priority."""
+    meta = q.metadata
+    log.info(event, id=q.id, gap_type=meta.get("gap_type"), gap_name=meta.get("gap_name"),
+             monitor=meta.get("monitor"), status=q.status.value,
+             priority=round(q.priority, 3), **extra)
+
+
 def _compact_facts(facts: dict[str, Any]) -> dict[str, Any]:
     """Facts for the question's metadata, long strings clipped."""
     out: dict[str, Any] = {}
@@ -180,7 +190,9 @@ class CuriosityCore:
             return None
         existing = self.get(qid)
         if existing is None:
-            return self._write(self._new_question(qid, sig, draft, now), now)
+            q = self._write(self._new_question(qid, sig, draft, now), now)
+            log_transition("question_opened", q)
+            return q
         return self._repeat(existing, sig, draft, now)
 
     def _new_question(self, qid: str, sig: Signal, draft: Any, now: float) -> CuriosityQuestion:
@@ -248,7 +260,10 @@ class CuriosityCore:
             reopened = True
         if changed or reopened:
             update["updated_at"] = iso(now)
-            return self._write(q.model_copy(update=update), now)
+            written = self._write(q.model_copy(update=update), now)
+            log_transition("question_reopened" if reopened else "question_changed", written,
+                           evidence_changed=changed)
+            return written
         self._pending[q.id] = q.model_copy(update=update)
         return None
 
@@ -266,11 +281,13 @@ class CuriosityCore:
         metadata = {k: v for k, v in q.metadata.items() if k != "claim"}
         metadata |= {"resolved_at": iso(sig.observed_at),
                      "resolution": sig.facts.get("gap_reason", "")}
-        return self._write(
+        written = self._write(
             q.model_copy(update={"status": QuestionStatus.RESOLVED, "updated_at": iso(now),
                                  "metadata": metadata}),
             now,
         )
+        log_transition("question_resolved", written, was=q.status.value)
+        return written
 
     def put(self, q: CuriosityQuestion, now: float) -> CuriosityQuestion:
         """Adopt a question changed outside the signal path (a consumer transition): one
