@@ -109,17 +109,33 @@ def test_recovery_runs_one_resolves_on_first_heal() -> None:
     assert run(s, "x", "FH") == [Transition.FAILED, Transition.RECOVERED]
 
 
-def test_scenarios_are_bounded_lru() -> None:
+def test_healthy_scenarios_are_bounded_lru() -> None:
     s = stats(max_scenarios=3)
     for name in ("a", "b", "c"):
-        run(s, name, "F")
+        run(s, name, "H")
     run(s, "a", "H")  # a is now the most recently seen
-    run(s, "d", "F")
+    run(s, "d", "H")
     assert len(s) == 3 and s.evicted == 1
     assert s.get("b") is None and s.get("a") is not None
     for i in range(1000):
-        run(s, f"n{i}", "F")
+        run(s, f"n{i}", "H")
     assert len(s) == 3
+
+
+def test_open_scenarios_are_never_evicted() -> None:
+    """Fault 2: more distinct failing scenarios than ``max_scenarios`` are all kept (they
+    are the monitor's level); healthy ones make room, and a recovered one joins them."""
+    s = stats(max_scenarios=3, recovery_runs=1, recovery_rate=1.0)
+    for i in range(50):
+        run(s, f"f{i}", "F")
+    for i in range(10):
+        run(s, f"h{i}", "H")
+    assert len(s.open_scenarios()) == 50 and len(s) == 53
+    run(s, "f0", "H")  # recovers: now healthy, the most recent one
+    assert len(s) == 52 and s.get("f0") is not None and s.get("h7") is None
+    t = stats(max_scenarios=3, recovery_runs=1, recovery_rate=1.0)
+    t.load_json(orjson.loads(orjson.dumps(s.to_json())))
+    assert sorted(t.open_scenarios()) == sorted(s.open_scenarios()) and len(t) == 52
 
 
 def test_state_round_trip_through_json() -> None:
@@ -144,7 +160,7 @@ def test_restore_with_smaller_bounds_and_bad_rows() -> None:
     data["scenarios"].append("garbage")
     t = stats(max_scenarios=2, recovery_runs=2)
     t.load_json(data)
-    assert [n for n in "abcde" if t.get(n)] == ["d", "e"]
+    assert [n for n in "abcde" if t.get(n)] == list("abcde")  # open: all kept
     assert len(t.get("e").recent) == 2  # type: ignore[union-attr]
     assert stats().load_json({"version": 99}) == 0
     assert stats().load_json("nonsense") == 0

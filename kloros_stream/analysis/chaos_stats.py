@@ -11,10 +11,12 @@ An entry (one JSON line of the chaos history) is normalised by :func:`normalize_
 
 Entries without a boolean healed flag or a scenario are not healing results and are
 skipped. :class:`ChaosStats` keeps, per scenario, the totals, the failure count and the
-last ``recovery_runs`` results; at most ``max_scenarios`` scenarios (least recently seen
-evicted first). A failure opens the scenario's gap (every failure is reported again
-with fresh totals); an open gap is resolved once the window of the last
-``recovery_runs`` results is full and its healing rate is at least ``recovery_rate``.
+last ``recovery_runs`` results. Scenarios with an open gap are the monitor's level and
+are never evicted (a distinct failure is never forgotten unannounced); of the others at
+most ``max_scenarios`` are kept (least recently seen evicted first). A failure opens the
+scenario's gap (every failure is reported again with fresh totals); an open gap is
+resolved once the window of the last ``recovery_runs`` results is full and its healing
+rate is at least ``recovery_rate``.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ class ScenarioStats:
 
 
 class ChaosStats:
-    """Bounded per-scenario statistics with LRU eviction."""
+    """Per-scenario statistics: open ones all kept, healthy ones bounded (LRU)."""
 
     def __init__(self, *, max_scenarios: int, recovery_runs: int, recovery_rate: float) -> None:
         self.max_scenarios = max_scenarios
@@ -127,6 +129,8 @@ class ChaosStats:
         self.recovery_rate = recovery_rate
         self.evicted = 0
         self._scenarios: OrderedDict[str, ScenarioStats] = OrderedDict()
+        self._closed: OrderedDict[str, None] = OrderedDict()
+        """Names of the scenarios without an open gap, least recently seen first."""
 
     def __len__(self) -> int:
         return len(self._scenarios)
@@ -148,11 +152,20 @@ class ChaosStats:
             stats.failures += 1
             stats.last_error = entry.error or stats.last_error
             stats.open = True
+            self._closed.pop(entry.scenario, None)
             return Transition.FAILED
         if stats.open and self._recovered(stats):
             stats.open = False
+            self._closed[entry.scenario] = None
+            self._evict()
             return Transition.RECOVERED
         return None
+
+    def _evict(self) -> None:
+        while len(self._closed) > self.max_scenarios:
+            name, _ = self._closed.popitem(last=False)
+            del self._scenarios[name]
+            self.evicted += 1
 
     def _recovered(self, stats: ScenarioStats) -> bool:
         return len(stats.recent) >= self.recovery_runs and stats.recent_rate >= self.recovery_rate
@@ -162,11 +175,12 @@ class ChaosStats:
         if stats is None:
             stats = ScenarioStats(recent=deque(maxlen=self.recovery_runs))
             self._scenarios[scenario] = stats
-            while len(self._scenarios) > self.max_scenarios:
-                self._scenarios.popitem(last=False)
-                self.evicted += 1
+            self._closed[scenario] = None
+            self._evict()
         else:
             self._scenarios.move_to_end(scenario)
+            if scenario in self._closed:
+                self._closed.move_to_end(scenario)
         return stats
 
     # -- persistence ------------------------------------------------------------------------
@@ -212,8 +226,10 @@ class ChaosStats:
                 continue
             self._scenarios[str(name)] = stats
             self._scenarios.move_to_end(str(name))
+            self._closed.pop(str(name), None)
+            if not stats.open:
+                self._closed[str(name)] = None
             loaded += 1
-        while len(self._scenarios) > self.max_scenarios:
-            self._scenarios.popitem(last=False)
         self.evicted = int(data.get("evicted") or 0)
+        self._evict()
         return loaded

@@ -226,10 +226,13 @@ class Monitor(ABC):
 
     def level(self) -> set[GapKey] | None:
         """The gaps open now, or None if this monitor keeps no level (then nothing is
-        reconciled for it). Asked only after :meth:`MonitorContext.level_ready`."""
-        return None
+        reconciled for it). Asked only after :meth:`MonitorContext.level_ready`. By
+        default: the open gaps of the monitor's ``ledger`` (a GapLedger), if it has one."""
+        ledger = getattr(self, "ledger", None)
+        return ledger.level() if ledger is not None else None
 
     def reannounce(self, keys: Iterable[GapKey]) -> int:
         """Publish these open gaps of :meth:`level` again, with their current facts (their
         questions are missing or resolved). Returns how many were published."""
-        return 0
+        ledger = getattr(self, "ledger", None)
+        return ledger.reannounce(keys) if ledger is not None else 0

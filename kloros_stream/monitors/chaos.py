@@ -33,6 +33,7 @@ class ChaosMonitor(TailingMonitor):
     ecosystem: ClassVar[str] = "self_healing"
     state_checkpoint: ClassVar[str] = "stats"
     tail_checkpoint: ClassVar[str] = "history"
+    level_gap_type: ClassVar[str | None] = GAP_TYPE
 
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
@@ -73,7 +74,11 @@ class ChaosMonitor(TailingMonitor):
 
     def _publish(self, opened: bool, scenario: str, observed_at: float | None) -> None:
         stats = self.stats.get(scenario)
-        if stats is None:  # evicted meanwhile
+        if stats is None:  # healthy and evicted meanwhile: its resolution still goes out
+            if not opened:
+                self.ctx.resolve(gap_type=GAP_TYPE, gap_name=scenario, gap_category="resilience",
+                                 gap_reason="heals again", ecosystem=self.ecosystem,
+                                 observed_at=observed_at)
             return
         facts = stats.facts()
         if opened:

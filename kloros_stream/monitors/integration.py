@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,7 @@ class IntegrationMonitor(Monitor):
         # Saved after the debounce delay, not at once: the gaps just published reach the
         # feed first, so a kill -9 in between repeats them (deduplicated) but loses none.
         self.saver.mark()
+        self.ctx.level_ready()
         self.log.info(
             "integration_initial_scan",
             files=len(self.meta),
@@ -425,6 +427,26 @@ class IntegrationMonitor(Monitor):
                     path=path,
                 )
                 del self.announced_errors[path]
+
+    def level(self) -> set[tuple[str, str]]:
+        """Orphaned queues and syntax errors open now (announced and still seen)."""
+        return {("orphaned_queue", c.name) for c in self.announced_orphans} | {
+            ("syntax_error", name) for name in self.announced_errors.values()}
+
+    def reannounce(self, keys: Iterable[tuple[str, str]]) -> int:
+        wanted = set(keys)
+        count = 0
+        for channel in sorted(self.announced_orphans):
+            if ("orphaned_queue", channel.name) in wanted:
+                self._gap_orphan(channel, time.time())
+                count += 1
+        errors = [path for path, name in self.announced_errors.items()
+                  if ("syntax_error", name) in wanted]
+        for path in errors:
+            del self.announced_errors[path]
+            self._publish_errors({path}, time.time())
+            count += 1
+        return count
 
     def _relative(self, path: str) -> str:
         p = Path(path)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,9 @@ class GapLedger:
         self.ctx = ctx
         self.ecosystem = ecosystem
         self.open: dict[GapKey, Announced] = {}
+        self.published: dict[GapKey, dict[str, Any]] = {}
+        """What :meth:`set` published (or would have) per open gap: re-announced from
+        here when reconciliation finds its question missing."""
         self.previous: dict[GapKey, Announced] = self._load()
         self._dirty = False
         self._flushing: asyncio.Task[None] | None = None
@@ -108,6 +111,7 @@ class GapLedger:
         """
         digest = gap_digest(gap_category, gap_reason, facts, volatile)
         key = (gap_type, gap_name)
+        self.published[key] = {"gap_category": gap_category, "gap_reason": gap_reason, **facts}
         announced = self.open.get(key)
         if announced is None and key in self.previous:
             announced = self.open[key] = self.previous.pop(key)  # open before the restart
@@ -138,6 +142,7 @@ class GapLedger:
         """Resolve a gap if it is open (or was open before the restart); the resolution
         carries the category the gap was announced with."""
         key = (gap_type, gap_name)
+        self.published.pop(key, None)
         announced = self.open.pop(key, None)
         before = self.previous.pop(key, None)
         announced = announced or before
@@ -168,6 +173,24 @@ class GapLedger:
             self.clear(gap_type, gap_name, gap_reason=gap_reason)
         self.previous.clear()
         self.save()
+        self.ctx.level_ready()
+
+    def level(self) -> set[GapKey]:
+        """The gaps open now (those carried over by :meth:`keep` included)."""
+        return set(self.open) | set(self.previous)
+
+    def reannounce(self, keys: Iterable[GapKey]) -> int:
+        """Publish these open gaps again with the facts they were last set with (a gap
+        carried over unjudged has none yet: its next :meth:`set` publishes)."""
+        count = 0
+        for gap_type, gap_name in keys:
+            facts = self.published.get((gap_type, gap_name))
+            if facts is None:
+                continue
+            self.ctx.gap(gap_type=gap_type, gap_name=gap_name, ecosystem=self.ecosystem,
+                         **facts)
+            count += 1
+        return count
 
     def save(self) -> None:
         """Persist soon: the checkpoint (an fsynced file) is written in a thread at most

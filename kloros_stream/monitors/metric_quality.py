@@ -31,6 +31,7 @@ class MetricQualityMonitor(TailingMonitor):
     name: ClassVar[str] = "metric_quality"
     ecosystem: ClassVar[str] = "metacognition"
     state_checkpoint: ClassVar[str] = "reasons"
+    level_gap_type: ClassVar[str | None] = GAP_TYPE
     tail_checkpoint: ClassVar[str] = "experiments"
 
     def __init__(self, ctx: Any) -> None:

@@ -105,12 +105,14 @@ async def follow_and_flush(
     publish: Callable[[], Awaitable[None]],
     save: Callable[[], None],
     pending: Callable[[], int] = lambda: 0,
+    caught_up: Callable[[], None] = lambda: None,
 ) -> None:
     """Follow ``tailer``: ``account`` each batch; publish and save when due.
 
     Due: after a batch with little left to read (live data: at once), when no batch
     followed a backlog batch within ``IDLE_FLUSH_S``, every ``FLUSH_EVERY_S``, and when
-    ``pending()`` reaches ``PENDING_MAX``. A flush publishes (paced by the bus's room),
+    ``pending()`` reaches ``PENDING_MAX``. ``caught_up`` is called after each flush that
+    left nothing unread. A flush publishes (paced by the bus's room),
     waits until the consumer wrote the signals to the feed, then saves: ``save`` writes the
     monitor's state with the tailer's offset (one atomic write, :class:`EmbeddedCheckpoint`).
     The offset is the last accounted batch's as long as the tailer is parked (after a
@@ -119,6 +121,7 @@ async def follow_and_flush(
     """
     last_flush = time.monotonic()
     behind = False
+    idle_seen = False
 
     async def flush(step: asyncio.Future[TailBatch] | None) -> None:
         """``step``: the tailer's next batch being awaited (None: parked after a batch)."""
@@ -134,10 +137,13 @@ async def follow_and_flush(
             step = asyncio.ensure_future(anext(batches))
             batch: TailBatch | None = None
             try:
-                if behind:
+                if behind or not idle_seen:
                     done, _ = await asyncio.wait({step}, timeout=IDLE_FLUSH_S)
-                    if not done:
+                    if not done and behind:
                         await flush(step)
+                    elif not done:  # nothing to read at the start: caught up
+                        idle_seen = True
+                        caught_up()
                 batch = await step
             except StopAsyncIteration:
                 return
@@ -153,6 +159,8 @@ async def follow_and_flush(
             if (not behind or pending() >= PENDING_MAX
                     or time.monotonic() - last_flush >= FLUSH_EVERY_S):
                 await flush(None)
+                if not behind:
+                    caught_up()
 
 
 def _unread(tailer: FileTailer, offset: int) -> int:
@@ -187,6 +195,8 @@ class TailingMonitor(Monitor):
 
     state_checkpoint: ClassVar[str]
     tail_checkpoint: ClassVar[str]
+    level_gap_type: ClassVar[str | None] = None
+    """The gap type of :meth:`_open_names` (its level, reconciled with the feed)."""
     tail_store: EmbeddedCheckpoint
     tailer: FileTailer
 
@@ -194,6 +204,7 @@ class TailingMonitor(Monitor):
         super().__init__(ctx)
         self.pending = PendingChanges()
         self._dirty = False
+        self._level_known = False
 
     def _open_tail(self, path: Path, saved_tail: Any) -> None:
         """Set up the tailer of ``path``, resuming from ``saved_tail`` (the state's ``tail``)."""
@@ -211,9 +222,11 @@ class TailingMonitor(Monitor):
         if self.ctx.one_shot:
             await self._scan()
             return
+        if not os.path.exists(self.tailer.path):
+            self._level_ready()  # nothing to catch up on: the checkpointed state is the level
         try:
             await follow_and_flush(self.tailer, self.ctx, self._account, self._flush_pending,
-                                   self._save, lambda: len(self.pending))
+                                   self._save, lambda: len(self.pending), self._level_ready)
         finally:
             self._publish_pending()  # a stop: publish and save what is pending
             self._save()
@@ -232,6 +245,22 @@ class TailingMonitor(Monitor):
         for opened, name, observed_at in self.pending.drain():
             self._publish(opened, name, observed_at)
         self._update_details()
+
+    def _level_ready(self) -> None:
+        if not self._level_known:
+            self._level_known = True
+            self.ctx.level_ready()
+
+    def level(self) -> set[tuple[str, str]] | None:
+        if self.level_gap_type is None or not self._level_known:
+            return None
+        return {(self.level_gap_type, name) for name in self._open_names()}
+
+    def reannounce(self, keys: Iterable[tuple[str, str]]) -> int:
+        names = [name for _, name in keys]
+        for name in names:
+            self._publish(True, name, None)
+        return len(names)
 
     async def _flush_pending(self) -> None:
         await publish_paced(self.ctx, self.pending.drain(), lambda c: self._publish(*c))

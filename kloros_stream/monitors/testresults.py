@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -114,6 +115,7 @@ class TestResultsMonitor(Monitor):
             self.root, exclude=EXCLUDE, include=is_report, on_error=self._watch_error
         ) as watcher:
             await self._scan_existing()
+            self.ctx.level_ready()
             async for event in watcher:
                 await self._on_event(event)
 
@@ -280,6 +282,17 @@ class TestResultsMonitor(Monitor):
             observed_at=observed_at,
             **facts,
         )
+
+    def level(self) -> set[tuple[str, str]]:
+        """The test_failure gaps published and open now (single tests and groups)."""
+        return {("test_failure", gap.name) for gap in self.plan.published.values()}
+
+    def reannounce(self, keys: Iterable[tuple[str, str]]) -> int:
+        names = {name for _, name in keys}
+        gaps = [g for g in self.plan.published.values() if g.name in names]
+        for gap in gaps:
+            self._publish_gap(gap, None)
+        return len(gaps)
 
     def _publish_open(self) -> None:
         for gap in self.plan.published.values():
