@@ -105,6 +105,9 @@ class HttpConfig(Section):
     port: int = Field(default=8765, ge=0, le=65535)
     token_file: Path | None = None
     """If set, mutating endpoints need ``Authorization: Bearer <the file's content>``."""
+    idle_timeout_s: float = Field(default=15.0, gt=0)
+    """A connection that sends no complete request for this long (half-sent headers, or
+    idle between keep-alive requests) is closed."""
 
     @field_validator("token_file", mode="before")
     @classmethod

@@ -147,16 +147,28 @@ class Reconciler:
         level = monitor.level()
         if level is None:
             return None
-        # no await from here on: the level and the core are read and repaired at one moment
         todo = plan(level, self.core.open_entries(name), monitor.event_gap_types)
-        reannounced = monitor.reannounce(todo.reannounce) if todo.reannounce else 0
-        for entry in todo.resolve:
-            self.bus.publish(resolution(name, entry, self.core.get(entry.id)))
+        reannounced = resolved = 0
+        part = max(1, self.bus.maxsize // 4)
+        for start in range(0, max(len(todo.reannounce), len(todo.resolve)), part):
+            await self.bus.room()  # repairs are paced like any burst: none is dropped
+            if self.monitors().get(name) is not monitor:
+                break
+            # no await from here to the publish: the level is read again and only what
+            # still holds is repaired (the monitor's own signals meanwhile come first)
+            now = monitor.level() or set()
+            again = [k for k in todo.reannounce[start:start + part] if k in now]
+            reannounced += monitor.reannounce(again) if again else 0
+            cleaned = {(t, clean(n)) for t, n in now}
+            for entry in todo.resolve[start:start + part]:
+                if (entry.gap_type, entry.gap_name) not in cleaned:
+                    self.bus.publish(resolution(name, entry, self.core.get(entry.id)))
+                    resolved += 1
         self.totals["runs"] += 1
         self.totals["reannounced"] += reannounced
-        self.totals["resolved"] += len(todo.resolve)
-        event = "reconciled" if reannounced or todo.resolve else "reconciled_clean"
+        self.totals["resolved"] += resolved
+        event = "reconciled" if reannounced or resolved else "reconciled_clean"
         (log.warning if event == "reconciled" else log.info)(
             event, monitor=name, reasons=sorted(reasons), level=len(level),
-            reannounced=reannounced, resolved=len(todo.resolve))
+            reannounced=reannounced, resolved=resolved)
         return todo

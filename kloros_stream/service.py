@@ -191,7 +191,8 @@ class Service:
         except TokenFileError as err:
             raise StartupError(str(err)) from None
         # A client that goes away cancels its handler: a stream subscriber leaves at once.
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
+                                     keepalive_timeout=self.config.http.idle_timeout_s)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port)
         try:

@@ -3,10 +3,10 @@ endpoints, the stream and the live page come from :mod:`.http_consumers`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion10, web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
@@ -62,8 +62,17 @@ async def questions(request: web.Request) -> web.Response:
     return web.Response(body=body, headers=headers, content_type="application/json")
 
 
+@web.middleware
+async def http_1_only(request: web.Request, handler: Any) -> web.StreamResponse:
+    """HTTP/0.9 (no version, no headers) is refused: 400, and the connection closed."""
+    if request.version < HttpVersion10:
+        return web.Response(status=400, text="HTTP/1.0 or later required\n",
+                            headers={"Connection": "close"})
+    return await handler(request)
+
+
 def build_app(service: Service) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[http_1_only])
     app[SERVICE_KEY] = service
     add_consumer_routes(app, service)  # first: /questions/stream is no question id
     app.router.add_get("/health", health)
