@@ -4,7 +4,6 @@ tail (:mod:`.cli_consumers`)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import signal
@@ -29,6 +28,8 @@ EXIT_DEADLINE_S = 4.0
 
 def _run_loop(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     """Run a coroutine on uvloop when it is installed, else on the default asyncio loop."""
+    import asyncio  # here: the commands that need no loop start faster without it
+
     try:
         import uvloop
     except ImportError:

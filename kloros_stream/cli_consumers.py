@@ -22,7 +22,7 @@ from typing import IO, Any
 import orjson
 
 from .config import Config, ConfigError, load_config
-from .http_consumers import TokenFileError, load_token
+from .token import TokenFileError, load_token
 
 EXIT_OK, EXIT_REFUSED, EXIT_CONFIG = 0, 1, 2
 TIMEOUT_S = 10.0

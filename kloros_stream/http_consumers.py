@@ -27,6 +27,7 @@ from .core import lifecycle
 from .core.lifecycle import LifecycleError
 from .models import CuriosityQuestion
 from .stream import CLOSED, OVERFLOW, QuestionStream, Subscription
+from .token import MAX_TOKEN_BYTES, TokenFileError, load_token  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from .service import Service
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("kloros_stream.http")
 
 MAX_BODY_BYTES = 65_536
-MAX_TOKEN_BYTES = 4096
 STREAM_PING_S = 15.0
 STREAM_SEND_TIMEOUT_S = 30.0
 STATIC = Path(__file__).parent / "static"
@@ -44,23 +44,6 @@ TOKEN: web.AppKey[str | None] = web.AppKey("token")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class TokenFileError(ValueError):
-    """``[http] token_file`` cannot be used; the message says why (never the token)."""
-
-
-def load_token(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        raw = path.read_bytes()[: MAX_TOKEN_BYTES + 1]
-    except OSError as err:
-        raise TokenFileError(f"http.token_file: cannot read {path}: "
-                             f"{err.strerror or err}") from None
-    token = raw.decode("utf-8", "replace").strip()
-    if not token or len(raw) > MAX_TOKEN_BYTES or any(c.isspace() for c in token):
-        raise TokenFileError(f"http.token_file: {path} must hold one token (no spaces, "
-                             f"at most {MAX_TOKEN_BYTES} bytes)")
-    return token
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
