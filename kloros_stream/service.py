@@ -309,7 +309,7 @@ class Service:
             self._dirty.set()  # housekeeping: fsync, snapshot, deferred counters, retries
         if written or self._feed_failed:
             try:
-                self.store.flush()
+                self.store.flush(settle=False)
             except OSError:
                 self.feed_write_errors += 1
                 self._feed_failed = True
@@ -320,7 +320,10 @@ class Service:
             done = time.time()
             for observed in written:
                 self.latency.observe(max(0.0, done - observed))
-            self.store.commit()  # the index follows the feed, after the line is out
+            # Index the lines after their latency is taken; the index is committed by
+            # housekeeping (woken above) about once a second: a crash before that only
+            # leaves it behind the feed, which the next start reads on from.
+            self.store.settle()
         return len(batch)
 
     def _record_history(self, batch: list[Signal]) -> None:

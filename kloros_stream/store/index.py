@@ -152,19 +152,19 @@ class QuestionIndex:
         row = self.db.execute(f"SELECT {COLUMNS} FROM q WHERE id = ?", (qid,)).fetchone()
         return None if row is None else _row_entry(row)
 
-    def upsert(self, e: QuestionEntry) -> QuestionEntry | None:
+    def upsert(self, e: QuestionEntry) -> None:
         """Make ``e`` the question's latest line; the line it supersedes becomes garbage."""
-        old = self.get(e.id)
+        old = self.db.execute("SELECT len, gap_type, open, live FROM q WHERE id = ?",
+                              (e.id,)).fetchone()
         self._begin()
         if old is not None:
-            self.garbage += old.length
-            self._counts[(old.gap_type, old.is_open, old.live)] -= 1
+            self.garbage += old[0]
+            self._counts[(old[1], bool(old[2]), bool(old[3]))] -= 1
         self.db.execute(UPSERT, (e.id, e.status, e.priority, e.occurrences, e.created_at,
                                  e.updated_at, e.last_seen, e.evidence_hash, e.gap_type,
                                  e.gap_name, e.monitor, e.offset, e.length, int(e.live),
                                  int(e.is_open), _ts(e.updated_at)))
         self._counts[(e.gap_type, e.is_open, e.live)] += 1
-        return old
 
     def insert_new(self, entries: list[QuestionEntry]) -> None:
         """Rows for ids not yet in the index (a compaction's copy)."""

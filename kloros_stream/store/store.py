@@ -1,9 +1,11 @@
 """The durable question store: the JSONL feed (the one durable record) and its index.
 
-- ``put`` buffers the question's line in the feed and indexes it (uncommitted);
-  ``flush`` writes the lines (one ``write``), ``commit`` then commits the index together
-  with the feed position it now describes. A crash between the two leaves the index
-  behind the feed: the next start reads only the lines after its position.
+- ``put`` buffers the question's line in the feed (its entry is known at once);
+  ``flush`` writes the lines (one ``write``) and then indexes them (``settle``: kept
+  apart so the service records the signal -> line latency before the index work),
+  ``commit`` commits the index together with the feed position it now describes. A
+  crash before the commit leaves the index behind the feed: the next start reads only the
+  lines after its position.
 - ``open`` never reads the feed's history: it takes the newest index that matches the
   feed (inode, size, CRC of the bytes before its position) and reads what follows; with
   no matching index it rebuilds one from the whole feed (committed in chunks, so an
@@ -82,6 +84,10 @@ class FeedStore:
         self._inode = 0
         self._rfd = -1
         self._unflushed: dict[int, bytes] = {}
+        """Lines not yet written, by offset."""
+        self._unindexed: dict[str, QuestionEntry] = {}
+        """Entries of lines put but not yet indexed (written or not)."""
+        self._garbage = 0
         self._stop = threading.Event()
         self.compacting = False
         self._compaction_failed_at = float("-inf")
@@ -166,10 +172,10 @@ class FeedStore:
 
     # -- the QuestionStore interface -----------------------------------------------------
     def entry(self, qid: str) -> QuestionEntry | None:
-        return self.index.get(qid)
+        return self._unindexed.get(qid) or self.index.get(qid)
 
     def read(self, qid: str) -> CuriosityQuestion | None:
-        entry = self.index.get(qid)
+        entry = self.entry(qid)
         raw = None if entry is None else self.read_json(entry)
         if raw is None:
             return None
@@ -194,7 +200,10 @@ class FeedStore:
         offset = self.feed.end
         self.feed.append_line(line)
         self._unflushed[offset] = line
-        self.index.upsert(entry_of_question(q, offset, len(line)))
+        superseded = self._unindexed.get(q.id)
+        if superseded is not None:  # two lines for one id in one batch: the first is garbage
+            self._garbage += superseded.length
+        self._unindexed[q.id] = entry_of_question(q, offset, len(line))
 
     def select(self, sel: Selection) -> list[QuestionEntry]:
         return self.index.select(sel)
@@ -206,17 +215,32 @@ class FeedStore:
         return iter(self.index.ids())
 
     # -- writing ---------------------------------------------------------------------------
-    def flush(self) -> int:
-        """Write the buffered lines (raises OSError with the lines kept, see the feed)."""
+    def flush(self, *, settle: bool = True) -> int:
+        """Write the buffered lines (raises OSError with the lines kept, see the feed), then
+        index them unless ``settle`` is False (the caller then calls :meth:`settle`)."""
         written = self.feed.flush()
         if self.feed.end == self.feed.size:
             self._unflushed.clear()
+            if settle:
+                self.settle()
         return written
+
+    def settle(self) -> None:
+        """Index the lines written since the last call (in the open index transaction)."""
+        if self._unindexed and self.feed.end == self.feed.size:
+            for entry in self._unindexed.values():
+                self.index.upsert(entry)
+            self._unindexed.clear()
+            self.index.add_garbage(self._garbage)
+            self._garbage = 0
 
     def commit(self) -> None:
         """Commit the index with the feed position it describes (once the lines are
         written; while a write keeps failing the index waits with them)."""
-        if self.feed.end != self.feed.size or not self.index.in_txn:
+        if self.feed.end != self.feed.size:
+            return
+        self.settle()
+        if not self.index.in_txn:
             return
         self.index.commit(feed_end=str(self.feed.size), feed_inode=str(self._inode),
                           tail_crc=str(tail_crc(self.feed.tail)))
