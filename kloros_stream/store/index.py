@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS q (
 CREATE INDEX IF NOT EXISTS rank_open ON q(priority DESC, id) WHERE open = 1 AND live = 1;
 CREATE INDEX IF NOT EXISTS rank_live ON q(priority DESC, id) WHERE live = 1;
 CREATE INDEX IF NOT EXISTS open_by_monitor ON q(monitor) WHERE open = 1 AND live = 1;
+CREATE INDEX IF NOT EXISTS to_retire ON q(updated_ts) WHERE status = 'resolved' AND live = 1;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 UPSERT = ("INSERT OR REPLACE INTO q (" + COLUMNS + ", open, updated_ts) "
