@@ -206,12 +206,17 @@ class FeedStore:
         self._unindexed[q.id] = entry_of_question(q, offset, len(line))
 
     def select(self, sel: Selection) -> list[QuestionEntry]:
+        self.settle()
         return self.index.select(sel)
 
     def counts(self) -> Counter[tuple[str, bool]]:
-        return Counter() if self._index is None else self._index.counts()
+        if self._index is None:
+            return Counter()
+        self.settle()
+        return self._index.counts()
 
     def ids(self) -> Iterator[str]:
+        self.settle()
         return iter(self.index.ids())
 
     # -- writing ---------------------------------------------------------------------------
@@ -226,8 +231,9 @@ class FeedStore:
         return written
 
     def settle(self) -> None:
-        """Index the lines written since the last call (in the open index transaction)."""
-        if self._unindexed and self.feed.end == self.feed.size:
+        """Index the lines put since the last call, in the open index transaction (it is
+        committed only once they are written: see :meth:`commit`)."""
+        if self._unindexed:
             for entry in self._unindexed.values():
                 self.index.upsert(entry)
             self._unindexed.clear()
