@@ -244,3 +244,98 @@ def test_channel_kinds_in_the_index() -> None:
     index = FlowIndex()
     index.update("a.py", flows("emit('T', ecosystem='e')\n", "a"))
     assert index.orphans() == {Channel(ChannelKind.TOPIC, "T")}
+
+
+# -- wrappers across modules, formatted names ---------------------------------------------
+def test_a_wrapper_defined_in_another_module_is_followed() -> None:
+    stream = """
+        class Stream:
+            def event_handler(self, name, handler):
+                self.add_event_handler(name, handler)
+            def announce(self, name):
+                self.event(name)
+        """
+    user = """
+        def join(xmpp, room):
+            xmpp.event_handler("muc::%s::got_online" % room, print)
+            xmpp.announce("joined")
+        """
+    cfg = FlowConfig.of(["event"], ["add_event_handler"])
+    index = FlowIndex()
+    index.update("pkg/stream.py", flows(stream, "pkg.stream", cfg))
+    index.update("pkg/user.py", flows(user, "pkg.user", cfg))
+    assert {c.name for c in index.orphans()} == {"joined"}
+    raiser = "def on_presence(xmpp, room):\n    xmpp.event('muc::%s::got_online' % room)\n"
+    index.update("pkg/muc.py", flows(raiser, "pkg.muc", cfg))
+    assert {c.name for c in index.orphans()} == {"joined"}  # the pattern has a handler
+    index.remove("pkg/user.py")
+    assert {c.name for c in index.orphans()} == {"muc::*::got_online"}
+    [site] = index.producers(Channel(ChannelKind.TOPIC, "muc::*::got_online"))
+    assert (site.path, site.line) == ("pkg/muc.py", 2)
+
+
+@pytest.mark.parametrize(
+    ("expr", "pattern"),
+    [
+        ("'muc::%s::presence' % room", "muc::*::presence"),
+        ("'menu:{}'.format(name)", "menu:*"),
+        ("'job.' + state", "job.*"),
+        ("f'job_state:{state}'", "job_state:*"),
+        ("'%s_%s' % (a, b)", None),
+    ],
+)
+def test_names_built_at_run_time_are_patterns(expr: str, pattern: str | None) -> None:
+    f = flows(f"def go(room, name, state, a, b, xmpp):\n    xmpp.x = 1\n    emit({expr})\n")
+    assert set(f.topics_produced) == ({pattern} if pattern else set())
+
+
+def test_percent_formatting_over_known_values_is_resolved() -> None:
+    f = flows("for kind in ('a', 'b'):\n    emit('job.%s' % kind)\n")
+    assert set(f.topics_produced) == {"job.a", "job.b"}
+
+
+def test_a_nested_toolkit_class_signal_is_not_a_publish() -> None:
+    src = """
+        from gi.repository import Gtk
+        class View:
+            class Column(Gtk.TreeViewColumn):
+                def on_press(self, widget, event):
+                    self.emit("button-press-event", event)
+        """
+    assert orphans(("pkg.view", textwrap.dedent(src))) == set()
+
+
+def test_a_callback_kept_as_an_attribute_is_not_a_toolkit_signal() -> None:
+    src = """
+        import asyncio
+        class Proto(asyncio.Protocol):
+            def __init__(self, event):
+                self.event = event
+            def data_received(self, data):
+                self.event("socks_data", data)
+        """
+    cfg = FlowConfig.of(["event"], ["add_event_handler"])
+    assert set(flows(src, config=cfg).topics_produced) == {"socks_data"}
+    assert flows(src, config=cfg).topic_guards == {}
+
+
+def test_attributes_read_dynamically_or_by_a_library_base_are_consumed() -> None:
+    dynamic = """
+        class Record:
+            def __init__(self):
+                self.items = []
+            def add(self, x):
+                self.items.append(x)
+            def dump(self):
+                return vars(self)
+        """
+    assert orphans(("pkg.rec", textwrap.dedent(dynamic))) == set()
+    library = """
+        import threading
+        class Worker(threading.Thread):
+            def __init__(self):
+                self.jobs = []
+            def add(self, x):
+                self.jobs.append(x)
+        """
+    assert orphans(("pkg.worker", textwrap.dedent(library))) == set()

@@ -45,7 +45,9 @@ def find_wrapper(
     if not names:
         return None
     for call in calls:
-        kind, index, keyword = call_kind(call, info, qual.split(".")[0] if "." in qual else None)
+        kind, index, keyword = call_kind(
+            call, info, qual.rsplit(".", 1)[0] if "." in qual else None
+        )
         if kind is None:
             continue
         arg = topic_arg(call, index, keyword, kind)
@@ -74,14 +76,16 @@ def call_kind(
     call: ast.Call, info: ModuleInfo, cls: str | None
 ) -> tuple[str | None, int, str | None]:
     """("emit"|"subscribe"|None, topic position, topic keyword) for a call in class
-    ``cls`` (None at module level): local functions and wrappers resolved first."""
+    ``cls`` (None at module level): local functions and wrappers resolved first. A call
+    that is not a bus call has position -1 when its callee is known here (a function of
+    this module), 0 when it is not (it may be a wrapper defined in another module)."""
     func = call.func
     emit_calls, sub_calls = info.emit_calls, info.subscribe_calls
     if isinstance(func, ast.Name):
         name = func.id
         if name in info.functions:
             w = info.wrappers.get(name)
-            return (w.kind, w.index, w.param) if w else (None, 0, None)
+            return (w.kind, w.index, w.param) if w else (None, -1, None)
         if name in info.classes and f"{name}.__init__" in info.wrappers:
             w = info.wrappers[f"{name}.__init__"]
             return w.kind, w.index, w.param
@@ -93,9 +97,9 @@ def call_kind(
             if w is not None:
                 return w.kind, w.index, w.param
             if f"{cls}.{name}" in info.functions and name not in emit_calls | sub_calls:
-                return None, 0, None
+                return None, -1, None
     else:
-        return None, 0, None
+        return None, -1, None
     if name in emit_calls:
         return "emit", 0, None
     if name in sub_calls:
@@ -178,8 +182,8 @@ def _class_guard(
                 if source is None:
                     return True, None
                 external.append(source)
-    if any(method in classes[a].methods for a in ancestors):
-        return True, None
+    if any(method in classes[a].methods or method in classes[a].assigned for a in ancestors):
+        return True, None  # its own method, or an attribute it sets (a callback)
     if external:
         return True, "|".join(external)
     if not down:

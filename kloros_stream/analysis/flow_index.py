@@ -27,24 +27,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from enum import StrEnum
-from fnmatch import fnmatchcase
-from typing import Any, NamedTuple
+from typing import Any
 
-from .flow_model import FileFlows, Site, attribute_of
+from .flow_match import TopicMatching
+from .flow_model import Channel, ChannelKind, FileFlows, ProducerSite, Site, attribute_of
+from .flow_wrappers import WrapperJoin
 
 INDEX_FORMAT = 2
-
-
-class ChannelKind(StrEnum):
-    TOPIC = "topic"
-    ATTRIBUTE = "attribute"
-
-
-class Channel(NamedTuple):
-    kind: ChannelKind
-    name: str
-    """The gap name: the bus topic, or ``module.Class.attribute``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,16 +47,8 @@ class OrphanDelta:
         return bool(self.appeared or self.resolved)
 
 
-@dataclass(frozen=True, slots=True)
-class ProducerSite:
-    path: str
-    module: str
-    function: str
-    line: int
-
-
 @dataclass(slots=True)
-class FlowIndex:
+class FlowIndex(TopicMatching):
     """Flows per file and orphan state per channel, maintained incrementally."""
 
     files: dict[str, FileFlows] = field(default_factory=dict)
@@ -75,6 +56,10 @@ class FlowIndex:
     _consumed: Counter[Channel] = field(default_factory=Counter)
     _inherited: Counter[str] = field(default_factory=Counter)
     _loose: Counter[str] = field(default_factory=Counter)
+    _loose_readers: dict[str, Counter[str]] = field(default_factory=dict)
+    """Attribute name -> files reading it through an owner they could not resolve."""
+    _attr_guarded: set[Channel] = field(default_factory=set)
+    """Attribute channels of classes with imported bases (re-checked as modules change)."""
     _exact_by_attr: Counter[str] = field(default_factory=Counter)
     _producer_files: dict[Channel, set[str]] = field(default_factory=dict)
     _by_attr: dict[str, set[str]] = field(default_factory=dict)
@@ -87,10 +72,14 @@ class FlowIndex:
     _ref_files: dict[str, set[str]] = field(default_factory=dict)
     _guarded: dict[Channel, dict[str, tuple[str, ...]]] = field(default_factory=dict)
     _modules: Counter[str] = field(default_factory=Counter)
+    _tops: Counter[str] = field(default_factory=Counter)
+    """First parts of the module names (the tree's top-level packages and modules)."""
     _subs: Counter[str] = field(default_factory=Counter)
     """Subscribed topic strings (for prefix and pattern matching)."""
     _patterns: Counter[str] = field(default_factory=Counter)
-    """Produced and subscribed topics holding ``*``."""
+    """Subscribed topics holding ``*`` (patterns)."""
+    _wrap: WrapperJoin = field(default_factory=WrapperJoin)
+    _wrap_patterns: set[str] = field(default_factory=set)
     _json: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-file JSON, built on first :meth:`to_json` and dropped when the file changes."""
 
@@ -116,6 +105,8 @@ class FlowIndex:
                     flows = self.files[path]
                     for function, line in flows.emit_refs.get(name, ()):
                         out.append(ProducerSite(path, flows.module, function, line))
+            for path, flows, function, line in self._wrap.sites(channel.name, limit):
+                out.append(ProducerSite(path, flows.module, function, line))
         for path in sorted(self._producer_files.get(channel, ())):
             flows = self.files[path]
             table = (
@@ -133,6 +124,7 @@ class FlowIndex:
         if channel.kind is ChannelKind.TOPIC:
             for name in self._names_of_value.get(channel.name, ()):
                 count += len(self._ref_files.get(name, ()))
+            count += len({s[0] for s in self._wrap.sites(channel.name, 100)})
         return count
 
     # -- updates -------------------------------------------------------------------------
@@ -171,6 +163,14 @@ class FlowIndex:
             self.files[path] = new
         if len(self._modules) != modules_before:
             touched.update(self._guarded)
+            touched.update(self._attr_guarded)
+        for topic in self._wrap.replace(path, old, new):
+            touched.add(Channel(ChannelKind.TOPIC, topic))
+            if self._wrap.consumed[topic] > 0 and "*" in topic:
+                self._wrap_patterns.add(topic)
+            else:
+                self._wrap_patterns.discard(topic)
+            touched.update(self._matching(topic))
         for sub in subs_before.symmetric_difference(self._subs):
             touched.update(self._matching(sub))
         for flows in (old, new):
@@ -179,8 +179,9 @@ class FlowIndex:
                     touched.update(
                         Channel(ChannelKind.TOPIC, v) for v in self._values_of_name.get(name, ())
                     )
+        loose_here = {*(old.loose_consumed if old else ()), *(new.loose_consumed if new else ())}
         for attr, state in before.items():
-            if self._attr_state(attr) != state:
+            if attr in loose_here or self._attr_state(attr) != state:
                 touched.update(
                     Channel(ChannelKind.ATTRIBUTE, c) for c in self._by_attr.get(attr, ())
                 )
@@ -196,6 +197,7 @@ class FlowIndex:
 
     def _count(self, path: str, flows: FileFlows, sign: int) -> None:
         _bump(self._modules, flows.module, sign)
+        _bump(self._tops, flows.module.split(".", 1)[0], sign)
         for name in flows.topics_produced:
             channel = Channel(ChannelKind.TOPIC, name)
             guard = flows.topic_guards.get(name)
@@ -208,8 +210,6 @@ class FlowIndex:
                     table.pop(path, None)
                     if not table:
                         del self._guarded[channel]
-            if "*" in name:
-                _bump(self._patterns, name, sign)
         for name in flows.topics_consumed:
             _bump(self._consumed, Channel(ChannelKind.TOPIC, name), sign)
             _bump(self._subs, name, sign)
@@ -233,6 +233,7 @@ class FlowIndex:
             _bump(self._inherited, name, sign)
         for attr in flows.loose_consumed:
             _bump(self._loose, attr, sign)
+            _bump_nested(self._loose_readers, attr, path, sign)
         for ref in flows.topic_refs:
             _bump(self._topic_refs, ref, sign)
         for name, value in flows.constants.items():
@@ -267,53 +268,49 @@ class FlowIndex:
         if self._produced[channel] <= 0 or self._consumed[channel] > 0:
             return False
         attr = attribute_of(channel.name)
-        if self._loose[attr] > 0:
+        files = self._producer_files.get(channel, ())
+        modules = {self.files[p].module for p in files}
+        for path in files:
+            flows = self.files[path]
+            cls = channel.name[len(flows.module) + 1 : -len(attr) - 1]
+            bases = flows.class_bases.get(cls, ())
+            if bases:
+                self._attr_guarded.add(channel)
+            for base in bases:
+                if not self._in_tree(base):
+                    return False  # a base from another library may read it
+                modules.add(self._normalized(base) or base)
+        readers = self._loose_readers.get(attr, {})
+        if any(self._reaches(self.files[p], modules) for p in readers):
             return False
         return not (self._inherited[channel.name] > 0 and self._exact_by_attr[attr] > 0)
 
-    def _topic_orphan(self, channel: Channel) -> bool:
-        name = channel.name
-        names = self._names_of_value.get(name, {})
-        produced = self._produced[channel] > 0
-        produced = produced or any(
-            self._in_tree(g) for guards in self._guarded.get(channel, {}).values() for g in guards
-        )
-        produced = produced or any(
-            self._emit_refs[n] > 0 and len(self._values_of_name.get(n, ())) == 1 for n in names
-        )
-        if not produced or self._consumed[channel] > 0:
-            return False
-        if any(self._topic_refs[n] > 0 for n in names):
-            return False
-        if self.prefix_match and any(name[:i] in self._subs for i in range(1, len(name))):
-            return False
-        return not any(
-            p != name and (fnmatchcase(name, p) or ("*" in name and fnmatchcase(p, name)))
-            for p in self._patterns
-        ) and not ("*" in name and any(fnmatchcase(s, name) for s in self._subs))
-
-    def _in_tree(self, dotted: str) -> bool:
-        """Whether an import source names a module of the tree (relative imports do)."""
-        if dotted.startswith("."):
+    def _reaches(self, reader: FileFlows, modules: set[str]) -> bool:
+        """A loose read reaches the channels of its own module, of the modules (or
+        classes) it imports, and of their sibling modules in the same package (a package
+        passes its objects around; an import of one module of it is a sign of that)."""
+        if reader.module in modules:
             return True
-        parts = dotted.split(".")
-        return any(
-            ".".join(parts[i:j]) in self._modules
-            for i in range(len(parts))
-            for j in range(i + 1, len(parts) + 1)
-        )
+        for source in reader.imports:
+            name = self._normalized(source)
+            if name is None:
+                continue
+            for module in modules:
+                package = module.rpartition(".")[0]
+                if name == module or name.startswith(module + ".") or module.startswith(name + "."):
+                    return True
+                if package and (name == package or name.startswith(package + ".")):
+                    return True
+        return False
 
-    def _matching(self, sub: str) -> set[Channel]:
-        """Produced topic channels a subscription to ``sub`` may newly match or unmatch."""
-        out: set[Channel] = set()
-        for channel in (*self._producer_files, *self._guarded):
-            if channel.kind is ChannelKind.TOPIC and (
-                channel.name.startswith(sub) or "*" in sub or "*" in channel.name
-            ):
-                out.add(channel)
-        for name in self._emit_refs:
-            out.update(Channel(ChannelKind.TOPIC, v) for v in self._values_of_name.get(name, ()))
-        return out
+    def _normalized(self, source: str) -> str | None:
+        """An import source as a module name of the tree (``src.pkg.mod.C`` ->
+        ``pkg.mod.C`` when ``pkg`` is a top-level package of the tree), else None."""
+        parts = source.lstrip(".").split(".")
+        for i, part in enumerate(parts):
+            if part in self._tops:
+                return ".".join(parts[i:])
+        return None
 
     def _reevaluate(self, channels: set[Channel]) -> OrphanDelta:
         appeared: list[Channel] = []
@@ -364,6 +361,13 @@ def _bump(counter: Counter[Any], key: Any, sign: int) -> None:
         counter[key] = value
     else:
         del counter[key]
+
+
+def _contains(outer: str, inner: str) -> bool:
+    """``inner``'s dotted parts appear whole, in order, inside ``outer``'s."""
+    if inner == outer:
+        return True
+    return f".{inner}." in f".{outer}."
 
 
 def _bump_nested(table: dict[str, Counter[str]], key: str, item: str, sign: int) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, NamedTuple
 
 MAX_SITES = 20
 """Producer sites kept per channel per file."""
@@ -69,6 +70,22 @@ class FileFlows:
     import sources; a publish only if one of them is a module of the tree (else it is a
     framework's own signal, e.g. a GUI toolkit widget's ``emit``)."""
 
+    wrappers: dict[str, tuple[str, int, str, str]] = field(default_factory=dict)
+    """Functions/methods of this file (by bare name) that pass a parameter on as a topic:
+    (kind, position, parameter, template). Calls to them in other files are bus calls."""
+    calls: dict[str, tuple[tuple[str, str, str, int], ...]] = field(default_factory=dict)
+    """Calls whose callee is not known here, by bare callee name: (argument position or
+    keyword, its topic value, function, line); joined with ``wrappers`` across files."""
+
+    consumed_sites: dict[str, Site] = field(default_factory=dict)
+    """Where this file first consumes each topic or exact attribute channel."""
+    imports: frozenset[str] = frozenset()
+    """What this file imports (absolute dotted sources): a loose read ``obj.x`` here
+    reaches only the channels of this module and of the modules it imports."""
+    class_bases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Classes producing channels here -> import sources of their bases (through the
+    file's own classes): a base from outside the tree may read the attributes."""
+
     def to_json(self) -> dict[str, Any]:
         return {
             "module": self.module,
@@ -82,6 +99,11 @@ class FileFlows:
             "topic_refs": sorted(self.topic_refs),
             "emit_refs": {k: [list(s) for s in v] for k, v in self.emit_refs.items()},
             "topic_guards": {k: list(v) for k, v in self.topic_guards.items()},
+            "wrappers": {k: list(v) for k, v in self.wrappers.items()},
+            "calls": {k: [list(c) for c in v] for k, v in self.calls.items()},
+            "consumed_sites": {k: list(v) for k, v in self.consumed_sites.items()},
+            "imports": sorted(self.imports),
+            "class_bases": {k: list(v) for k, v in self.class_bases.items()},
         }
 
     @classmethod
@@ -105,9 +127,43 @@ class FileFlows:
             topic_guards={
                 str(k): tuple(map(str, v)) for k, v in data.get("topic_guards", {}).items()
             },
+            wrappers={
+                str(k): (str(v[0]), int(v[1]), str(v[2]), str(v[3]))
+                for k, v in data.get("wrappers", {}).items()
+            },
+            calls={
+                str(k): tuple((str(a), str(b), str(c), int(d)) for a, b, c, d in v)
+                for k, v in data.get("calls", {}).items()
+            },
+            consumed_sites={
+                str(k): (str(v[0]), int(v[1])) for k, v in data.get("consumed_sites", {}).items()
+            },
+            imports=frozenset(map(str, data.get("imports", ()))),
+            class_bases={
+                str(k): tuple(map(str, v)) for k, v in data.get("class_bases", {}).items()
+            },
         )
 
 
 def attribute_of(channel: str) -> str:
     """``module.Class.attr`` -> ``attr``."""
     return channel.rsplit(".", 1)[-1]
+
+
+class ChannelKind(StrEnum):
+    TOPIC = "topic"
+    ATTRIBUTE = "attribute"
+
+
+class Channel(NamedTuple):
+    kind: ChannelKind
+    name: str
+    """The gap name: the bus topic, or ``module.Class.attribute``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerSite:
+    path: str
+    module: str
+    function: str
+    line: int

@@ -54,6 +54,9 @@ class ModuleInfo:
     emit_calls: frozenset[str] = frozenset()
     subscribe_calls: frozenset[str] = frozenset()
     suffixes: tuple[str, ...] = ()
+    dynamic: set[str] = field(default_factory=set)
+    """Classes that read their attributes dynamically (``vars(self)``, ``self.__dict__``,
+    ``fields(self)``, ``asdict(self)``, ``getattr(self, name)``, ``__slots__``)."""
     called: set[str] = field(default_factory=set)
     """Wrappers called in this module (their topics come from those calls)."""
 
@@ -99,12 +102,17 @@ def scan_module(
             _constant(stmt, info.constants, lookup)
     calls: dict[str, list[ast.Call]] = {}
     stack: list[tuple[ast.AST, str | None, str | None, bool]] = [(tree, None, None, False)]
-    # (node, top-level class, enclosing function qualname, node is a class body item)
+    # (node, enclosing class qualname, enclosing function qualname, node is in a class body)
     while stack:
         node, cls, fn, in_class = stack.pop()
         kind = type(node)
         if kind is ast.Call:
             calls.setdefault(fn or "", []).append(node)  # type: ignore[arg-type]
+            if cls is not None and _dynamic_read(node):  # type: ignore[arg-type]
+                info.dynamic.add(cls)
+        elif kind is ast.Attribute and cls is not None:
+            if node.attr in ("__dict__", "__slots__"):  # type: ignore[attr-defined]
+                info.dynamic.add(cls)
         elif kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
             name = node.name  # type: ignore[attr-defined]
             fn = f"{cls}.{name}" if in_class and cls else name
@@ -114,9 +122,16 @@ def scan_module(
                 stack.append((child, cls, fn, False))
             continue
         elif kind is ast.ClassDef:
-            top = node.name if node in tree.body else cls  # type: ignore[attr-defined]
+            name = node.name  # type: ignore[attr-defined]
+            if node in tree.body:
+                qual: str | None = name
+            elif in_class and cls:  # a class nested in a class: Outer.Inner
+                qual = f"{cls}.{name}"
+                info.classes[qual] = _scan_class(node, lookup)  # type: ignore[arg-type]
+            else:
+                qual = None  # a class inside a function: not resolved
             for child in ast.iter_child_nodes(node):
-                stack.append((child, top, fn, node in tree.body))
+                stack.append((child, qual, fn, qual is not None))
             continue
         elif kind is ast.Import:
             for alias in node.names:  # type: ignore[attr-defined]
@@ -141,7 +156,7 @@ def scan_module(
         if not changed:
             break
     for qual, found_calls in calls.items():
-        cls = qual.split(".")[0] if "." in qual else None
+        cls = qual.rsplit(".", 1)[0] if "." in qual else None
         for call in found_calls:
             func = call.func
             if isinstance(func, ast.Name) and func.id in info.wrappers:
@@ -256,3 +271,54 @@ def _dotted(node: ast.expr) -> str | None:
         return None
     parts.append(node.id)
     return ".".join(reversed(parts))
+
+
+DYNAMIC_CALLS = frozenset({"vars", "fields", "asdict", "astuple", "getattr", "dir"})
+
+
+def _dynamic_read(call: ast.Call) -> bool:
+    """``vars(self)``, ``fields(self)``, ``asdict(self)``, ``getattr(self, name)`` with a
+    name that is not a literal."""
+    name = (_dotted(call.func) or "").rsplit(".", 1)[-1]
+    if name not in DYNAMIC_CALLS or not call.args:
+        return False
+    first = call.args[0]
+    if not (isinstance(first, ast.Name) and first.id in ("self", "cls")):
+        return False
+    if name == "getattr":
+        return len(call.args) > 1 and not isinstance(call.args[1], ast.Constant)
+    return True
+
+
+def absolute_imports(info: ModuleInfo, module: str) -> set[str]:
+    """The import sources of a module, relative ones made absolute."""
+    out: set[str] = set()
+    package = module.split(".")
+    for source in info.imports.values():
+        if source.startswith("."):
+            level = len(source) - len(source.lstrip("."))
+            base = package[: max(len(package) - level, 0)]
+            source = ".".join([*base, source.lstrip(".")]).strip(".")
+        out.add(source)
+    return out
+
+
+def external_bases(info: ModuleInfo, cls: str) -> list[str]:
+    """Import sources of the bases of ``cls`` and of its in-file ancestors."""
+    out: list[str] = []
+    seen: set[str] = set()
+    todo = [cls]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in info.classes:
+            continue
+        seen.add(name)
+        for base in info.classes[name].bases:
+            if base in info.classes:
+                todo.append(base)
+            else:
+                head, _, rest = base.partition(".")
+                source = info.imports.get(head)
+                if source is not None:
+                    out.append(f"{source}.{rest}" if rest else source)
+    return out

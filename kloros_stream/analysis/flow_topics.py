@@ -13,6 +13,21 @@ from . import flow_values as fv
 from .flow_calls import call_kind, receiver_guard, topic_arg, wrapper_template
 from .flow_model import MAX_SITES
 
+MAX_DEFERRED = 400
+"""Calls to callees unknown here kept per file (for wrappers defined elsewhere)."""
+MAX_DEFERRED_ARGS = 3
+NOT_WRAPPERS = frozenset(
+    {
+        "get", "pop", "setdefault", "join", "split", "startswith", "endswith", "replace",
+        "format", "encode", "decode", "strip", "info", "debug", "warning", "error",
+        "exception", "critical", "log", "print", "append", "add", "extend", "remove",
+        "discard", "getattr", "setattr", "hasattr", "isinstance", "open", "getenv", "Path",
+        "compile", "match", "search", "sub", "findall", "write", "read", "execute",
+        "getLogger", "get_logger", "str", "int", "float", "dict", "list", "set", "tuple",
+    }
+)  # fmt: skip
+"""Callees that are never wrappers: their calls are not kept."""
+_TOPIC_LIKE = (ast.Constant, ast.JoinedStr, ast.BinOp, ast.Name, ast.Attribute, ast.Subscript)
 SIGNAL_FIELDS = ("signal", "topic", "channel", "subject")
 """Message fields holding the topic (``msg.get("signal") == "X"`` consumes X)."""
 
@@ -29,6 +44,9 @@ class TopicRules:
     emit_refs: dict[str, list[Any]]
     guards: dict[str, set[str]]
     unguarded: set[str]
+    deferred: dict[str, list[tuple[str, str, str, int]]]
+    consumed_sites: dict[str, Any]
+    _deferred_count: int = 0
 
     def _site(self, node: ast.AST) -> Any:  # provided by the analyzer
         raise NotImplementedError
@@ -37,10 +55,15 @@ class TopicRules:
         raise NotImplementedError
 
     def _top_class(self) -> str | None:
-        """The enclosing top-level class of this module, if any."""
+        """The enclosing class (``Outer.Inner`` for a nested one), if the module scan knows
+        it (classes inside functions are not resolved)."""
+        parts: list[str] = []
         for frame in self.frames[1:]:
-            return frame.name if frame.is_class and frame.name in self.info.classes else None
-        return None
+            if not frame.is_class:
+                break
+            parts.append(frame.name)
+        qual = ".".join(parts)
+        return qual if qual in self.info.classes else None
 
     def lookup(self, node: ast.expr) -> list[Any] | None:
         """Literal values of a Name/Attribute: local bindings, then module/class constants."""
@@ -99,6 +122,8 @@ class TopicRules:
         cls = self._top_class()
         kind, index, keyword = call_kind(node, self.info, cls)
         if kind is None:
+            if index == 0:
+                self._defer(node)
             return
         template = wrapper_template(node, self.info, cls)
         arg = topic_arg(node, index, keyword, kind)
@@ -107,7 +132,13 @@ class TopicRules:
         ):
             arg = None  # a wrapper: its callers name the topic (an f-string: a pattern)
         if kind != "emit":
-            self.topics_consumed.update(self._topic_values(arg, subscribe=True, template=template))
+            args = [arg]
+            if keyword is None and index == 0:  # subscribe("A", "B", handler): every topic
+                args += [a for a in node.args[1:] if not isinstance(a, ast.Starred)]
+            for one in args:
+                self._consume_topics(
+                    self._topic_values(one, subscribe=True, template=template), node
+                )
             return
         publish, guard = receiver_guard(self.info, cls, node.func)
         if not publish:
@@ -121,10 +152,39 @@ class TopicRules:
             else:
                 self.guards.setdefault(topic, set()).update(guard.split("|"))
 
+    def _consume_topics(self, topics: list[str], node: ast.AST) -> None:
+        site = self._site(node)
+        for topic in topics:
+            self.topics_consumed.add(topic)
+            self.consumed_sites.setdefault(topic, site)
+
+    def _defer(self, node: ast.Call) -> None:
+        """Keep the topic-like arguments of a call to a callee unknown here: it may be a
+        wrapper defined in another module (the index joins them)."""
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+        if not name or name in NOT_WRAPPERS or self._deferred_count >= MAX_DEFERRED:
+            return
+        args = [(str(i), a) for i, a in enumerate(node.args[:MAX_DEFERRED_ARGS])]
+        args += [(k.arg, k.value) for k in node.keywords if k.arg is not None]
+        site = self._site(node)
+        for key, arg in args:
+            if not isinstance(arg, _TOPIC_LIKE) or self._from_params(arg):
+                continue
+            vals = fv.strings(fv.values(arg, self.lookup))
+            if not vals:
+                pattern = fv.pattern(arg)
+                vals = [pattern] if pattern else []
+            for value in vals:
+                if len(value) <= 200 and not any(c.isspace() for c in value):
+                    self.deferred.setdefault(name, []).append((key, value, *site))
+                    self._deferred_count += 1
+
     def _function_qual(self) -> str:
+        """``Class.method`` for a method (as the module scan names it), else the name."""
         frames = self.frames
-        if len(frames) == 3 and frames[1].is_class:
-            return f"{frames[1].name}.{frames[2].name}"
+        if len(frames) >= 3 and frames[-2].is_class and all(f.is_class for f in frames[1:-1]):
+            return ".".join(f.name for f in frames[1:])
         return frames[-1].name
 
     def _from_params(self, arg: ast.expr | None) -> bool:
@@ -152,7 +212,7 @@ class TopicRules:
         sides = [node.left, *node.comparators]
         if not self.is_test and any(self._is_signal_read(e) for e in sides):
             for expr in sides:
-                self.topics_consumed.update(fv.strings(fv.values(expr, self.lookup), flatten=True))
+                self._consume_topics(fv.strings(fv.values(expr, self.lookup), flatten=True), node)
         self.children(node)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +63,8 @@ def values(node: ast.expr | None, lookup: Lookup) -> list[Any] | None:
         return _subscript(node, lookup)
     if isinstance(node, ast.JoinedStr):
         return _fstring(node, lookup)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
+        return _percent(node, lookup)
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         left, right = values(node.left, lookup), values(node.right, lookup)
         if left is None or right is None:
@@ -135,18 +138,66 @@ def strings(vals: list[Any] | None, *, flatten: bool = False) -> list[str]:
     return [s for s in dict.fromkeys(out) if s]
 
 
+_PERCENT = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d+)?(?:\.\d+)?[diouxXeEfFgGcrsa]")
+_BRACES = re.compile(r"\{[^{}]*\}")
+
+
 def pattern(node: ast.expr) -> str | None:
-    """An f-string with a constant part and unknown parts -> ``"job_state:*"``."""
-    if not isinstance(node, ast.JoinedStr):
+    """A string built with a constant part and unknown parts -> a pattern with ``*``:
+    ``f"job_state:{s}"``, ``"muc::%s::presence" % room``, ``"menu:{}".format(x)``,
+    ``"prefix." + name``. None if there is no constant part."""
+    text = _pattern(node)
+    if text is None:
         return None
-    parts: list[str] = []
-    for v in node.values:
-        if isinstance(v, ast.Constant) and isinstance(v.value, str):
-            parts.append(v.value)
-        elif not parts or parts[-1] != "*":
-            parts.append("*")
-    text = "".join(parts)
-    return text if text.replace("*", "") else None
+    text = re.sub(r"\*+", "*", text)
+    fixed = text.replace("*", "")
+    if "*" in text and (len(fixed) < 3 or not any(c.isalnum() for c in fixed)):
+        return None  # "%s_%s": too little to match anything by
+    return text or None
+
+
+def _pattern(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Constant):
+        return node.value if isinstance(node.value, str) else None
+    if isinstance(node, ast.JoinedStr):
+        return "".join(
+            v.value if isinstance(v, ast.Constant) and isinstance(v.value, str) else "*"
+            for v in node.values
+        )
+    if isinstance(node, ast.BinOp) and isinstance(node.left, ast.Constant):
+        left = node.left.value
+        if isinstance(node.op, ast.Mod) and isinstance(left, str):
+            return _PERCENT.sub("*", left).replace("%%", "%")
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _pattern(node.left), _pattern(node.right)
+        if left is None and right is None:
+            return None
+        return (left if left is not None else "*") + (right if right is not None else "*")
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "format"
+        and isinstance(node.func.value, ast.Constant)
+        and isinstance(node.func.value.value, str)
+    ):
+        return _BRACES.sub("*", node.func.value.value)
+    return None
+
+
+def _percent(node: ast.BinOp, lookup: Lookup) -> list[Any] | None:
+    """``"fmt %s" % x`` with ``x`` (or each item of a tuple) known."""
+    fmts, args = values(node.left, lookup), values(node.right, lookup)
+    if fmts is None or args is None:
+        return None
+    out: list[Any] = []
+    for fmt, arg in itertools.product(fmts, args):
+        if not isinstance(fmt, str) or (isinstance(arg, tuple) and UNKNOWN in arg):
+            return None
+        try:
+            out.append(fmt % arg)
+        except (TypeError, ValueError, KeyError):
+            return None
+    return out[:MAX_VALUES] or None
 
 
 def _addable(a: Any, b: Any) -> bool:

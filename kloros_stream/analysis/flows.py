@@ -45,7 +45,12 @@ from typing import Any
 
 from . import flow_values as fv
 from .flow_model import MAX_SITES, FileFlows, FlowConfig, Site, attribute_of
-from .flow_module import ModuleInfo, scan_module
+from .flow_module import ModuleInfo, absolute_imports, external_bases, scan_module
+from .flow_shapes import call_name as _call_name
+from .flow_shapes import is_collection as _is_collection
+from .flow_shapes import is_derived as _is_derived
+from .flow_shapes import is_runtime_collection as _is_runtime_collection
+from .flow_shapes import is_staticmethod as _is_staticmethod
 from .flow_topics import TopicRules, is_test_module
 from .pysource import parse_module
 
@@ -53,7 +58,6 @@ PRODUCE_METHODS = frozenset(
     {"append", "appendleft", "extend", "extendleft", "insert", "put", "put_nowait", "add", "update"}
 )
 NEUTRAL_METHODS = frozenset({"clear", "sort", "reverse"})
-TRIVIAL_BASES = frozenset({"object", "ABC", "Generic", "Protocol"})
 
 
 def analyze_source(
@@ -134,6 +138,8 @@ class _Analyzer(TopicRules):
         self.emit_refs: dict[str, list[Site]] = {}
         self.guards: dict[str, set[str]] = {}
         self.unguarded: set[str] = set()
+        self.deferred: dict[str, list[tuple[str, str, str, int]]] = {}
+        self.consumed_sites: dict[str, Site] = {}
 
     def run(self, tree: ast.Module) -> None:
         self.info = scan_module(
@@ -169,6 +175,9 @@ class _Analyzer(TopicRules):
                     handler(self, item)
 
     def result(self) -> FileFlows:
+        for channel in self.attrs_produced:  # read dynamically: vars(self), fields(self)...
+            if self._class_of(channel) in self.info.dynamic:
+                self.attrs_consumed.add(channel)
         return FileFlows(
             module=self.module,
             topics_produced={k: tuple(v) for k, v in self.topics_produced.items()},
@@ -183,7 +192,25 @@ class _Analyzer(TopicRules):
             topic_guards={
                 t: tuple(sorted(g)) for t, g in self.guards.items() if t not in self.unguarded
             },
+            wrappers={
+                qual.rsplit(".", 1)[-1]: (w.kind, w.index, w.param, w.template)
+                for qual, w in self.info.wrappers.items()
+            },
+            calls={k: tuple(v) for k, v in self.deferred.items()},
+            consumed_sites=self.consumed_sites,
+            imports=frozenset(absolute_imports(self.info, self.module)),
+            class_bases=self._class_bases(),
         )
+
+    def _class_bases(self) -> dict[str, tuple[str, ...]]:
+        out: dict[str, tuple[str, ...]] = {}
+        for channel in self.attrs_produced:
+            cls = self._class_of(channel)
+            if cls in self.info.classes and cls not in out:
+                sources = external_bases(self.info, cls)
+                if sources:
+                    out[cls] = tuple(sources)
+        return out
 
     # -- scopes --------------------------------------------------------------------------
     def _qualname(self) -> str:
@@ -272,6 +299,7 @@ class _Analyzer(TopicRules):
             self.loose.add(attr)
             return
         self.attrs_consumed.add(channel)
+        self.consumed_sites.setdefault(channel, self._site(node))
         if self._class_of(channel) in self.derived:
             self.loose.add(attr)
 
@@ -372,69 +400,6 @@ _HANDLERS: dict[type, Callable[[_Analyzer, Any], None]] = {
     ast.Name: _Analyzer.visit_leaf,
     ast.Constant: _Analyzer.visit_leaf,
 }
-
-
-def _call_name(func: ast.expr) -> str | None:
-    if isinstance(func, ast.Name):
-        return func.id
-    if isinstance(func, ast.Attribute):
-        return func.attr
-    return None
-
-
-def _base_name(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Subscript):
-        node = node.value
-    return _call_name(node)
-
-
-def _is_derived(node: ast.ClassDef) -> bool:
-    """Has a base class that may define attributes (anything but object/ABC/Generic/...)."""
-    return any(_base_name(b) not in TRIVIAL_BASES for b in node.bases)
-
-
-def _is_staticmethod(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
-    return any(_call_name(d) == "staticmethod" for d in node.decorator_list)
-
-
-def _is_collection(node: ast.expr) -> bool:
-    return isinstance(
-        node, ast.List | ast.Set | ast.Tuple | ast.Dict | ast.ListComp | ast.SetComp | ast.DictComp
-    )
-
-
-def _is_runtime_collection(node: ast.expr) -> bool:
-    """A list/set/dict built at run time: a comprehension, or a display holding at least
-    one non-literal. Empty and literal-only displays are configuration or initialisation."""
-    if isinstance(node, ast.ListComp | ast.SetComp | ast.DictComp):
-        return True
-    if isinstance(node, ast.List | ast.Set):
-        return any(not _is_literal(e) for e in node.elts)
-    if isinstance(node, ast.Dict):
-        return any(
-            (k is not None and not _is_literal(k)) or not _is_literal(v)
-            for k, v in zip(node.keys, node.values, strict=True)
-        )
-    return False
-
-
-def _is_literal(node: ast.expr | None) -> bool:
-    """Constants, displays of constants, and UPPER_CASE names (constants by convention)."""
-    if node is None or isinstance(node, ast.Constant):
-        return True
-    if isinstance(node, ast.UnaryOp):
-        return _is_literal(node.operand)
-    if isinstance(node, ast.List | ast.Tuple | ast.Set):
-        return all(_is_literal(e) for e in node.elts)
-    if isinstance(node, ast.Dict):
-        pairs = zip(node.keys, node.values, strict=True)
-        return all(_is_literal(k) and _is_literal(v) for k, v in pairs)
-    if isinstance(node, ast.JoinedStr):
-        return all(isinstance(v, ast.Constant) for v in node.values)
-    if isinstance(node, ast.Starred):
-        return False
-    name = _call_name(node) if isinstance(node, ast.Name | ast.Attribute) else None
-    return bool(name) and name.isupper()
 
 
 __all__ = ["MAX_SITES", "FileFlows", "FlowConfig", "Site", "analyze_source", "attribute_of"]

@@ -1,0 +1,106 @@
+"""Wrappers across modules: calls in one file to a bus wrapper defined in another.
+
+A file exports its wrappers (functions that pass a parameter on as the topic of a bus
+call) by bare name, and keeps the topic-like arguments of calls whose callee it could not
+resolve. :class:`WrapperJoin` joins the two across the tree, incrementally: per callee
+name it keeps the topics that name's calls publish and subscribe, recomputed only when a
+file with wrappers or calls of that name changes. Pure, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .flow_model import FileFlows
+
+Spec = tuple[str, int, str, str]
+"""(kind, position, parameter, template) of a wrapper."""
+
+
+@dataclass(slots=True)
+class WrapperJoin:
+    produced: Counter[str] = field(default_factory=Counter)
+    """Topics published through wrappers defined in other files (per call)."""
+    consumed: Counter[str] = field(default_factory=Counter)
+    _specs: dict[str, Counter[Spec]] = field(default_factory=dict)
+    _files: dict[str, dict[str, FileFlows]] = field(default_factory=dict)
+    """Callee name -> files calling it (path -> flows)."""
+    _joined: dict[str, tuple[Counter[str], Counter[str]]] = field(default_factory=dict)
+
+    def replace(self, path: str, old: FileFlows | None, new: FileFlows | None) -> set[str]:
+        """Account for ``path`` changing from ``old`` to ``new``; the topics whose
+        production or consumption through wrappers may have changed."""
+        names: set[str] = set()
+        for flows, sign in ((old, -1), (new, +1)):
+            if flows is None:
+                continue
+            for name, spec in flows.wrappers.items():
+                counter = self._specs.setdefault(name, Counter())
+                counter[spec] += sign
+                if counter[spec] <= 0:
+                    del counter[spec]
+                if not counter:
+                    del self._specs[name]
+                names.add(name)
+            for name in flows.calls:
+                files = self._files.setdefault(name, {})
+                if sign > 0:
+                    files[path] = flows
+                else:
+                    files.pop(path, None)
+                    if not files:
+                        del self._files[name]
+                names.add(name)
+        touched: set[str] = set()
+        for name in names:
+            touched |= self._rejoin(name)
+        return touched
+
+    def _rejoin(self, name: str) -> set[str]:
+        old_p, old_c = self._joined.pop(name, (Counter(), Counter()))
+        self.produced.subtract(old_p)
+        self.consumed.subtract(old_c)
+        new_p, new_c = self._join(name)
+        self.produced.update(new_p)
+        self.consumed.update(new_c)
+        for counter in (self.produced, self.consumed):
+            for topic in [t for t in (*old_p, *old_c) if counter[t] <= 0]:
+                del counter[topic]
+        if new_p or new_c:
+            self._joined[name] = (new_p, new_c)
+        return {*old_p, *old_c, *new_p, *new_c}
+
+    def _join(self, name: str) -> tuple[Counter[str], Counter[str]]:
+        produced: Counter[str] = Counter()
+        consumed: Counter[str] = Counter()
+        specs = self._specs.get(name)
+        if not specs:
+            return produced, consumed
+        for flows in self._files.get(name, {}).values():
+            for key, value, _function, _line in flows.calls.get(name, ()):
+                for kind, index, param, template in specs:
+                    if key == str(index) or key == param:
+                        try:
+                            topic = template.format(value)
+                        except (ValueError, IndexError, KeyError):
+                            continue
+                        (produced if kind == "emit" else consumed)[topic] += 1
+        return produced, consumed
+
+    def sites(
+        self, topic: str, limit: int, *, consumed: bool = False
+    ) -> list[tuple[str, FileFlows, str, int]]:
+        """(path, flows, function, line) of the calls publishing (or subscribing to)
+        ``topic`` through wrappers."""
+        out: list[tuple[str, FileFlows, str, int]] = []
+        for name, joined in self._joined.items():
+            if topic not in joined[1 if consumed else 0]:
+                continue
+            for path, flows in sorted(self._files.get(name, {}).items()):
+                for _key, value, function, line in flows.calls.get(name, ()):
+                    if value in topic:
+                        out.append((path, flows, function, line))
+                        if len(out) >= limit:
+                            return out
+        return out
