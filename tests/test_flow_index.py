@@ -221,3 +221,12 @@ def test_counts_return_to_zero_after_removing_everything() -> None:
             index._json,
         )
     )
+
+
+def test_a_loose_read_in_a_module_of_the_same_package_reaches() -> None:
+    index = FlowIndex()
+    index.update("pkg/a.py", fl("pkg.a", PRODUCER))
+    assert index.is_orphan(attr("pkg.a.Worker.pending"))
+    delta = index.update("pkg/b.py", fl("pkg.b", "def drain(w):\n    return w.pending.pop()\n"))
+    assert attr("pkg.a.Worker.pending") in delta.resolved
+    assert not index.update("other/c.py", fl("other.c", "def f(w):\n    return w.pending\n"))

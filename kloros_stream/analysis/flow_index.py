@@ -286,11 +286,14 @@ class FlowIndex(TopicMatching):
         return not (self._inherited[channel.name] > 0 and self._exact_by_attr[attr] > 0)
 
     def _reaches(self, reader: FileFlows, modules: set[str]) -> bool:
-        """A loose read reaches the channels of its own module, of the modules (or
-        classes) it imports, and of their sibling modules in the same package (a package
-        passes its objects around; an import of one module of it is a sign of that)."""
+        """A loose read reaches the channels of its own module and package, of the
+        modules (or classes) it imports, and of their sibling modules (a package passes
+        its objects around; an import of one module of it is a sign of that)."""
         if reader.module in modules:
             return True
+        own = reader.module.rpartition(".")[0]
+        if own and any(m.rpartition(".")[0] == own for m in modules):
+            return True  # a module of the same package
         for source in reader.imports:
             name = self._normalized(source)
             if name is None:
