@@ -554,3 +554,22 @@ def test_log_prefixes_on_every_line_are_taken_off() -> None:
     [done] = asm.completed
     assert done.traceback.lines == (*HEAD, "OSError: disk full")
     assert done.traceback.primary.frames[0].filename == "/srv/app/job.py"
+
+
+def test_a_stream_arriving_with_jitter_waits_longer_for_its_chained_part() -> None:
+    asm = TracebackAssembler(flush_after_s=0.5, chain_grace_s=0.02)
+    lines = [*HEAD, "KeyError: 'a'"]
+    for i, line in enumerate(lines):
+        asm.feed("k", line, 10.0 + 0.05 * i)  # 50 ms between lines
+    last = 10.0 + 0.05 * (len(lines) - 1)
+    assert asm.next_deadline() == pytest.approx(last + 0.15)
+    asm.flush(last + 0.1)
+    assert asm.completed == []
+    chain = ["", "The above exception was the direct cause of the following exception:", "",
+             "Traceback (most recent call last):", '  File "/srv/app/x.py", line 3, in f',
+             "RuntimeError: wrapped"]
+    for i, line in enumerate(chain, 1):
+        asm.feed("k", line, last + 0.12 + 0.01 * i)
+    asm.flush(20.0)
+    [done] = asm.completed
+    assert [r.exc_type for r in done.traceback.chain] == ["KeyError", "RuntimeError"]

@@ -74,6 +74,9 @@ _ELISION = re.compile(r"^  \[\.\.\. \d+ lines elided \.\.\.\]$")
 
 _FRAMES, _AFTER, _CHAIN, _GROUP = range(4)
 _HEADER_TAIL = "(most recent call last):"
+JITTER_FACTOR = 3.0
+"""After the exception line, wait this many times the record's longest gap between lines
+(when that exceeds the chain grace) before calling it complete."""
 _DIGITS = re.compile(r"\d+")
 
 
@@ -163,6 +166,8 @@ class _Pending:
     """Lines pushed out of the tail and not kept."""
     count: int = 0
     """Lines taken since the record started."""
+    max_gap: float = 0.0
+    """The longest quiet between two of its lines so far (arrival jitter)."""
 
     def add(self, line: str) -> None:
         self.count += 1
@@ -257,8 +262,13 @@ class TracebackAssembler:
         )
 
     def _deadline(self, p: _Pending) -> float:
-        wait = self.chain_grace_s if p.state == _AFTER else self.flush_after_s
-        return p.last_at + wait
+        if p.state != _AFTER:
+            return p.last_at + self.flush_after_s
+        # A stream whose lines came in one burst is done after chain_grace_s; one whose
+        # lines arrived with jitter (the journal interleaving processes) may still send
+        # the chained part: wait for a few of its own gaps (at most flush_after_s).
+        jitter = min(JITTER_FACTOR * p.max_gap, self.flush_after_s)
+        return p.last_at + max(self.chain_grace_s, jitter)
 
     def may_take(self, line: str) -> bool:
         """False if :meth:`feed` would surely refuse ``line`` (no record in progress and
@@ -276,6 +286,7 @@ class TracebackAssembler:
         if p is not None:
             if not foreign and self._continues(p, line):
                 p.add(line)
+                p.max_gap = max(p.max_gap, now - p.last_at)
                 p.last_at = now
                 p.last_meta = meta
                 if p.count >= MAX_RECORD_LINES:

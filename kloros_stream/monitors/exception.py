@@ -81,11 +81,11 @@ from .base import Monitor, MonitorContext, MonitorUnavailable
 
 CHECKPOINT = "state"
 CHECKPOINT_INTERVAL_S = 1.0
-CHAIN_GRACE_S = 0.25
-"""Quiet after an exception line before the traceback counts as complete. A chained
-exception's next part comes in the same write burst, but the journal hands over lines of
-several processes interleaved and with jitter: a shorter wait splits a chain, and its head
-(the inner cause) would be asked about alone (measured in quality/gaps/exception.py)."""
+CHAIN_GRACE_S = 0.02
+"""Quiet after an exception line before the traceback counts as complete (a chained
+exception's next part comes in the same write burst). A stream whose lines arrive with
+jitter (the journal interleaving processes) waits longer: a few of its own gaps, see
+:data:`~kloros_stream.analysis.tracebacks.JITTER_FACTOR`."""
 LIVE_WINDOW_S = 10.0
 """An entry read within this of its journal timestamp is live: its timestamp is the
 latency origin (``observed_at``); older entries (replays) use the time they were read."""
