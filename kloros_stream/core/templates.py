@@ -101,6 +101,7 @@ def exception(f: dict[str, Any]) -> Draft:
             f,
             f"Unit: {unit}",
             f"Fingerprint: {f['fingerprint']}" if f.get("fingerprint") else None,
+            *(f"Code at {_clip(block, 1000)}" for block in (f.get("source_context") or [])[:3]),
             _clip(tb, 1500) if tb else None,
         ),
         action_class=ActionClass.INVESTIGATE,

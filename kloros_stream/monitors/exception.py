@@ -56,6 +56,7 @@ from typing import Any, ClassVar
 import orjson
 
 from ..analysis.fingerprint import fingerprint_message, fingerprint_records
+from ..analysis.source_context import frame_context, read_source_lines
 from ..analysis.tracebacks import (
     Assembled,
     ExceptionRecord,
@@ -466,6 +467,8 @@ class ExceptionMonitor(Monitor):
             reason += " (incomplete traceback)"
         if len(occ.records) > 1:
             occ.facts["chain"] = [r.title[:MAX_NAME_CHARS] for r in occ.records[:20]]
+        if new:  # the question's evidence is its first sighting's: read the code once
+            occ.facts["source_context"] = frame_context(occ.records, read_source_lines)
         self.ctx.status.count(f"{occ.kind}_occurrences")
         (self.log.warning if new else self.log.debug)(
             "exception_seen",
