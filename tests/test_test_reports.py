@@ -11,10 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from kloros_stream.analysis.test_failures import FailureBook
 from kloros_stream.analysis.test_reports import (
     CaseResult,
     CollectionError,
-    FailureBook,
     ParsedReport,
     ReportIncomplete,
     ReportInvalid,

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..analysis.test_failures import FailureBook, FailureChange
 from ..analysis.test_reports import (
-    FailureBook,
-    FailureChange,
     ParsedReport,
     ReportError,
     ReportIncomplete,

@@ -20,7 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kloros_stream.analysis.test_reports import FailureBook, parse_report
+from kloros_stream.analysis.test_failures import FailureBook
+from kloros_stream.analysis.test_reports import parse_report
 from kloros_stream.analysis.test_storms import GapPlan
 from kloros_stream.config import TestMonitorConfig
 
