@@ -28,7 +28,10 @@ def find_python(version: str) -> str:
         try:
             out = subprocess.run(
                 [path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                capture_output=True, text=True, timeout=30, check=False,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
             )
         except OSError:
             continue
@@ -44,8 +47,13 @@ def empty_venv(version: str) -> str:
     if not python.exists():
         base = find_python(version)
         venv.parent.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run([base, "-m", "venv", "--without-pip", "--clear", str(venv)],
-                              capture_output=True, text=True, timeout=300, check=False)
+        done = subprocess.run(
+            [base, "-m", "venv", "--without-pip", "--clear", str(venv)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         if done.returncode != 0:
             raise CorpusError(f"cannot make a Python {version} venv: {done.stderr.strip()}")
     return str(python)

@@ -21,8 +21,18 @@ def test_packages_modules_extensions_and_namespaces(tmp_path: Path) -> None:
     touch(site / "ns" / "a.py")
     touch(extra / "ns" / "b.py")
     resolver = PathResolver([str(site), str(extra), ""], ["os", "tomllib"])
-    for name in ("pkg", "pkg.sub", "pkg.sub.mod", "plain", "plain.attr", "fast", "ns.a",
-                 "ns.b", "os.path", "tomllib"):
+    for name in (
+        "pkg",
+        "pkg.sub",
+        "pkg.sub.mod",
+        "plain",
+        "plain.attr",
+        "fast",
+        "ns.a",
+        "ns.b",
+        "os.path",
+        "tomllib",
+    ):
         assert resolver.resolves(name), name
     for name in ("missing", "pkg.nope", "pkg.sub.gone", "ns.c"):
         assert not resolver.resolves(name), name
@@ -40,6 +50,12 @@ def test_editable_installs_map_to_their_source(tmp_path: Path) -> None:
 
 def test_install_dirs_skip_the_standard_library_but_not_site_packages(tmp_path: Path) -> None:
     lib = tmp_path / "lib" / "python3.13"
-    entries = [str(lib), str(lib / "lib-dynload"), str(lib / "site-packages"), "rel",
-               str(tmp_path / "x.zip"), str(lib / "site-packages")]
+    entries = [
+        str(lib),
+        str(lib / "lib-dynload"),
+        str(lib / "site-packages"),
+        "rel",
+        str(tmp_path / "x.zip"),
+        str(lib / "site-packages"),
+    ]
     assert install_dirs(entries, [str(lib)]) == [lib / "site-packages"]

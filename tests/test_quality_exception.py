@@ -12,9 +12,7 @@ from quality.scoring import score
 def test_real_tracebacks_slice_one_question_per_bug() -> None:
     corpus = next(c for c in discover() if c.gap_type == "exception")
     installs = ("srv/deploy", "opt/venv-a/lib/python3.11/site-packages", "frozen/app")
-    sliced = dataclasses.replace(
-        corpus, settings={"installs": installs, "inputs": ("id-1041",)}
-    )
+    sliced = dataclasses.replace(corpus, settings={"installs": installs, "inputs": ("id-1041",)})
     outcome = exception.evaluate(sliced, None)
     wanted = {name for name, _ in exception.label_names(installs, ("id-1041",))}
     labels = [lab for lab in corpus.labels if lab.name in wanted]

@@ -40,7 +40,8 @@ def frame_context(
     if primary is None:
         return []
     frames = [
-        f for f in primary.frames
+        f
+        for f in primary.frames
         if f.lineno and not f.filename.startswith("<") and is_in_app(f.filename)
     ][-max_frames:]
     blocks: list[str] = []
@@ -54,8 +55,9 @@ def frame_context(
             f"{'>' if n == frame.lineno else ' '} {n:>5} | {lines[n - 1][:MAX_LINE_CHARS]}"
             for n in range(first, last + 1)
         ]
-        where = f"{frame.filename}:{frame.lineno}" + (f" in {frame.function}"
-                                                      if frame.function else "")
+        where = f"{frame.filename}:{frame.lineno}" + (
+            f" in {frame.function}" if frame.function else ""
+        )
         blocks.append("\n".join([where, *body]))
     return blocks
 

@@ -58,8 +58,13 @@ class FailureBook:
             elif case.passing:
                 self._pass(case.nodeid, case.outcome, at, source, changes)
         for err in report.collection_errors:
-            facts = {"kind": "collection", "outcome": "error", "error": err.error,
-                     "duration": None, **_cause_facts(err.cause, err.detail)}
+            facts = {
+                "kind": "collection",
+                "outcome": "error",
+                "error": err.error,
+                "duration": None,
+                **_cause_facts(err.cause, err.detail),
+            }
             self._fail(err.nodeid, facts, at, source, changes)
         for nodeid, entry in list(self.open.items()):
             if entry["kind"] == "collection" and nodeid in report.collected:

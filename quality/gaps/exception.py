@@ -42,21 +42,21 @@ GAP_TYPE = "exception"
 
 APP = {
     "__init__.py": "",
-    "cart.py": '''
+    "cart.py": """
 def lookup(items, key):
     return items[key]
 
 def total(items, keys):
     return sum(lookup(items, k) for k in keys)
-''',
-    "pricing.py": '''
+""",
+    "pricing.py": """
 def average(prices):
     return sum(prices) / len(prices)
 
 def parse_price(text):
     return int(text)
-''',
-    "config.py": '''
+""",
+    "config.py": """
 class ConfigError(Exception):
     pass
 
@@ -66,8 +66,8 @@ def load(path):
             return f.read()
     except FileNotFoundError as err:
         raise ConfigError(f"cannot load config {path}") from err
-''',
-    "worker.py": '''
+""",
+    "worker.py": """
 import logging
 from . import cart
 
@@ -83,8 +83,8 @@ def process(order):
     except KeyError:
         logging.exception("lookup failed for order %s", order)
         raise ValueError(f"bad order {order}")
-''',
-    "tasks.py": '''
+""",
+    "tasks.py": """
 import asyncio
 
 async def _fail(kind, n):
@@ -102,8 +102,8 @@ async def _run_all(n):
 
 def run_all(n):
     asyncio.run(_run_all(n))
-''',
-    "parse.py": '''
+""",
+    "parse.py": """
 import json
 
 def decode(text):
@@ -111,11 +111,11 @@ def decode(text):
 
 def validate(record):
     raise ValueError(f"record {record} is invalid:\\n  field a missing\\n  field b empty")
-''',
-    "deep.py": '''
+""",
+    "deep.py": """
 def walk(n):
     return walk(n + 1)
-''',
+""",
 }
 
 SCENARIOS: dict[str, str] = {
@@ -132,12 +132,12 @@ SCENARIOS: dict[str, str] = {
 }
 NOT_EXCEPTIONS: dict[str, str] = {
     "warning_only": "import warnings; warnings.warn('cache ' + ARG + ' is stale', "
-                    "DeprecationWarning, stacklevel=1)",
+    "DeprecationWarning, stacklevel=1)",
     "error_words": "import sys; print('ERROR: request ' + ARG + ' failed: Traceback follows "
-                   "below?', file=sys.stderr); print('KeyError: is not an exception here',"
-                   " file=sys.stderr)",
+    "below?', file=sys.stderr); print('KeyError: is not an exception here',"
+    " file=sys.stderr)",
     "logged_error": "import logging; logging.error('payment %s declined: ValueError raised "
-                    "by the bank', ARG)",
+    "by the bank', ARG)",
 }
 """Programs whose stderr mentions errors but holds no traceback: no question is right."""
 INPUTS = ("id-1041", "id-77")
@@ -167,7 +167,11 @@ def _install(base: Path, where: str) -> Path:
 def _run(root: Path, code: str, arg: str) -> list[str]:
     program = code.replace("ARG", repr(arg))
     proc = subprocess.run(
-        [sys.executable, "-c", program], cwd=root, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", program],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
         check=False,
     )
@@ -176,8 +180,10 @@ def _run(root: Path, code: str, arg: str) -> list[str]:
 
 def _present(lines: list[str], how: str) -> list[str]:
     if how == "prefixed":
-        return [f"2026-12-01 10:00:{i % 60:02d},123 ERROR shopapp[4242]: {line}"
-                for i, line in enumerate(lines)]
+        return [
+            f"2026-12-01 10:00:{i % 60:02d},123 ERROR shopapp[4242]: {line}"
+            for i, line in enumerate(lines)
+        ]
     if how == "blank_lines":
         out: list[str] = []
         for line in lines:
@@ -238,8 +244,12 @@ def evaluate(corpus: Corpus, tree: Path | None) -> Outcome:
                 groups.setdefault(fp, set()).add(item)
             if records:
                 reported.add(item)
-    size = {"programs": len(programs), "bugs": len(SCENARIOS), "runs": len(runs),
-            "items": len(runs) * len(settings.get("presentations", PRESENTATIONS))}
+    size = {
+        "programs": len(programs),
+        "bugs": len(SCENARIOS),
+        "runs": len(runs),
+        "items": len(runs) * len(settings.get("presentations", PRESENTATIONS)),
+    }
     return Outcome(
         reported=frozenset(reported),
         size=size,

@@ -88,10 +88,9 @@ def test_positive(n):
 """,
 }
 for _m in range(3):
-    FILES[f"test_users_{_m}.py"] = (
-        "from helpers import load_user\n\n"
-        + "".join(f"def test_user_{_m}_{i}():\n    assert load_user({{'users': {{}}}}, {i})\n\n"
-                  for i in range(10))
+    FILES[f"test_users_{_m}.py"] = "from helpers import load_user\n\n" + "".join(
+        f"def test_user_{_m}_{i}():\n    assert load_user({{'users': {{}}}}, {i})\n\n"
+        for i in range(10)
     )
 PLUGIN_TEST = "import kloros_quality_missing_plugin\n\ndef test_x():\n    pass\n"
 for _m in range(12):
@@ -108,21 +107,42 @@ def causes() -> dict[str, str | None]:
     out.update({f"tests/test_params.py::test_even[{n}]": "one_line_4_inputs" for n in (1, 2, 3, 4)})
     out.update({f"tests/test_params.py::test_positive[{n}]": None for n in (5, 6)})
     for m in range(3):
-        out.update({f"tests/test_users_{m}.py::test_user_{m}_{i}": "load_user_helper"
-                    for i in range(10)})
+        out.update(
+            {f"tests/test_users_{m}.py::test_user_{m}_{i}": "load_user_helper" for i in range(10)}
+        )
     out.update({f"tests/test_plugin_{m}.py": "missing_plugin" for m in range(12)})
     return out
 
 
 def _run(project: Path, fmt: str) -> bytes:
     report = project / f"report.{'xml' if fmt == 'junit' else 'json'}"
-    args = ([f"--junitxml={report}"] if fmt == "junit"
-            else ["--json-report", f"--json-report-file={report}"])
+    args = (
+        [f"--junitxml={report}"]
+        if fmt == "junit"
+        else ["--json-report", f"--json-report-file={report}"]
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", ".",
-         "--continue-on-collection-errors", "-o", "pythonpath=tests", *args, "tests"],
-        cwd=project, env=env, capture_output=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            ".",
+            "--continue-on-collection-errors",
+            "-o",
+            "pythonpath=tests",
+            *args,
+            "tests",
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        timeout=600,
+        check=False,
     )
     if not report.exists():
         raise CorpusError(f"pytest wrote no {fmt} report")
@@ -146,6 +166,10 @@ def evaluate(corpus: Corpus, tree: Path | None) -> Outcome:
         plan.update(book.open, {c.nodeid for c in changes if c.opened})
     groups = {gap.key: frozenset(gap.tests) for gap in plan.published.values()}
     reported = {nodeid for tests in groups.values() for nodeid in tests}
-    size = {"tests": sum(1 for c in causes() if "::" in c), "collectors": 12,
-            "failing": sum(1 for c in causes().values() if c), "questions": len(groups)}
+    size = {
+        "tests": sum(1 for c in causes() if "::" in c),
+        "collectors": 12,
+        "failing": sum(1 for c in causes().values() if c),
+        "questions": len(groups),
+    }
     return Outcome(reported=frozenset(reported), size=size, groups=groups)

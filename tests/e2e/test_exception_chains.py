@@ -44,10 +44,13 @@ process("order-%(n)d")
 def test_e2e_interleaved_chains_are_one_question_each(
     journald: NamespacedJournald, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path, {
-        "monitors": {"exception": {"namespace": journald.namespace, "units": []}},
-        "feed": {"counter_flush_s": 0.2},
-    })
+    config = write_config(
+        tmp_path,
+        {
+            "monitors": {"exception": {"namespace": journald.namespace, "units": []}},
+            "feed": {"counter_flush_s": 0.2},
+        },
+    )
     with ServiceProcess(config) as svc:
         time.sleep(1.0)  # journalctl is following
         for n in range(2):
@@ -64,11 +67,14 @@ def test_e2e_interleaved_chains_are_one_question_each(
             for t in runs:
                 t.join()
         qs = svc.wait_feed(
-            lambda qs: sum(q["metadata"]["occurrences"] for q in questions_of(qs, "exception"))
-            >= 4,
+            lambda qs: (
+                sum(q["metadata"]["occurrences"] for q in questions_of(qs, "exception")) >= 4
+            ),
             timeout=30,
         )
         time.sleep(1.0)  # anything else would have arrived by now
-        names = sorted(q["metadata"]["gap_name"].split(":")[0]
-                       for q in questions_of(list(svc.questions().values()), "exception"))
+        names = sorted(
+            q["metadata"]["gap_name"].split(":")[0]
+            for q in questions_of(list(svc.questions().values()), "exception")
+        )
         assert names == ["ConfigError", "ValueError"], qs

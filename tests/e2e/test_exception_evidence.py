@@ -15,20 +15,24 @@ import pytest
 
 from tests.support.service import ServiceProcess, questions_of, write_config
 
-APP = '''def load(jobs, job_id):
+APP = """def load(jobs, job_id):
     return jobs[job_id]
 
 
 def run(job_id):
     return load({}, job_id)
-'''
+"""
 
 
 def crash(root: Path, job: str) -> list[str]:
     proc = subprocess.run(
         [sys.executable, "-c", f"from shopjobs import worker; worker.run({job!r})"],
-        cwd=root, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60, check=False,
+        cwd=root,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     return proc.stderr.splitlines()
 
@@ -42,19 +46,27 @@ def test_e2e_one_bug_two_installs_with_source_context(tmp_path: Path) -> None:
         (root / "shopjobs" / "worker.py").write_text(APP)
     log = tmp_path / "worker.log"
     log.write_text("")
-    config = write_config(tmp_path, {
-        "monitors": {"exception": {"journal": False, "log_files": [str(log)]}},
-        "feed": {"counter_flush_s": 0.2},
-    })
+    config = write_config(
+        tmp_path,
+        {
+            "monitors": {"exception": {"journal": False, "log_files": [str(log)]}},
+            "feed": {"counter_flush_s": 0.2},
+        },
+    )
     with ServiceProcess(config) as svc:
         for n, root in enumerate(roots):
             lines = crash(root, f"job-{n}")
             with log.open("a") as f:
-                f.write("".join(f"2026-12-01 10:00:0{n},5 ERROR worker[{40 + n}]: {line}\n"
-                                for line in lines))
+                f.write(
+                    "".join(
+                        f"2026-12-01 10:00:0{n},5 ERROR worker[{40 + n}]: {line}\n"
+                        for line in lines
+                    )
+                )
         qs = svc.wait_feed(
-            lambda qs: any(q["metadata"]["occurrences"] >= 2
-                           for q in questions_of(qs, "exception")),
+            lambda qs: any(
+                q["metadata"]["occurrences"] >= 2 for q in questions_of(qs, "exception")
+            ),
             timeout=30,
         )
         [question] = questions_of(qs, "exception")

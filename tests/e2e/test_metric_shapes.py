@@ -10,10 +10,16 @@ import pytest
 from tests.support.service import ServiceProcess, questions_of, write_config
 
 RECORDS = [
-    {"experiment": "exp-a", "results": {"c1": {"acc": 0.7, "loss": 0.3},
-                                        "c2": {"acc": 0.7, "loss": 0.3}}},
-    {"run": {"name": "exp-b", "instances": {"c1": {"acc": 0.5, "f1": 0.1},
-                                            "c2": {"acc": 0.6, "f1": 0.2}}}},
+    {
+        "experiment": "exp-a",
+        "results": {"c1": {"acc": 0.7, "loss": 0.3}, "c2": {"acc": 0.7, "loss": 0.3}},
+    },
+    {
+        "run": {
+            "name": "exp-b",
+            "instances": {"c1": {"acc": 0.5, "f1": 0.1}, "c2": {"acc": 0.6, "f1": 0.2}},
+        }
+    },
 ]
 
 

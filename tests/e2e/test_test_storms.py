@@ -16,25 +16,25 @@ import pytest
 
 from tests.support.service import ServiceProcess, questions_of, write_config
 
-BROKEN_FIXTURE = '''import pytest
+BROKEN_FIXTURE = """import pytest
 
 @pytest.fixture
 def db():
     raise ConnectionError("database at 10.0.0.5:5432 refused")
-'''
-GOOD_FIXTURE = '''import pytest
+"""
+GOOD_FIXTURE = """import pytest
 
 @pytest.fixture
 def db():
     return {"connected": True}
-'''
-STORM = '''import pytest
+"""
+STORM = """import pytest
 
 @pytest.mark.parametrize("i", range(200))
 def test_query(db, i):
     assert db["connected"]
-'''
-OTHERS = '''def test_arithmetic():
+"""
+OTHERS = """def test_arithmetic():
     assert 1 + 1 == 3
 
 def test_mapping():
@@ -42,7 +42,7 @@ def test_mapping():
 
 def test_fine():
     assert True
-'''
+"""
 
 
 def run_pytest(project: Path, results: Path, run: int) -> None:
@@ -50,10 +50,25 @@ def run_pytest(project: Path, results: Path, run: int) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     staging = project / f".out{run}"
     subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", ".",
-         f"--junitxml={staging}/junit.xml", "--json-report",
-         f"--json-report-file={staging}/report.json", "tests"],
-        cwd=project, env=env, capture_output=True, timeout=180, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            ".",
+            f"--junitxml={staging}/junit.xml",
+            "--json-report",
+            f"--json-report-file={staging}/report.json",
+            "tests",
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        timeout=180,
+        check=False,
     )
     target = results / f"run{run}"
     staging.rename(target)
@@ -99,8 +114,9 @@ def test_e2e_a_200_test_storm_is_one_question(tmp_path: Path) -> None:
         (project / "tests" / "conftest.py").write_text(GOOD_FIXTURE)
         run_pytest(project, results, 2)
         qs = svc.wait_feed(
-            lambda qs: by_name(qs)["ConnectionError at tests/conftest.py:5"]["status"]
-            == "resolved",
+            lambda qs: (
+                by_name(qs)["ConnectionError at tests/conftest.py:5"]["status"] == "resolved"
+            ),
             timeout=30,
         )
         named = by_name(qs)

@@ -40,15 +40,21 @@ def test_e2e_imports_and_syntax_judged_by_the_watched_interpreter(tmp_path: Path
     )
     (src / "generic.py").write_text("type Pair[T] = tuple[T, T]\n")
     (src / "broken.py").write_text("def f(:\n    pass\n")
-    config = write_config(tmp_path, {"monitors": {
-        "integration": {"roots": ["src"]},
-        "capability_discovery": {"python": str(venv / "bin" / "python")},
-    }})
+    config = write_config(
+        tmp_path,
+        {
+            "monitors": {
+                "integration": {"roots": ["src"]},
+                "capability_discovery": {"python": str(venv / "bin" / "python")},
+            }
+        },
+    )
     with ServiceProcess(config) as svc:
         svc.wait_scanned("capability_discovery")
         qs = svc.wait_feed(
-            lambda qs: len(names(qs, "missing_library")) >= 2
-            and len(names(qs, "syntax_error")) >= 1,
+            lambda qs: (
+                len(names(qs, "missing_library")) >= 2 and len(names(qs, "syntax_error")) >= 1
+            ),
             timeout=30,
         )
         assert names(qs, "missing_library") == {"notanywhere", "app2.sub.gone"}
@@ -64,5 +70,6 @@ def test_e2e_imports_and_syntax_judged_by_the_watched_interpreter(tmp_path: Path
 
         # Installed into the watched venv (not the service's): the gap resolves.
         (site / "notanywhere.py").write_text("")
-        svc.wait_feed(lambda qs: "notanywhere" in names(qs, "missing_library", "resolved"),
-                      timeout=20)
+        svc.wait_feed(
+            lambda qs: "notanywhere" in names(qs, "missing_library", "resolved"), timeout=20
+        )

@@ -10,13 +10,15 @@ import subprocess
 def other_python(min_version: tuple[int, int]) -> str | None:
     """A working interpreter at least ``min_version``, or None on this machine."""
     candidates = sorted(glob.glob("/root/.pyenv/versions/3.*/bin/python3"), reverse=True)
-    candidates += [p for n in ("python3.14", "python3.13", "python3.12")
-                   if (p := shutil.which(n))]
+    candidates += [p for n in ("python3.14", "python3.13", "python3.12") if (p := shutil.which(n))]
     for path in candidates:
         try:
             out = subprocess.run(
                 [path, "-c", "import sys; print(*sys.version_info[:2])"],
-                capture_output=True, text=True, timeout=20, check=False,
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
             )
         except OSError:
             continue
