@@ -235,6 +235,32 @@ class MonitorsConfig(Section):
         return getattr(self, name)
 
 
+class ClusterConfig(Section):
+    """Distributed mode on NATS JetStream (``docs/distributed.md``); role "" = embedded."""
+
+    role: Literal["", "edge", "core", "both"] = ""
+    nats_url: str = "nats://127.0.0.1:4222"
+    host: str = ""
+    """This host's name in questions; "" = the machine's hostname."""
+    credentials: Path | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    stream: str = Field(default="KLOROS_GAPS", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    bucket: str = Field(default="kloros_questions", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    buffer_max_signals: int = Field(default=100_000, ge=1)
+    """Edge: signals kept on disk while NATS is unreachable; past it the oldest go."""
+    ack_wait_s: float = Field(default=30.0, gt=0)
+    """Core: an unacknowledged signal is redelivered (to any core) after this long."""
+    duplicate_window_s: float = Field(default=600.0, gt=0)
+    max_age_days: float = Field(default=7.0, gt=0)
+
+    @field_validator("credentials", "tls_ca", "tls_cert", "tls_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if v in ("", None) else v
+
+
 class Config(Section):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     bus: BusConfig = Field(default_factory=BusConfig)
@@ -244,6 +270,16 @@ class Config(Section):
     http: HttpConfig = Field(default_factory=HttpConfig)
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
     monitors: MonitorsConfig = Field(default_factory=MonitorsConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cluster_role_defaults_to_both(cls, data: Any) -> Any:
+        """A ``[cluster]`` table without ``role`` means "both"; no table means embedded."""
+        section = data.get("cluster") if isinstance(data, dict) else None
+        if isinstance(section, dict) and "role" not in section:
+            data = {**data, "cluster": {**section, "role": "both"}}
+        return data
 
     _source: Path | None = PrivateAttr(default=None)
 

@@ -25,7 +25,7 @@ MONITOR_READS: dict[str, tuple[str, ...]] = {"capability_discovery": ("integrati
 """Monitors that read other monitors' sections (capability_discovery scans the
 integration roots for imports)."""
 
-RESTART_ONLY_SECTIONS = ("feed", "http")
+RESTART_ONLY_SECTIONS = ("feed", "http", "cluster")
 RESTART_ONLY_KEYS = ("service.state_dir",)
 
 

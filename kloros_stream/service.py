@@ -68,6 +68,20 @@ def default_factory(name: str) -> MonitorFactory:
     return lambda ctx: monitor_class(name)(ctx)
 
 
+def open_cluster(svc: Service) -> Any:
+    """The ``[cluster]`` node (see docs/distributed.md), or None in the embedded default."""
+    if not svc.config.cluster.role:
+        return None
+    from .cluster.node import ClusterNode  # nats-py is imported only in distributed mode
+
+    def write() -> None:
+        svc._write()
+        svc._dirty.set()
+
+    return ClusterNode(svc.config.cluster, svc.config.service.state_dir, svc.core, write,
+                       svc._dirty.set)
+
+
 def open_history(config: Config) -> SignalHistory | None:
     """The ``[history]`` log, or None when no path is set or it cannot be opened (logged)."""
     if config.history.path is None:
@@ -103,6 +117,10 @@ class Service:
         self.feed.listeners.append(self.stream.on_written)
         self.desk = ConsumerDesk(self.core, self.store, on_change=lambda: self._dirty.set())
         self.checkpoints = CheckpointStore(config.service.state_dir)
+        self._dirty = asyncio.Event()
+        self.cluster = open_cluster(self)
+        if self.cluster is not None and not self.cluster.runs_monitors:
+            self.factories, self.monitor_names = {}, ()  # a core-only node watches nothing
         self.statuses: dict[str, MonitorStatus] = {n: MonitorStatus() for n in self.monitor_names}
         self.supervised: dict[str, Supervised] = {}
         self.reconciler = Reconciler(
@@ -114,7 +132,6 @@ class Service:
         self.started_at = time.monotonic()
         self.port: int | None = None
         self._stop = asyncio.Event()
-        self._dirty = asyncio.Event()
         self._consumer: asyncio.Task[None] | None = None
         self._housekeeper: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
@@ -139,7 +156,10 @@ class Service:
         self.desk.start()
         self._consumer = asyncio.create_task(self._consume(), name="consumer")
         self._housekeeper = asyncio.create_task(self._housekeep(), name="housekeeping")
-        self._reconcile_task = asyncio.create_task(self.reconciler.run(), name="reconciler")
+        if self.cluster is None:  # distributed: the local view is not this host's level
+            self._reconcile_task = asyncio.create_task(self.reconciler.run(), name="reconciler")
+        if self.cluster is not None:
+            self.cluster.start()
         for name in self.monitor_names:
             self._start_monitor(name)
         log.info("service_ready", port=self.port,
@@ -259,6 +279,8 @@ class Service:
             self.store.abort_compaction()
             await asyncio.wait([self._compaction])
         drained = self._process(self.bus.take_nowait())
+        if self.cluster is not None:
+            await self.cluster.stop()  # the edge's buffer keeps what was not yet sent
         self.core.due_updates(time.time(), force=True)
         self._write()
         self._commit(self.bus.taken_through)
@@ -295,6 +317,9 @@ class Service:
     def _process(self, batch: list[Signal]) -> int:
         """Apply a batch of signals to the core and append the due lines to the feed."""
         self._record_history(batch)
+        if self.cluster is not None:  # distributed: to the edge's buffer, then JetStream
+            self.cluster.accept(batch)
+            return len(batch)
         now = time.time()
         written: list[float] = []
         for sig in batch:
@@ -499,6 +524,8 @@ class Service:
         }
         if self.history is not None:
             report["history"] = self.history.stats
+        if self.cluster is not None:
+            report["cluster"] = self.cluster.health()
         if failed or down:
             report["reason"] = ("consumer down" if down else
                                 "; ".join(f"{n}: {self.statuses[n].last_error}" for n in failed))
