@@ -3,7 +3,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench quality clean venv
+.PHONY: run test lint bench quality clean venv nats run-cluster soak-cluster
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,20 @@ bench: $(STAMP)
 ## Local trees are included when their variable is set, e.g. KLOROS_TREE=/path/to/kloros.
 quality: $(STAMP)
 	$(BIN)/python -m quality -v $(QUALITY_ARGS)
+
+## Distributed mode on one machine (docs/distributed.md): `make nats` in one terminal,
+## `make run-cluster` in another (edge + core against that server).
+nats: $(STAMP)
+	$(BIN)/nats-server -js -a 127.0.0.1 -p 4222 -sd var/nats
+
+run-cluster: $(STAMP)
+	{ cat config.toml; printf '\n[cluster]\nrole = "both"\nnats_url = "nats://127.0.0.1:4222"\n'; } > .cluster-demo.toml
+	$(BIN)/kloros-stream run --config .cluster-demo.toml
+
+## The cluster end-to-end test at full size: 10,000 gaps over three edges and two cores.
+soak-cluster: $(STAMP)
+	KLOROS_CLUSTER_GAPS=10000 $(BIN)/pytest -q -s -p no:cacheprovider --timeout 1800 \
+		tests/e2e/test_cluster.py -k exactly_once
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

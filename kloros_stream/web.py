@@ -10,6 +10,7 @@ from aiohttp import HttpVersion10, web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from .cluster.views import on_host
 from .core.store import Selection, decode_cursor, encode_cursor
 from .http_consumers import add_routes as add_consumer_routes
 
@@ -55,7 +56,8 @@ async def questions(request: web.Request) -> web.Response:
                         monitor=query.get("monitor"), after=after, limit=top + 1)
     except ValueError as err:  # CursorError included
         return _json({"error": str(err)}, status=400)
-    entries = svc.core.select(sel)
+    host = query.get("host")  # distributed mode: questions seen on that host
+    entries = svc.core.select(sel) if not host else on_host(svc.core, sel, host)
     page = entries[:top]
     body = b"[" + b",".join(j for j in map(svc.core.json, page) if j is not None) + b"]"
     headers = {"X-Next-Cursor": encode_cursor(page[-1])} if len(entries) > top and page else {}

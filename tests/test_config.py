@@ -410,3 +410,15 @@ def test_check_config_warns_about_missing_paths_and_stays_valid(
     assert "monitors.knowledge_discovery.docs_dirs" in captured.err
     assert f"{tmp_path / 'src'} " not in captured.err
     assert "absent.jsonl" not in captured.err  # a disabled monitor's inputs are not checked
+
+
+def test_cluster_section_absent_or_empty_role_is_embedded_and_bare_table_is_both(
+        tmp_path: Path) -> None:
+    assert parse_config({}, tmp_path).cluster.role == ""
+    assert parse_config({"cluster": {"role": ""}}, tmp_path).cluster.role == ""
+    bare = parse_config({"cluster": {"nats_url": "nats://10.0.0.1:4222"}}, tmp_path).cluster
+    assert bare.role == "both" and bare.credentials is None
+    creds = parse_config({"cluster": {"role": "edge", "credentials": "n.creds"}}, tmp_path)
+    assert creds.cluster.credentials == tmp_path.resolve() / "n.creds"
+    with pytest.raises(ConfigError, match=r"cluster\.role"):
+        parse_config({"cluster": {"role": "leader"}}, tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -297,3 +298,16 @@ async def test_questions_come_in_pages_with_a_cursor_and_filters(tmp_path: Path)
         assert none == []
         _, _, ready = await get(svc, "/questions?status=ready&top=3")
         assert ready == everything[:3]
+
+
+async def test_questions_filter_by_host(service: tuple[Service, dict[str, Script]]) -> None:
+    svc, _ = service
+    a = next(q for q in svc.core.questions.values() if q.metadata["gap_name"] == "t::a")
+    svc.core.put(a.model_copy(update={"metadata": {
+        **a.metadata, "hosts": {"n1": {"occurrences": 2, "last_seen": "2026-01-01"}}}}),
+        time.time())
+    svc._write()
+    _, _, on_n1 = await get(svc, "/questions?status=all&host=n1")
+    assert [q["metadata"]["gap_name"] for q in on_n1] == ["t::a"]
+    _, _, on_n2 = await get(svc, "/questions?host=n2")
+    assert on_n2 == []

@@ -97,6 +97,7 @@ def test_edges_and_cores_exactly_once_through_a_core_kill_and_a_server_restart(
         try:
             for proc in (*cores, *edges):
                 proc.start(timeout=30)
+            started = time.monotonic()
 
             def phase(index: int) -> None:
                 for e, edge in enumerate(edges):
@@ -119,6 +120,9 @@ def test_edges_and_cores_exactly_once_through_a_core_kill_and_a_server_restart(
 
             timeout = 60 + GAPS / 50
             cores[1].wait_feed(complete, timeout=timeout)
+            print(f"\ncluster e2e: {GAPS} gaps ({expected_occurrences} signals, "
+                  f"{expected_questions} questions) in every survivor's feed after "
+                  f"{time.monotonic() - started:.1f} s, with a core kill and a server restart")
             cores[0].start(timeout=30)  # back after the kill: follows the bucket
             cores[0].wait_feed(complete, timeout=timeout)
 
@@ -129,6 +133,9 @@ def test_edges_and_cores_exactly_once_through_a_core_kill_and_a_server_restart(
                     time.sleep(0.1)
             time.sleep(1.5)  # anything late (a duplicate) would show now
             health = [c.health()["cluster"]["core"] for c in cores]
+            status, body = cores[1].get("/questions?status=all&host=edge-1&top=100000")
+            on_edge1 = orjson.loads(body)
+            status_none, body_none = cores[1].get("/questions?host=no-such-host")
         finally:
             for proc in (*edges, *cores):
                 if proc.proc is not None and proc.proc.poll() is None:
@@ -154,6 +161,9 @@ def test_edges_and_cores_exactly_once_through_a_core_kill_and_a_server_restart(
             assert tool["metadata"]["facts"]["host"] == h
             assert list(tool["metadata"]["hosts"]) == [h]
     assert sum(h["applied"] for h in health) >= 1
+    assert status == 200 and on_edge1
+    assert all("edge-1" in q["metadata"]["hosts"] for q in on_edge1)
+    assert status_none == 200 and orjson.loads(body_none) == []
     assert all(not h["rejected"] for h in health)
 
 
