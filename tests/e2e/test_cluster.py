@@ -133,7 +133,7 @@ def test_edges_and_cores_exactly_once_through_a_core_kill_and_a_server_restart(
                     time.sleep(0.1)
             time.sleep(1.5)  # anything late (a duplicate) would show now
             health = [c.health()["cluster"]["core"] for c in cores]
-            status, body = cores[1].get("/questions?status=all&host=edge-1&top=100000")
+            status, body = cores[1].get("/questions?status=all&host=edge-1&top=1000")
             on_edge1 = orjson.loads(body)
             status_none, body_none = cores[1].get("/questions?host=no-such-host")
         finally:
