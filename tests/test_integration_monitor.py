@@ -116,6 +116,30 @@ async def test_topic_orphan_and_subscriber(start: Callable[..., Any], src: Path)
     await run.wait(lambda s: len(s) == 2 and s[1].resolved)
 
 
+async def test_orphan_evidence_quotes_the_code_and_follows_it(
+    start: Callable[..., Any], src: Path
+) -> None:
+    run = await start()
+    pub = src / "pkg" / "pub.py"
+    pub.write_text(
+        'def go(bus):\n    bus.emit(\n        "VOICE_READY",\n        facts={},\n    )\n'
+    )
+    await run.wait(lambda s: [x.gap_name for x in s] == ["VOICE_READY"])
+    facts = run.pub.signals[0].facts
+    assert facts["producer_lines"] == ['pkg/pub.py:2: bus.emit( "VOICE_READY", facts={}, )']
+    # The producing code changes, the orphan stays: announced again with the new code.
+    pub.write_text('def go(bus):\n    bus.emit("VOICE_READY", facts={"n": 1})\n')
+    await run.wait(lambda s: len(s) == 2)
+    assert run.pub.signals[1].facts["producer_lines"] == [
+        'pkg/pub.py:2: bus.emit("VOICE_READY", facts={"n": 1})'
+    ]
+    (src / "pkg" / "sub.py").write_text('x = 1\nsub = ChemSub("VOICE_READY", print)\n')
+    await run.wait(lambda s: len(s) == 3 and s[2].resolved)
+    assert run.pub.signals[2].facts["consumer_line"] == (
+        'pkg/sub.py:2: sub = ChemSub("VOICE_READY", print)'
+    )
+
+
 async def test_syntax_error_gap_then_fixed(start: Callable[..., Any], src: Path) -> None:
     run = await start()
     bad = src / "pkg" / "bad.py"

@@ -65,7 +65,8 @@ def orphaned_queue(f: dict[str, Any]) -> Draft:
         ),
         evidence=_evidence(f, f"Producers: {_listing(producers, 10)}" if producers else None,
                            f"Files: {_listing(f.get('files') or [], 10)}"
-                           if f.get("files") else None),
+                           if f.get("files") else None,
+                           *(f"Filled at {line}" for line in (f.get("producer_lines") or [])[:5])),
         action_class=ActionClass.PROPOSE_FIX,
         autonomy=3,
         value_estimate=0.95,

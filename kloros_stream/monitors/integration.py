@@ -27,7 +27,8 @@ from typing import Any
 
 import anyio.to_thread
 
-from ..analysis.flow_index import Channel, ChannelKind, FlowIndex
+from ..analysis.flow_evidence import evidence_line
+from ..analysis.flow_index import Channel, ChannelKind, FlowIndex, ProducerSite
 from ..analysis.flows import FileFlows, FlowConfig, analyze_source
 from ..analysis.pysource import SourceError, module_name
 from ..config import IntegrationMonitorConfig
@@ -47,6 +48,8 @@ INLINE_PARSE_BYTES = 256 * 1024
 BATCH_FILES = 64
 """Files parsed per worker-thread batch during the initial scan."""
 MAX_FACT_ITEMS = 10
+MAX_CODE_LINES = 5
+"""Producing statements quoted in an orphaned_queue question's facts."""
 
 
 # -- per-file state ------------------------------------------------------------------------
@@ -149,6 +152,8 @@ class IntegrationMonitor(Monitor):
         self.announced_orphans: set[Channel] = set()
         self.announced_errors: dict[str, str] = {}
         """Absolute path -> gap name of announced syntax errors."""
+        self.evidence: dict[Channel, list[str]] = {}
+        """Producing statements last announced per orphan (kept in memory)."""
         self.confirmer = SyntaxConfirmer(ctx.config.monitors.capability_discovery.python)
         """Confirms a syntax error with the watched system's interpreter (H10b)."""
         self.settle = SettleTimers(None)
@@ -335,6 +340,7 @@ class IntegrationMonitor(Monitor):
             self.settle.restart(path)
             return
         self._publish_orphans(changed, event.observed_at)
+        self._refresh_evidence(paths, changed, event.observed_at)
         self._publish_errors(paths, event.observed_at)
         self.saver.mark()
         self._update_status()
@@ -364,8 +370,10 @@ class IntegrationMonitor(Monitor):
                     gap_reason="its producer went away" if gone else "it has a consumer now",
                     observed_at=observed_at,
                     channel_kind=channel.kind.value,
+                    **self._consumer_fact(channel, gone),
                 )
                 self.announced_orphans.discard(channel)
+                self.evidence.pop(channel, None)
 
     def _gap_orphan(self, channel: Channel, observed_at: float) -> None:
         sites = self.index.producers(channel, limit=MAX_FACT_ITEMS)
@@ -374,6 +382,8 @@ class IntegrationMonitor(Monitor):
             rel = self._relative(site.path)
             if rel not in files:
                 files.append(rel)
+        lines = [self._code(s) for s in sites[:MAX_CODE_LINES]]
+        self.evidence[channel] = lines
         if channel.kind is ChannelKind.TOPIC:
             reason = f"bus topic '{channel.name}' is emitted but nothing subscribes to it"
         else:
@@ -390,7 +400,34 @@ class IntegrationMonitor(Monitor):
             sites=[f"{self._relative(s.path)}:{s.line}" for s in sites],
             files=files,
             producer_files=self.index.producer_count(channel),
+            producer_lines=lines,
         )
+
+    def _code(self, site: ProducerSite) -> str:
+        """``path:line: statement`` read from the watched tree (never imported)."""
+        try:
+            with open(site.path, "rb") as fh:
+                source = fh.read(self.cfg.max_file_bytes).decode("utf-8", "replace")
+        except OSError:
+            source = None
+        return evidence_line(self._relative(site.path), site.line, source)
+
+    def _consumer_fact(self, channel: Channel, gone: bool) -> dict[str, str]:
+        site = None if gone else self.index.consumer(channel)
+        return {"consumer_line": self._code(site)} if site is not None else {}
+
+    def _refresh_evidence(
+        self, paths: set[str], changed: set[Channel], observed_at: float
+    ) -> None:
+        """An announced orphan whose producing code changed is announced again with the
+        new code: the question's evidence follows the code."""
+        for channel in sorted(self.announced_orphans - changed):
+            sites = self.index.producers(channel, MAX_FACT_ITEMS)
+            if not any(site.path in paths for site in sites):
+                continue
+            lines = [self._code(s) for s in sites[:MAX_CODE_LINES]]
+            if self.index.is_orphan(channel) and lines != self.evidence.get(channel):
+                self._gap_orphan(channel, observed_at)
 
     def _publish_errors(self, paths: set[str], observed_at: float) -> None:
         for path in sorted(paths):
