@@ -339,3 +339,21 @@ def test_attributes_read_dynamically_or_by_a_library_base_are_consumed() -> None
                 self.jobs.append(x)
         """
     assert orphans(("pkg.worker", textwrap.dedent(library))) == set()
+
+
+def test_an_attribute_only_ever_set_to_literals_names_its_topics() -> None:
+    src = """
+        class Stream:
+            def __init__(self):
+                self.when_connected = "connected"
+            def start_tls(self):
+                self.when_connected = "tls_success"
+            def on_connect(self):
+                self.event(self.when_connected)
+            def other(self, name):
+                self.target = name
+                self.target = "fixed"
+                self.event(self.target)
+        """
+    cfg = FlowConfig.of(["event"], ["add_event_handler"])
+    assert set(flows(src, config=cfg).topics_produced) == {"connected", "tls_success"}

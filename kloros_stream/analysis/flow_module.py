@@ -34,6 +34,8 @@ class ClassInfo:
     constants: dict[str, Any] = field(default_factory=dict)
     built_from: dict[str, set[str]] = field(default_factory=dict)
     """``self.x = Cls(...)`` -> x: {"Cls"} (the called name, dotted)."""
+    literal_attrs: dict[str, list[str]] = field(default_factory=dict)
+    """``self.x = "literal"`` -> the literals assigned (when nothing else ever is)."""
     collections: set[str] = field(default_factory=set)
     """Attributes initialised as a collection somewhere in the class."""
     assigned: set[str] = field(default_factory=set)
@@ -81,6 +83,8 @@ class ModuleInfo:
         info = self.classes.get(owner_cls or "")
         if info is not None and node.attr in info.constants:
             return [info.constants[node.attr]]
+        if info is not None and owner_cls == cls and node.attr in info.literal_attrs:
+            return list(info.literal_attrs[node.attr])  # self.x only ever set to literals
         return None
 
 
@@ -205,6 +209,14 @@ def _self_assign(node: ast.Assign | ast.AnnAssign, info: ClassInfo) -> None:
             and isinstance(target.value, ast.Name)
             and target.value.id in ("self", "cls")
         ):
+            literals = info.literal_attrs
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                if target.attr not in info.assigned or target.attr in literals:
+                    values = literals.setdefault(target.attr, [])
+                    if value.value not in values:
+                        values.append(value.value)
+            else:
+                literals.pop(target.attr, None)
             info.assigned.add(target.attr)
             if _is_collection_value(value):
                 info.collections.add(target.attr)
