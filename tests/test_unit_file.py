@@ -45,7 +45,7 @@ def test_unit_has_the_required_directives() -> None:
     assert one("ExecReload") == "/bin/kill -HUP $MAINPID"
     assert one("Restart") == "on-failure"
     assert int(one("WatchdogSec")) >= 10
-    assert one("MemoryMax") == "192M"
+    assert one("MemoryMax") == "256M"
     assert one("CPUQuota") == "50%"
     assert one("NoNewPrivileges") == "yes"
     assert one("ProtectSystem") == "strict"

@@ -54,6 +54,7 @@ from .index import IndexInvalid, QuestionIndex
 log = structlog.get_logger("kloros_stream.store")
 
 COMMIT_EVERY_LINES = 20_000
+COMMIT_ROWS = 512
 COMPACTION_RETRY_S = 60.0
 WAL_CHECKPOINT_BYTES = 4 << 20
 
@@ -239,6 +240,8 @@ class FeedStore:
             self._unindexed.clear()
             self.index.add_garbage(self._garbage)
             self._garbage = 0
+            if self.index.txn_rows >= COMMIT_ROWS:  # a burst: keep the transaction small
+                self.commit()
 
     def commit(self) -> None:
         """Commit the index with the feed position it describes (once the lines are
