@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS q (
 CREATE INDEX IF NOT EXISTS rank_open ON q(priority DESC, id) WHERE open = 1 AND live = 1;
 CREATE INDEX IF NOT EXISTS rank_live ON q(priority DESC, id) WHERE live = 1;
 CREATE INDEX IF NOT EXISTS open_by_monitor ON q(monitor) WHERE open = 1 AND live = 1;
+CREATE INDEX IF NOT EXISTS by_status ON q(status, priority DESC, id) WHERE live = 1;
 CREATE INDEX IF NOT EXISTS to_retire ON q(updated_ts) WHERE status = 'resolved' AND live = 1;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
@@ -239,8 +240,6 @@ class QuestionIndex:
         elif sel.status != "all":
             where.append("status = ?")
             args.append(sel.status)
-            if sel.status in OPEN_STATUS_VALUES:
-                where.append("open = 1")
         if sel.gap_type is not None:
             where.append("gap_type = ?")
             args.append(sel.gap_type)
@@ -251,7 +250,13 @@ class QuestionIndex:
             priority, qid = sel.after
             where.append("priority <= ? AND (priority < ? OR id > ?)")
             args += [priority, priority, qid]
-        sql = f"SELECT {COLUMNS} FROM q WHERE {' AND '.join(where)} ORDER BY priority DESC, id"
+        # The planner has no statistics: name the index that serves this ranking.
+        if sel.monitor is not None:
+            index = "open_by_monitor" if sel.status == "open" else "rank_live"
+        else:
+            index = {"open": "rank_open", "all": "rank_live"}.get(sel.status, "by_status")
+        sql = (f"SELECT {COLUMNS} FROM q INDEXED BY {index} WHERE {' AND '.join(where)} "
+               "ORDER BY priority DESC, id")
         if sel.limit is not None:
             sql += " LIMIT ?"
             args.append(sel.limit)

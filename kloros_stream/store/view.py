@@ -38,11 +38,14 @@ class FeedView:
         except sqlite3.Error as err:
             log.warning("feed_index_unusable", path=str(feed), error=str(err))
         if self.index is None:
-            self._core = CuriosityCore()
-            self._core.load(read_feed(feed).questions.values(), 0.0)
+            self._read_whole_feed()
             return
         self._fd = os.open(feed, os.O_RDONLY)
         self._read_recent(int(self.index.meta["feed_end"]))
+
+    def _read_whole_feed(self) -> None:
+        self._core = CuriosityCore()
+        self._core.load(read_feed(self.feed).questions.values(), 0.0)
 
     def _read_recent(self, start: int) -> None:
         """Lines appended after the index's position (a service mid-batch, a crash)."""
@@ -65,8 +68,13 @@ class FeedView:
             return self._core.select(sel)
         assert self.index is not None
         limit = None if sel.limit is None else sel.limit + len(self._recent)
-        found = [e for e in self.index.select(replace(sel, limit=limit))
-                 if e.id not in self._recent]
+        try:
+            rows = self.index.select(replace(sel, limit=limit))
+        except sqlite3.Error as err:  # an index from another version, say
+            log.warning("feed_index_unusable", path=str(self.feed), error=str(err))
+            self._read_whole_feed()
+            return self.select(sel)
+        found = [e for e in rows if e.id not in self._recent]
         found += [e for e, _ in self._recent.values() if sel.matches(e)]
         found.sort(key=lambda e: e.rank)
         return found if sel.limit is None else found[: sel.limit]
