@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
@@ -101,24 +101,33 @@ def _message(raw: bytes) -> str:
         return raw.decode("utf-8", "replace")[:200]
 
 
-def _parse(lines: IO[bytes]) -> Iterator[tuple[str, str, str]]:
-    """Server-Sent Events from a byte stream: (event, id, data); comments skipped."""
+def _parse(resp: Any) -> Iterator[tuple[str, str, str]]:
+    """Server-Sent Events from an HTTP response: (event, id, data); comments skipped.
+
+    Reads with ``read1`` (what has arrived), not line iteration: http.client fills its
+    whole buffer across chunks before returning a line, which would hold events back."""
     event, ev_id, data = "message", "", []
-    for raw in lines:
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        if not line:
-            if data:
-                yield event, ev_id, "\n".join(data)
-            event, ev_id, data = "message", "", []
-            continue
-        key, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if key == "event":
-            event = value
-        elif key == "id":
-            ev_id = value
-        elif key == "data":
-            data.append(value)
+    pending = b""
+    while True:
+        chunk = resp.read1(65536)
+        if not chunk:
+            return
+        *lines, pending = (pending + chunk).split(b"\n")
+        for raw in lines:
+            line = raw.decode("utf-8", "replace").rstrip("\r")
+            if not line:
+                if data:
+                    yield event, ev_id, "\n".join(data)
+                event, ev_id, data = "message", "", []
+                continue
+            key, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if key == "event":
+                event = value
+            elif key == "id":
+                ev_id = value
+            elif key == "data":
+                data.append(value)
 
 
 def default_consumer() -> str:

@@ -207,11 +207,11 @@ class QuestionFeed:
         self.tail = (self.tail + data[-TAIL_BYTES:])[-TAIL_BYTES:]
         self.lines_written += count
         self._unsynced = True
+        for listener in self.listeners:  # before any fsync: the lines are in the file
+            listener(start, lines)
         now = time.monotonic()
         if now - self._last_fsync >= FSYNC_INTERVAL_S:
             self.sync()
-        for listener in self.listeners:
-            listener(start, lines)
         return count
 
     def sync(self) -> None:

@@ -168,3 +168,29 @@ async def test_an_unreadable_or_empty_token_file_stops_the_start(tmp_path: Path)
         with pytest.raises(StartupError, match=r"http\.token_file") as err:
             await Service(cfg, factories={}).run()
         assert TOKEN not in str(err.value)
+
+
+async def test_a_client_too_far_behind_is_told_and_disconnected(
+        service: tuple[Service, Script]) -> None:
+    svc, _ = service
+    svc.stream.buffer_events = 4
+    async with aiohttp.ClientSession() as session, session.get(
+            f"http://127.0.0.1:{svc.port}/questions/stream") as resp:
+        await wait_until(lambda: len(svc.stream.clients) == 1)
+        for q in list(svc.core.questions.values()) * 2:  # 6 lines in one write
+            svc.feed.append(q)
+        svc.feed.flush()
+        (told,) = await read_events(resp, 1)
+        assert told["event"] == "overflow" and "Last-Event-ID" in told["data"]
+        assert await resp.content.read() == b""  # then the server closed the stream
+    assert svc.stream.dropped == 1 and not svc.stream.clients
+
+
+async def test_stopping_the_service_ends_open_streams(tmp_path: Path) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with running_service(service_config(tmp_path), {"test": Script()}) as svc:
+            resp = await session.get(f"http://127.0.0.1:{svc.port}/questions/stream")
+            await wait_until(lambda: len(svc.stream.clients) == 1)
+            svc.request_stop()
+        assert await resp.content.read() == b""  # ended with the service, not left hanging
+        resp.close()
