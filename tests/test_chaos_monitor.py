@@ -201,7 +201,7 @@ async def test_state_and_offset_are_one_atomic_checkpoint(tmp_path: Path) -> Non
         append(history, entry("a", False), raw=b"garbage\n")
         await pub.wait_for(lambda s: len(s) == 1)
         state_file = monitor.ctx.checkpoints.path("stats")
-        await wait_until(lambda: b'"offset"' in state_file.read_bytes())
+        await wait_until(lambda: state_file.exists() and b'"offset"' in state_file.read_bytes())
     saved = orjson.loads(state_file.read_bytes())
     assert saved["tail"]["offset"] == history.stat().st_size
     assert saved["stats"]["scenarios"][0][:3] == ["a", 1, 1]
