@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import PurePosixPath as P
+from typing import Any
 
 import pytest
 
@@ -155,3 +156,58 @@ def test_parse_module_rejects_null_bytes_and_bad_encoding(source: bytes) -> None
 def test_parse_module_honours_coding_cookie() -> None:
     tree = parse_module("# -*- coding: latin-1 -*-\nname = 'caf\xe9'\n".encode("latin-1"))
     assert isinstance(tree, ast.Module)
+
+
+def test_a_parser_system_error_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault 6: CPython 3.11's rare ``SystemError`` from concurrent ``ast.parse`` is the
+    interpreter's, not the file's: retried, the file parses."""
+
+    from kloros_stream.analysis import pysource
+
+    real = ast.parse
+    failures = iter([True, True, False])
+
+    def flaky(source: Any, filename: str = "<unknown>") -> ast.Module:
+        if next(failures):
+            raise SystemError("AST constructor recursion depth mismatch (before=1, after=2)")
+        return real(source, filename=filename)
+
+    monkeypatch.setattr(pysource.ast, "parse", flaky)
+    assert isinstance(pysource.parse_module(b"x = 1\n"), ast.Module)
+    monkeypatch.setattr(pysource.ast, "parse", lambda *a, **k: (_ for _ in ()).throw(
+        SystemError("persistent")))
+    with pytest.raises(SystemError):
+        pysource.parse_module(b"x = 1\n")
+
+
+def test_parses_never_overlap_across_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    from kloros_stream.analysis import pysource
+
+    real = ast.parse
+    inside = 0
+    most = 0
+    guard = threading.Lock()
+
+    def counting(source: Any, filename: str = "<unknown>") -> ast.Module:
+        nonlocal inside, most
+        with guard:
+            inside += 1
+            most = max(most, inside)
+        time.sleep(0.002)  # gives another thread every chance to enter
+        try:
+            return real(source, filename=filename)
+        finally:
+            with guard:
+                inside -= 1
+
+    monkeypatch.setattr(pysource.ast, "parse", counting)
+    threads = [threading.Thread(target=lambda: [pysource.parse_module(b"a = 1\n")
+                                                 for _ in range(10)]) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most == 1

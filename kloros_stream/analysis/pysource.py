@@ -8,6 +8,7 @@ it raises :class:`SourceError` (with message and line) for anything that does no
 from __future__ import annotations
 
 import ast
+import threading
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -29,14 +30,29 @@ class SourceError(Exception):
         self.line = line
 
 
+_PARSE_LOCK = threading.Lock()
+"""CPython 3.11's parser is not safe to run in two threads at once (a rare
+``SystemError: AST constructor recursion depth mismatch``): parses are serialised."""
+PARSE_ATTEMPTS = 3
+
+
 def parse_module(source: bytes | str, filename: str = "<source>") -> ast.Module:
-    """Parse ``source`` (bytes honour a PEP 263 coding cookie) or raise SourceError."""
-    try:
-        return ast.parse(source, filename=filename)
-    except SyntaxError as err:
-        raise SourceError(err.msg or "invalid syntax", err.lineno) from None
-    except (ValueError, RecursionError, MemoryError) as err:
-        raise SourceError(str(err) or type(err).__name__) from None
+    """Parse ``source`` (bytes honour a PEP 263 coding cookie) or raise SourceError.
+
+    Never two parses at once in this process; a ``SystemError`` from the parser (an
+    interpreter fault, not the file's) is retried, and raised if it persists."""
+    for attempt in range(1, PARSE_ATTEMPTS + 1):
+        try:
+            with _PARSE_LOCK:
+                return ast.parse(source, filename=filename)
+        except SystemError:
+            if attempt == PARSE_ATTEMPTS:
+                raise
+        except SyntaxError as err:
+            raise SourceError(err.msg or "invalid syntax", err.lineno) from None
+        except (ValueError, RecursionError, MemoryError) as err:
+            raise SourceError(str(err) or type(err).__name__) from None
+    raise AssertionError("unreachable")
 
 
 def module_name(path: PurePath, root: PurePath) -> str:
