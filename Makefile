@@ -3,7 +3,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench quality clean venv nats run-cluster soak-cluster
+.PHONY: run test lint bench soak quality clean venv nats run-cluster soak-cluster
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ lint: $(STAMP)
 ## Benchmarks: figures go to benchmarks/RESULTS.md (machine, command, medians).
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# the real service under random faults, then lost/duplicated/stale against the truth;
+# SOAK_SECONDS (default 600) and SOAK_SEED configure it
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak
 
 ## Signal quality on real code: precision/recall per gap type against quality/labels.
 ## Local trees are included when their variable is set, e.g. KLOROS_TREE=/path/to/kloros.
