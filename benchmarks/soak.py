@@ -191,10 +191,14 @@ class Soak:
             self.counts[action.__name__] += 1
             time.sleep(self.rng.uniform(0.05, 0.6))
 
-    def settle(self, quiet_s: float = 8.0, timeout_s: float = 180.0) -> None:
-        """Until the feed did not change for ``quiet_s`` (and the bus is empty)."""
+    def settle(self, quiet_s: float = 8.0, timeout_s: float = 300.0) -> None:
+        """Until each monitor caught up and reconciled in this run (its ``reconciled``
+        log line), then the feed did not change for ``quiet_s`` and the bus is empty."""
         assert self.svc is not None
         deadline = time.monotonic() + timeout_s
+        for monitor in ("integration", "chaos", "test"):
+            self.svc.wait_log(lambda e, m=monitor: e.get("monitor") == m and e.get("event")
+                              in ("reconciled", "reconciled_clean"), timeout=timeout_s)
         last, since = None, time.monotonic()
         while time.monotonic() < deadline:
             st = self.svc.feed_path.stat() if self.svc.feed_path.exists() else None
@@ -293,8 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     for kind in ("lost", "duplicated", "stale"):
         if result[kind]:
             print(f"  {kind}: {result[kind][:20]}")
-    shutil.rmtree(root, ignore_errors=True)
     bad = result["lost"] or result["duplicated"] or result["stale"] or code != 0
+    if bad and soak.svc is not None:
+        log = Path(tempfile.gettempdir()) / f"kloros-soak-{args.seed}.log"
+        log.write_text("\n".join(soak.svc.raw_output) + "\n")
+        print(f"  the last run's log: {log}")
+    shutil.rmtree(root, ignore_errors=True)
     return 1 if bad else 0
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -330,6 +331,8 @@ class Service:
             except Exception:
                 self.consumer_errors += 1
                 log.exception("signal_rejected", monitor=sig.monitor, facts=sig.facts)
+                # a lost edge (a store error, say): repaired from the monitor's level
+                self.reconciler.request(sig.monitor, "consumer_error")
         if written or self.core.pending_count:
             self._dirty.set()  # housekeeping: fsync, snapshot, deferred counters, retries
         if written or self._feed_failed:
@@ -370,10 +373,10 @@ class Service:
         """Write what the core put into the store, then commit the index; a write that
         succeeds after a failed one acknowledges the signals held back."""
         self.store.flush()
-        self.store.commit()
-        if self._feed_failed:
+        if self._feed_failed:  # the lines are in the feed: acknowledge them
             self._feed_failed = False
             self._commit(self._committable)
+        self.store.commit()
 
     # -- housekeeping (woken only when there is something to do) --------------------------
     async def _housekeep(self) -> None:
@@ -396,7 +399,7 @@ class Service:
                         self._compaction is None or self._compaction.done()):
                     self._compaction = asyncio.create_task(self.store.compact(),
                                                            name="compaction")
-            except OSError:
+            except (OSError, sqlite3.Error):  # a full disk, say: retried after the pause
                 self.feed_write_errors += 1
                 log.exception("feed_housekeeping_failed", path=str(self.feed.path))
                 self._dirty.set()  # buffered lines are kept: try again after the pause
