@@ -23,6 +23,7 @@ from .logs import configure_logging, json_for
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
+EXIT_SCAN_FAILED = 1
 EXIT_DEADLINE_S = 4.0
 
 
@@ -173,26 +174,37 @@ def cmd_questions(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    """Exit 0 when every enabled monitor scanned (or is honestly unavailable), 1 when one
+    failed or timed out (reason on stderr). Gaps print in a stable order; logs go to stderr
+    so ``--json`` stdout holds JSON lines only; a closed pipe (``| head``) ends quietly."""
     config = _load(args)
     if config is None:
         return EXIT_CONFIG
-    configure_logging("error", json=True)
+    configure_logging("error", json=True, file=sys.stderr)
     from .service import scan
 
     signals, problems = _run_loop(lambda: scan(config))
     for name, problem in sorted(problems.items()):
         print(f"kloros-stream: {name}: {problem}", file=sys.stderr)
-    gaps = [s for s in signals if not s.resolved]
+    failed = any(not p.startswith("unavailable") for p in problems.values())
+    gaps = sorted((s for s in signals if not s.resolved),
+                  key=lambda s: (s.monitor, s.gap_type, s.gap_name))
     if args.json:
-        for s in gaps:
-            print(orjson.dumps(s.model_dump(mode="json")).decode())
-        return EXIT_OK
-    if not gaps:
-        print("no gaps found")
-        return EXIT_OK
-    rows = [(s.monitor, s.gap_type, s.gap_name, str(s.facts.get("gap_reason", ""))) for s in gaps]
-    print("\n".join(console.gap_table(rows, sys.stdout)))
-    return EXIT_OK
+        lines = [orjson.dumps(s.model_dump(mode="json")).decode() for s in gaps]
+    elif gaps:
+        rows = [(s.monitor, s.gap_type, s.gap_name, str(s.facts.get("gap_reason", "")))
+                for s in gaps]
+        lines = list(console.gap_table(rows, sys.stdout))
+    else:
+        lines = ["no gaps found"]
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away: silence the interpreter's own flush at exit too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_SCAN_FAILED if failed else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:

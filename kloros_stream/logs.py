@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import orjson
 import structlog
@@ -33,10 +34,14 @@ def json_for(log_format: str) -> bool | None:
     return {"json": True, "console": False}.get(log_format)
 
 
-def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
-    """Configure structlog once per process. ``json=None`` picks by ``isatty``."""
+def configure_logging(
+    level: str = "info", *, json: bool | None = None, file: TextIO | None = None
+) -> None:
+    """Configure structlog once per process. ``json=None`` picks by ``isatty``; lines go to
+    ``file`` (default stdout; ``scan`` keeps stdout for its output and logs to stderr)."""
+    out = file if file is not None else sys.stdout
     if json is None:
-        json = not sys.stdout.isatty()
+        json = not out.isatty()
     processors: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -52,6 +57,6 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )

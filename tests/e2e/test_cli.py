@@ -292,3 +292,74 @@ def test_questions_read_the_index_and_the_lines_after_it(
     after = {p.name: p.read_bytes() for p in feed_path.parent.iterdir() if p.is_file()
              if p.name in files}
     assert after == files  # read-only: neither the feed nor the index changed
+
+
+def _source_tree(root: Path) -> Path:
+    """A small tree every source monitor has something to say about."""
+    pkg = root / "src" / "pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    for i in range(30):
+        (pkg / f"mod{i}.py").write_text(
+            f'"""Module {i}."""\nimport os\nimport missing_dep_{i % 4}\n\n'
+            f"class Worker{i}:\n    def feed(self, x):\n        self.pending_{i}.append(x)\n"
+            f'\ndef go():\n    emit("TOPIC_{i}")\n'
+        )
+    (pkg / "bad.py").write_text("def oops(:\n")
+    docs = root / "docs"
+    docs.mkdir()
+    (docs / "guide.md").write_text("# Guide\nSee `pkg.mod1.Worker1` and `pkg.gone.Thing`.\n")
+    return write_config(root, {"monitors": {
+        "integration": {"roots": ["src"]},
+        "module_discovery": {"roots": ["src"]},
+        "capability_discovery": {"scan_imports": True},
+        "knowledge_discovery": {"docs_dirs": ["docs"]},
+    }})
+
+
+def _stable(stdout: str) -> list[dict[str, Any]]:
+    """The JSON lines without their clock fields (``ts``, ``observed_at``)."""
+    rows = json_lines(stdout)
+    for row in rows:
+        row.pop("ts"), row.pop("observed_at")
+    return rows
+
+
+def test_scan_output_is_identical_over_repeated_runs(tmp_path: Path) -> None:
+    cfg = _source_tree(tmp_path)
+    first = cli("scan", "--config", str(cfg), "--json", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    rows = _stable(first.stdout)
+    assert {r["monitor"] for r in rows} >= {"integration", "capability_discovery"}
+    table = cli("scan", "--config", str(cfg), cwd=tmp_path).stdout
+    for _ in range(3):
+        again = cli("scan", "--config", str(cfg), "--json", cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert _stable(again.stdout) == rows
+        assert cli("scan", "--config", str(cfg), cwd=tmp_path).stdout == table
+
+
+def test_scan_json_stdout_holds_only_json_lines_and_logs_go_to_stderr(tmp_path: Path) -> None:
+    _source_tree(tmp_path)
+    (tmp_path / "var" / "history_is_a_dir").mkdir(parents=True)  # logged as an error
+    cfg = write_config(tmp_path, {"monitors": {
+        "integration": {"roots": ["src"]},
+        "chaos": {"history_file": "var/history_is_a_dir"},
+    }})
+    proc = cli("scan", "--config", str(cfg), "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json_lines(proc.stdout)  # every stdout line parses as JSON
+    assert "tail_unreadable" in proc.stderr and "tail_unreadable" not in proc.stdout
+
+
+def test_scan_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    cfg = _source_tree(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kloros_stream", "scan", "--config", str(cfg), "--json"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # like `| head` that has read enough
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
