@@ -6,11 +6,20 @@ import json
 from pathlib import Path
 
 import pytest
+import structlog
 
 from kloros_stream import cli as cli_module
 from kloros_stream import service
 from tests.support.scripted import Script, gap
 from tests.support.service import write_config
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> object:
+    """``main`` configures structlog on capsys's stream: put the old set-up back after."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 def test_scan_exits_non_zero_when_a_monitor_fails(
