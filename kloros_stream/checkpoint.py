@@ -88,6 +88,10 @@ class CheckpointStore:
         stop in time must not checkpoint past signals that will never be delivered."""
         self._gate.frozen = True
 
+    @property
+    def frozen(self) -> bool:
+        return self._gate.frozen
+
     def path(self, name: str) -> Path:
         return self.directory / f"{_SAFE.sub('_', name)}.json"
 
