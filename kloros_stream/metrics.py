@@ -109,6 +109,28 @@ class ServiceCollector(Collector):
         yield restarts
         yield state
         yield events
+        yield from _source_metrics(svc)
+
+
+def _source_metrics(svc: Service) -> Iterator[Metric]:
+    """The source indexes' counters, one route for every source (watcher overflows too)."""
+    totals = svc.sources.totals()
+    yield CounterMetricFamily(f"{PREFIX}_files_parsed",
+                              "Source files parsed (each file once per change).",
+                              value=totals.get("files_parsed", 0))
+    events = CounterMetricFamily(f"{PREFIX}_source_events",
+                                 "Source index counters (reuse, skips, watcher overflows).",
+                                 labels=["source", "event"])
+    gauges = GaugeMetricFamily(f"{PREFIX}_source_size",
+                               "Files known and directories watched by the source indexes.",
+                               labels=["source", "what"])
+    for name, n in sorted(totals.items()):
+        if name in ("files", "watched_dirs"):
+            gauges.add_metric(["index", name], n)
+        elif name != "files_parsed":
+            events.add_metric(["index", name], n)
+    yield events
+    yield gauges
 
 
 def build_registry(service: Service) -> tuple[CollectorRegistry, Histogram]:

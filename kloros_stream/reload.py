@@ -21,9 +21,17 @@ from pydantic import BaseModel
 
 from .config import MONITOR_NAMES, Config
 
-MONITOR_READS: dict[str, tuple[str, ...]] = {"capability_discovery": ("integration",)}
-"""Monitors that read other monitors' sections (capability_discovery scans the
-integration roots for imports)."""
+MONITOR_READS: dict[str, tuple[str, ...]] = {
+    "capability_discovery": ("integration",),
+    "knowledge_discovery": ("integration",),
+    "module_discovery": (
+        "integration.max_file_bytes", "integration.emit_calls", "integration.subscribe_calls",
+    ),
+}
+"""Monitors that read other monitors' sections (or single keys of them):
+capability_discovery and
+knowledge_discovery follow the source index of the integration roots; every source index
+parses with the integration settings (``max_file_bytes``, ``emit_calls``, ...)."""
 
 RESTART_ONLY_SECTIONS = ("feed", "http", "cluster")
 RESTART_ONLY_KEYS = ("service.state_dir",)
@@ -60,11 +68,12 @@ def changed_keys(old: BaseModel, new: BaseModel, prefix: str = "") -> list[str]:
 
 def monitor_settings(config: Config, name: str) -> tuple[Any, ...]:
     """Everything monitor ``name`` reads from the configuration."""
-    sections = (name, *MONITOR_READS.get(name, ()))
-    return (
-        tuple(config.monitors.get(s).model_dump() for s in sections),
-        config.service.max_line_bytes,
-    )
+    values = [config.monitors.get(name).model_dump()]
+    for read in MONITOR_READS.get(name, ()):
+        section, _, key = read.partition(".")
+        data = config.monitors.get(section).model_dump()
+        values.append(data[key] if key else data)
+    return (tuple(values), config.service.max_line_bytes)
 
 
 def _restart_only(key: str) -> bool:

@@ -45,6 +45,7 @@ from .monitors.base import Monitor, MonitorContext, MonitorStatus, MonitorUnavai
 from .reconcile import Reconciler
 from .reload import plan_reload
 from .sdnotify import Notifier, watchdog_loop
+from .sources.index import SourceIndexes
 from .store import FeedStore
 from .stream import QuestionStream
 from .supervisor import BackoffPolicy, Supervised
@@ -118,6 +119,7 @@ class Service:
         self.feed.listeners.append(self.stream.on_written)
         self.desk = ConsumerDesk(self.core, self.store, on_change=lambda: self._dirty.set())
         self.checkpoints = CheckpointStore(config.service.state_dir)
+        self.sources = SourceIndexes(self.checkpoints)
         self._dirty = asyncio.Event()
         self.cluster = open_cluster(self)
         if self.cluster is not None and not self.cluster.runs_monitors:
@@ -238,6 +240,7 @@ class Service:
             checkpoints=self.checkpoints.child(name),
             status=status,
             on_level_ready=self.reconciler.level_ready,
+            sources=self.sources,
         )
         factory = self.factories[name]
         sup = Supervised(name, lambda: factory(ctx), status,
@@ -553,10 +556,11 @@ async def scan(config: Config, factories: dict[str, MonitorFactory] | None = Non
     factories = factories or {name: default_factory(name) for name in MONITOR_NAMES}
     sink = _Collector()
     problems: dict[str, str] = {}
+    sources = SourceIndexes(one_shot=True)  # one scan of each source tree for every monitor
 
     async def one(name: str) -> None:
         ctx = MonitorContext(name=name, config=config, publisher=sink,
-                             checkpoints=read_only_store(), one_shot=True)
+                             checkpoints=read_only_store(), one_shot=True, sources=sources)
         try:
             await asyncio.wait_for(factories[name](ctx).run(), timeout_s)
         except MonitorUnavailable as err:

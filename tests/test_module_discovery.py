@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from kloros_stream.monitors.module_discovery import ModuleDiscoveryMonitor, is_module, scan_file
+from kloros_stream.analysis.flows import FlowConfig
+from kloros_stream.monitors.module_discovery import (
+    ModuleDiscoveryMonitor,
+    Scanned,
+    is_module,
+    scanned_of,
+)
+from kloros_stream.sources.index import SourceSpec, load_record
 from tests.support.fakes import ListPublisher, MonitorRun, make_context, make_monitor
 from tests.support.scripted import wait_until
 
@@ -270,10 +277,15 @@ async def test_one_shot_returns_without_gaps(tmp_path: Path, src: Path) -> None:
     assert pub.signals == []
 
 
-def test_is_module_and_scan_file(tmp_path: Path) -> None:
+def test_is_module_and_scanned_of(tmp_path: Path) -> None:
     assert is_module(tmp_path, tmp_path / "pkg" / "a.py")
     assert not is_module(tmp_path, tmp_path / "tests" / "a.py")
     assert not is_module(tmp_path, tmp_path / "pkg" / "a.pyc")
     (tmp_path / "big.py").write_text("x = 1\n" * 100)
-    assert "not scanned" in scan_file(tmp_path / "big.py", max_bytes=10).problem
+    spec = SourceSpec((tmp_path,), (), 10, FlowConfig())
+
+    def scan_file(path: Path) -> Scanned:
+        return scanned_of(load_record(path, tmp_path, None, spec, trust_stat=False)[0], 10)
+
+    assert "not scanned" in scan_file(tmp_path / "big.py").problem
     assert "unreadable" in scan_file(tmp_path / "missing.py").problem

@@ -63,7 +63,9 @@ def test_plan_follows_what_a_monitor_reads_besides_its_section(tmp_path: Path) -
     old = cfg(tmp_path, {})
     roots = cfg(tmp_path, {"monitors": {"integration": {"roots": ["lib"]}}})
     plan = plan_reload(old, roots)
-    assert set(plan.restart) == {"integration", "capability_discovery"}
+    assert set(plan.restart) == {"integration", "capability_discovery", "knowledge_discovery"}
+    parsing = cfg(tmp_path, {"monitors": {"integration": {"emit_calls": ["send"]}}})
+    assert "module_discovery" in plan_reload(old, parsing).restart  # its index parses so
     lines = cfg(tmp_path, {"service": {"max_line_bytes": 4096}})
     assert set(plan_reload(old, lines).restart) == set(plan.unchanged) | set(plan.restart)
 

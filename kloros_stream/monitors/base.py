@@ -22,6 +22,7 @@ from ..checkpoint import CheckpointStore
 from ..config import Config, MonitorConfig
 from ..escape import clean_facts
 from ..models import CAPABILITY_GAP, CAPABILITY_GAP_RESOLVED, Signal
+from ..sources.index import SourceIndexes
 
 GapKey = tuple[str, str]
 """``(gap_type, gap_name)``."""
@@ -85,8 +86,13 @@ class MonitorContext:
     on_level_ready: Callable[[str], None] | None = None
     """Set by the service: called by :meth:`level_ready` (it reconciles then)."""
     _drops_seen: int = 0
+    sources: SourceIndexes | None = None
+    """The source indexes shared by the monitors of the service (a private registry when
+    none is given: unit tests of one monitor)."""
 
     def __post_init__(self) -> None:
+        if self.sources is None:
+            self.sources = SourceIndexes(self.checkpoints, one_shot=self.one_shot)
         if self.log is None:
             self.log = structlog.get_logger("kloros_stream.monitor").bind(monitor=self.name)
 

@@ -9,7 +9,9 @@ Event sources (no polling):
   flat: a package directory, ``.dist-info``/``.egg-info`` or module appearing or vanishing
   re-resolves the modules (``missing_library``);
 * with ``scan_imports``, the integration roots (``[monitors.integration] roots/exclude``,
-  whether or not that monitor is enabled), watched recursively: the module-level required
+  whether or not that monitor is enabled), through their
+  :class:`~kloros_stream.sources.index.SourceIndex` (shared with the other source-tree
+  monitors; each file parsed once there, never here): the module-level required
   imports of every ``.py`` file that resolve neither to an installed module, the standard
   library, nor a module of the roots are ``missing_library`` gaps, one per module, with
   the importing files in the facts. Guarded imports (``try/except ImportError``) are not.
@@ -22,10 +24,10 @@ The ``PATH`` and site directories are watched with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -33,21 +35,19 @@ import structlog
 
 from ..analysis.capabilities import (
     MAX_FILES_IN_FACTS,
-    MODULE_SUFFIXES,
     ImportIndex,
     ModuleResolver,
     find_executable,
     path_dirs,
-    read_imports,
     site_dirs,
 )
 from ..analysis.missing_imports import missing_facts, missing_reason
 from ..analysis.module_paths import PathResolver, install_dirs
 from ..config import CapabilityDiscoveryConfig
-from ..sources.files import file_signature, walk_files
 from ..sources.flatwatch import FlatWatcher
+from ..sources.index import FileRecord, SourceSpec, Subscription
 from ..sources.interpreter import InterpreterError, probe
-from ..sources.watcher import FileEvent, FileEventKind, RecursiveWatcher
+from ..sources.watcher import FileEvent, FileEventKind
 from .base import Monitor, MonitorContext, MonitorUnavailable
 from .ledger import GapLedger
 
@@ -55,18 +55,6 @@ log = structlog.get_logger(__name__)
 
 
 # -- the monitor ------------------------------------------------------------------------------
-def _is_module_file(path: Path) -> bool:
-    return path.name.endswith(MODULE_SUFFIXES)
-
-
-@dataclass(frozen=True, slots=True)
-class _Scanned:
-    root: str
-    rel: PurePath
-    signature: tuple[int, int] | None
-    imports: Any
-
-
 class CapabilityDiscoveryMonitor(Monitor):
     """Required tools and modules, and unresolved imports of the integration roots."""
 
@@ -80,16 +68,14 @@ class CapabilityDiscoveryMonitor(Monitor):
         self.cfg = cfg
         integration = ctx.config.monitors.integration
         self.roots = [Path(os.path.abspath(r)) for r in integration.roots]
-        self.exclude = list(integration.exclude)
-        self.max_file_bytes = integration.max_file_bytes
+        self.spec = SourceSpec.of(ctx.config, integration.roots, integration.exclude)
         self.path_dirs = path_dirs(os.environ.get("PATH", "") if path_value is None else path_value)
         self.site_dirs = site_dirs()
         self.resolver = ModuleResolver()
         self.index = ImportIndex(self.resolver)
-        self.signatures: dict[tuple[str, PurePath], tuple[int, int] | None] = {}
+        self.files: dict[tuple[str, PurePath], FileRecord | None] = {}
+        """(root, relative path) -> the record applied (None: seen, not yet loaded)."""
         self.ledger = GapLedger(ctx, self.ecosystem)
-        self._reconciled_roots: set[str] = set()
-        self._watchers: dict[str, RecursiveWatcher] = {}
 
     # -- run ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -98,33 +84,41 @@ class CapabilityDiscoveryMonitor(Monitor):
             raise MonitorUnavailable(
                 "nothing to check: no required_executables, no required_modules, scan_imports off"
             )
+        assert self.ctx.sources is not None
+        async with contextlib.AsyncExitStack() as stack:
+            sub = None
+            if cfg.scan_imports:
+                sub = await stack.enter_async_context(
+                    self.ctx.sources.subscribe(self.spec, self._watch_error))
+            await self._scan(sub)
+            if self.ctx.one_shot:
+                return
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._follow_dirs())
+                    if sub is not None:
+                        tg.create_task(self._follow_sources(sub))
+            finally:
+                self.ledger.flush()
+
+    async def _scan(self, sub: Subscription | None) -> None:
         started = time.monotonic()
-        if cfg.python:
-            await self._use_interpreter(cfg.python)
-        if cfg.scan_imports:
-            for scanned in await asyncio.to_thread(self._initial_scan):
-                self._apply(scanned)
+        if self.cfg.python:
+            await self._use_interpreter(self.cfg.python)
+        if sub is not None:
+            for root, event, record in await sub.initial():
+                self.on_file_event(root, event, record)
         self.check_tools()
         self.check_modules(self._all_modules())
         self.ledger.reconcile()
         self._update_details(initial_scan_s=round(time.monotonic() - started, 3))
         self.log.info(
             "capability_scan_done",
-            executables=len(cfg.required_executables),
+            executables=len(self.cfg.required_executables),
             modules=len(self._all_modules()),
-            files=len(self.signatures),
+            files=len(self.files),
             open_gaps=len(self.ledger.open),
         )
-        if self.ctx.one_shot:
-            return
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._follow_dirs())
-                if cfg.scan_imports:
-                    for root in self.roots:
-                        tg.create_task(self._follow_root(root))
-        finally:
-            self.ledger.flush()
 
     async def _use_interpreter(self, python: str) -> None:
         """Resolve modules against the watched system's interpreter (probed once)."""
@@ -145,7 +139,7 @@ class CapabilityDiscoveryMonitor(Monitor):
                 "path_dirs": [str(d) for d in self.path_dirs],
                 "site_dirs": [str(d) for d in self.site_dirs],
                 "import_roots": [str(r) for r in self.roots] if self.cfg.scan_imports else [],
-                "source_files": len(self.signatures),
+                "source_files": len(self.files),
                 "imported_modules": len(self.index.modules),
                 **extra,
             }
@@ -204,43 +198,19 @@ class CapabilityDiscoveryMonitor(Monitor):
                 )
         self.ledger.save()
 
-    # -- source files ---------------------------------------------------------------------
-    def _initial_scan(self) -> list[_Scanned]:
-        """Runs in a thread: read and parse every module file of the roots."""
-        out = []
-        for root in self.roots:
-            for path in walk_files(root, self.exclude, _is_module_file):
-                out.append(self._scan_file(root, path))
-        return out
-
-    def _scan_file(self, root: Path, path: Path) -> _Scanned:
-        signature = file_signature(path)
-        imports = None
-        if path.suffix == ".py" and signature is not None:
-            if signature[1] > self.max_file_bytes:
-                log.info(
-                    "import_scan_skipped",
-                    path=str(path),
-                    reason="file too large",
-                    size=signature[1],
-                )
-            else:
-                try:
-                    imports = read_imports(path.read_bytes(), str(path))
-                except OSError as err:
-                    log.info("import_scan_skipped", path=str(path), error=str(err))
-        return _Scanned(str(root), PurePath(path.relative_to(root)), signature, imports)
-
-    def _apply(self, scanned: _Scanned) -> set[str]:
-        self.signatures[(scanned.root, scanned.rel)] = scanned.signature
-        return self.index.set_file(scanned.root, scanned.rel, scanned.imports)
+    # -- source files (records of the source index) ---------------------------------------
+    def _apply(self, root: str, rel: PurePath, record: FileRecord | None) -> set[str]:
+        self.files[(root, rel)] = record
+        facts = record.facts if record is not None else None
+        return self.index.set_file(root, rel, facts.imports if facts is not None else None)
 
     def _remove(self, root: str, rel: PurePath) -> set[str]:
-        self.signatures.pop((root, rel), None)
+        self.files.pop((root, rel), None)
         return self.index.remove_file(root, rel)
 
-    def on_file_event(self, root: Path, event: FileEvent) -> set[str]:
-        """Apply one watcher event; returns the modules whose status may have changed."""
+    def on_file_event(self, root: Path, event: FileEvent, record: FileRecord | None) -> set[str]:
+        """Apply one event of the source index; returns the modules whose status may have
+        changed. A file that does not parse keeps the imports it had (its record's facts)."""
         affected: set[str] = set()
         key_root = str(root)
         if event.kind is FileEventKind.MODIFIED:
@@ -250,41 +220,17 @@ class CapabilityDiscoveryMonitor(Monitor):
         rel = PurePath(event.path.relative_to(root))
         if event.kind is FileEventKind.DELETED:
             return affected | self._remove(key_root, rel)
-        if event.kind is not FileEventKind.EXISTING:
-            self._reconcile_root(root)
-        elif (key_root, rel) in self.signatures and self.signatures[
-            (key_root, rel)
-        ] == file_signature(event.path):
-            return affected  # unchanged since the initial scan
-        return affected | self._apply(self._scan_file(root, event.path))
+        if (key_root, rel) in self.files and self.files[(key_root, rel)] is record:
+            return affected  # nothing new about this file
+        return affected | self._apply(key_root, rel, record)
 
-    def _reconcile_root(self, root: Path) -> None:
-        """At the first live event of a root the watcher's own scan is complete: drop the
-        files the initial walk saw that vanished before the watch existed."""
-        key = str(root)
-        if key in self._reconciled_roots:
-            return
-        self._reconciled_roots.add(key)
-        watcher = self._watchers.get(key)
-        if watcher is None:
-            return
-        known = {PurePath(p.relative_to(root)) for p in watcher.known_files}
-        for r, rel in list(self.signatures):
-            if r == key and rel not in known and not (root / rel).exists():
-                self.check_modules(self._remove(r, rel))
-
-    async def _follow_root(self, root: Path) -> None:
-        async with RecursiveWatcher(
-            root, exclude=self.exclude, include=_is_module_file, on_error=self._watch_error
-        ) as watcher:
-            self._watchers[str(root)] = watcher
-            async for event in watcher:
-                affected = self.on_file_event(root, event)
-                if event.kind is not FileEventKind.EXISTING:
-                    self.ctx.touch(event.observed_at)
-                if affected:
-                    self.check_modules(affected, event.observed_at)
-                    self._update_details()
+    async def _follow_sources(self, sub: Subscription) -> None:
+        async for root, event, record in sub.live():
+            affected = self.on_file_event(root, event, record)
+            self.ctx.touch(event.observed_at)
+            if affected:
+                self.check_modules(affected, event.observed_at)
+                self._update_details()
 
     def _watch_error(self, message: str) -> None:
         errors = self.ctx.status.details.setdefault("watch_errors", [])

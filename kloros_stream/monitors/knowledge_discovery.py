@@ -2,7 +2,9 @@
 
 Watches (inotify) the ``docs_dirs`` recursively for ``.md``, ``.rst`` and ``.txt`` files,
 the ``index_file`` (format in the contract; written by any program, in place or by
-rename) and, for the stale rule, the ``.py`` files of the integration roots.
+rename) and, for the stale rule, the ``.py`` files of the integration roots, through their
+:class:`~kloros_stream.sources.index.SourceIndex` (shared with the other source-tree
+monitors: no watcher or walk of its own).
 
 * ``unindexed_doc``: the document's relative path is not in the index, or its SHA-256
   differs from the recorded one. Writing an index that covers it resolves the gap at once.
@@ -42,6 +44,7 @@ from ..config import KnowledgeDiscoveryConfig
 from ..core.identity import iso
 from ..sources.files import file_signature, walk_files
 from ..sources.flatwatch import FlatWatcher
+from ..sources.index import FileRecord, SourceSpec, Subscription
 from ..sources.watcher import FileEvent, FileEventKind, RecursiveWatcher
 from .base import Monitor, MonitorContext
 from .ledger import GapLedger
@@ -121,6 +124,7 @@ class KnowledgeDiscoveryMonitor(Monitor):
         integration = ctx.config.monitors.integration
         self.code_roots = [Path(os.path.abspath(r)) for r in integration.roots]
         self.exclude = list(integration.exclude)
+        self.spec = SourceSpec.of(ctx.config, integration.roots, integration.exclude)
         self.stale_after_s = cfg.stale_after_days * SECONDS_PER_DAY
         self.docs: dict[str, dict[int, Doc]] = {}
         self.index: dict[str, str] = {}
@@ -136,13 +140,20 @@ class KnowledgeDiscoveryMonitor(Monitor):
 
     # -- run ------------------------------------------------------------------------------
     async def run(self) -> None:
+        assert self.ctx.sources is not None
+        async with self.ctx.sources.subscribe(self.spec, self._watch_error) as sub:
+            await self._run(sub)
+
+    async def _run(self, sub: Subscription) -> None:
         started = time.monotonic()
         self.load_index()
-        docs, code = await asyncio.to_thread(self._initial_scan)
+        docs = await asyncio.to_thread(self._initial_docs)
         for (idx, rel), doc in docs.items():
             self._put_doc(idx, rel, doc)
-        for (root, rel), mtime in code.items():
-            self.code.add_file(root, rel, mtime)
+        for root, event, record in await sub.initial():
+            if _is_code_path(event.path) and record is not None:
+                rel = event.path.relative_to(root).as_posix()
+                self.code.add_file(str(root), rel, record.mtime_ns / 1e9)
         for rel in sorted(self.docs):
             self.evaluate(rel)
         if not self.index_usable:  # cannot judge: keep what the last run had open
@@ -165,26 +176,18 @@ class KnowledgeDiscoveryMonitor(Monitor):
                 tg.create_task(self._stale_timer())
                 for idx, directory in enumerate(self.docs_dirs):
                     tg.create_task(self._follow_docs(idx, directory))
-                for root in self.code_roots:
-                    tg.create_task(self._follow_code(root))
+                tg.create_task(self._follow_code(sub))
         finally:
             self.ledger.flush()
 
-    def _initial_scan(self) -> tuple[dict[tuple[int, str], Doc], dict[tuple[str, str], float]]:
-        """Runs in a thread: hash every document, stat every code file."""
+    def _initial_docs(self) -> dict[tuple[int, str], Doc]:
+        """Runs in a thread: hash every document."""
         docs: dict[tuple[int, str], Doc] = {}
         for idx, directory in enumerate(self.docs_dirs):
             for path in walk_files(directory, self.exclude, _is_doc_path):
                 if (doc := read_doc(path, directory)) is not None:
                     docs[(idx, path.relative_to(directory).as_posix())] = doc
-        code: dict[tuple[str, str], float] = {}
-        for root in self.code_roots:
-            for path in walk_files(root, self.exclude, _is_code_path):
-                try:
-                    code[(str(root), path.relative_to(root).as_posix())] = path.stat().st_mtime
-                except OSError:
-                    continue
-        return docs, code
+        return docs
 
     def _update_details(self) -> None:
         self.ctx.status.details.update(
@@ -335,7 +338,9 @@ class KnowledgeDiscoveryMonitor(Monitor):
                     self._timer_changed.set()
 
     # -- code -----------------------------------------------------------------------------
-    def on_code_event(self, root: Path, event: FileEvent) -> set[str]:
+    def on_code_event(
+        self, root: Path, event: FileEvent, record: FileRecord | None = None
+    ) -> set[str]:
         """Apply one code file event; returns the docs that may name it."""
         if event.kind is FileEventKind.MODIFIED:
             return set()  # CLOSED follows when the writer is done
@@ -348,26 +353,30 @@ class KnowledgeDiscoveryMonitor(Monitor):
         if event.kind is FileEventKind.DELETED:
             self.code.remove_file(str(root), rel)
         else:
-            try:
-                mtime = event.path.stat().st_mtime
-            except OSError:
+            if record is not None and record.path == str(event.path):
+                mtime: float | None = record.mtime_ns / 1e9
+            else:
+                try:
+                    mtime = event.path.stat().st_mtime_ns / 1e9
+                except OSError:
+                    mtime = None
+            if mtime is None:
                 self.code.remove_file(str(root), rel)
             else:
                 if self.code.files.get((str(root), rel)) == mtime:
-                    return set()  # an EXISTING event for a file the initial walk saw
+                    return set()  # nothing new for this file
                 self.code.add_file(str(root), rel, mtime)
         return set().union(*(self.by_token.get(n, set()) for n in names))
 
-    async def _follow_code(self, root: Path) -> None:
-        async with RecursiveWatcher(
-            root, exclude=self.exclude, include=_is_code_path, on_error=self._watch_error
-        ) as watcher:
-            async for event in watcher:
-                docs = self.on_code_event(root, event)
-                for rel in sorted(docs):
-                    self.evaluate(rel, event.observed_at)
-                if docs:
-                    self._timer_changed.set()
+    async def _follow_code(self, sub: Subscription) -> None:
+        async for root, event, record in sub.live():
+            if not (_is_code_path(event.path) or (event.src and _is_code_path(event.src))):
+                continue
+            docs = self.on_code_event(root, event, record)
+            for rel in sorted(docs):
+                self.evaluate(rel, event.observed_at)
+            if docs:
+                self._timer_changed.set()
 
     def _watch_error(self, message: str) -> None:
         errors = self.ctx.status.details.setdefault("watch_errors", [])

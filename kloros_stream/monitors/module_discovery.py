@@ -30,19 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
-
-from ..analysis.pysource import (
-    ModuleSummary,
-    SourceError,
-    is_test_path,
-    module_name,
-    parse_module,
-    quick_scan,
-)
+from ..analysis.pysource import ModuleSummary, is_test_path, module_name
 from ..config import ModuleDiscoveryConfig
 from ..sources.files import file_size, root_of
-from ..sources.tree import SETTLE_S, SettleTimers, TreeEvents
+from ..sources.index import FileRecord, SourceSpec, Subscription
+from ..sources.tree import SETTLE_S, SettleTimers
 from ..sources.watcher import FileEvent, FileEventKind
 from .base import Monitor, MonitorContext
 from .ledger import Debouncer
@@ -54,8 +46,6 @@ EMPTY_SETTLE_S = 1.0
 SAVE_DELAY_S = 2.0
 ROOT_CHECK_S = 1.0
 """While a root with known modules is missing: how often to look whether it is back."""
-MAX_SCAN_BYTES = 2_000_000
-"""Larger files are announced without a quick scan."""
 
 
 def is_module(root: Path, path: Path) -> bool:
@@ -69,19 +59,34 @@ class Scanned:
     problem: str = ""
 
 
-def scan_file(path: Path, max_bytes: int = MAX_SCAN_BYTES) -> Scanned:
-    """Quick scan of one file (reads it; safe in a worker thread)."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(max_bytes + 1)
-    except OSError as err:
-        return Scanned(None, f"unreadable: {err}")
-    if len(data) > max_bytes:
+def scanned_of(record: FileRecord | None, max_bytes: int) -> Scanned:
+    """What the source index knows of a file, as a quick scan (the index parsed it)."""
+    if record is None:
+        return Scanned(None, "unreadable: the file is gone")
+    if record.skipped == "too_large":
         return Scanned(None, f"larger than {max_bytes} bytes: not scanned")
-    try:
-        return Scanned(quick_scan(parse_module(data, str(path))))
-    except SourceError as err:
-        return Scanned(None, f"does not parse: {err.message} (line {err.line})")
+    if record.skipped:
+        return Scanned(None, f"{record.skipped}: {record.detail}")
+    if record.error is not None:
+        message, line = record.error
+        return Scanned(None, f"does not parse: {message} (line {line})")
+    return Scanned(record.facts.summary if record.facts is not None else None)
+
+
+def module_view(root: Path, event: FileEvent) -> FileEvent | None:
+    """The index's event as a watcher of modules only would report it (None: not about
+    a module): a move between a module and a non-module name is a create or a delete."""
+    dst = is_module(root, event.path)
+    if event.kind is not FileEventKind.MOVED or event.src is None:
+        return event if dst else None
+    src = event.src.is_relative_to(root) and is_module(root, event.src)
+    if src and dst:
+        return event
+    if src:
+        return FileEvent(FileEventKind.DELETED, event.src, event.observed_at)
+    if dst:
+        return FileEvent(FileEventKind.CREATED, event.path, event.observed_at)
+    return None
 
 
 class ModuleDiscoveryMonitor(Monitor):
@@ -96,6 +101,8 @@ class ModuleDiscoveryMonitor(Monitor):
         assert isinstance(cfg, ModuleDiscoveryConfig)
         self.cfg = cfg
         self.roots = [Path(os.path.abspath(r)) for r in cfg.roots]
+        self.spec = SourceSpec.of(ctx.config, cfg.roots, cfg.exclude)
+        self.sub: Subscription | None = None
         self.known: set[str] | None = None
         """Absolute paths of known modules; None until a baseline exists."""
         self.open: dict[str, str] = {}
@@ -112,29 +119,29 @@ class ModuleDiscoveryMonitor(Monitor):
         if self.ctx.one_shot:
             return  # a one-shot scan has no earlier baseline, so nothing is new
         self._load_checkpoint()
+        assert self.ctx.sources is not None
         try:
-            async with TreeEvents(
-                self.roots,
-                exclude=self.cfg.exclude,
-                include=is_module,
-                on_error=self._watch_error,
-            ) as events:
-                self.settle = SettleTimers(events)
-                await self._initial(events)
-                async for root, event in events.live():
-                    await self._handle(root, event)
+            async with self.ctx.sources.subscribe(self.spec, self._watch_error) as sub:
+                self.sub = sub
+                self.settle = SettleTimers(sub)
+                await self._initial(sub)
+                async for root, event, _record in sub.live():
+                    view = module_view(root, event)
+                    if view is not None:
+                        await self._handle(root, view)
         finally:
             if self._root_check is not None:
                 self._root_check.cancel()
             self.settle.cancel_all()
             self.saver.flush()
 
-    async def _initial(self, events: TreeEvents) -> None:
+    async def _initial(self, sub: Subscription) -> None:
         started = time.monotonic()
         present: dict[str, Path] = {}
-        async for _root, event in events.initial():
-            self.ctx.touch(event.observed_at)
-            present[str(event.path)] = event.path
+        for root, event, _record in await sub.initial():
+            if is_module(root, event.path):
+                self.ctx.touch(event.observed_at)
+                present[str(event.path)] = event.path
         now = time.time()
         if self.known is None:
             self.known = set(present)
@@ -259,7 +266,8 @@ class ModuleDiscoveryMonitor(Monitor):
         assert self.known is not None
         if not os.path.exists(path):
             return
-        scanned = await anyio.to_thread.run_sync(scan_file, path, abandon_on_cancel=True)
+        assert self.sub is not None
+        scanned = scanned_of(await self.sub.load(path), self.spec.max_file_bytes)
         name = self._name(path)
         root = root_of(path, self.roots)
         rel = path.relative_to(root).as_posix() if root is not None else str(path)

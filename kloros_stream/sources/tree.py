@@ -14,6 +14,7 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from .watcher import FileEvent, FileEventKind, RecursiveWatcher
 
@@ -50,6 +51,10 @@ class TreeEvents:
         self._settled: set[Path] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = contextlib.AsyncExitStack()
+
+    def watchers(self) -> list[RecursiveWatcher]:
+        """The running watchers, one per root."""
+        return list(self._watchers.values())
 
     def watcher(self, root: Path) -> RecursiveWatcher:
         return RecursiveWatcher(
@@ -141,11 +146,17 @@ async def scan_once(
                 yield root, event
 
 
+class Injector(Protocol):
+    """Where a settle timer's synthetic CLOSED goes (:class:`TreeEvents`, a subscription)."""
+
+    def inject(self, root: Path, event: FileEvent) -> None: ...
+
+
 class SettleTimers:
     """Per-path timers that turn a CREATED-with-content into a synthetic CLOSED once the
     file has been quiet for ``delay`` (a MODIFIED restarts the wait)."""
 
-    def __init__(self, events: TreeEvents | None) -> None:
+    def __init__(self, events: Injector | None) -> None:
         self.events = events
         self._timers: dict[Path, tuple[asyncio.TimerHandle, Path, float]] = {}
 

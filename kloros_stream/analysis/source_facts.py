@@ -1,0 +1,84 @@
+"""Everything the source-tree monitors need from one Python file, from one parse.
+
+:func:`extract` takes one parsed module and returns its :class:`SourceFacts`: the flows
+(:mod:`.flows`, for integration), the top-level imports split by their guards (for
+capability_discovery), and the quick summary (public names, docstring, imports: for
+module_discovery's ``new_module`` facts). :func:`facts_of` parses bytes and extracts; it
+raises :class:`~.pysource.SourceError` for a file that does not parse. Pure: no I/O, no
+clock, the analysed code is never imported.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from typing import Any
+
+from .capabilities import FileImports
+from .flows import FileFlows, FlowConfig, analyze_tree
+from .pysource import ModuleSummary, parse_module, quick_scan, split_imports, top_level
+
+FACTS_VERSION = 1
+"""Bumped whenever the extracted facts change shape or meaning (a checkpoint of another
+version is not reused)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFacts:
+    """The facts of one parsed file."""
+
+    flows: FileFlows
+    imports: FileImports
+    summary: ModuleSummary
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "flows": self.flows.to_json(),
+            "required": sorted(self.imports.required),
+            "optional": sorted(self.imports.optional),
+            "summary": [
+                list(self.summary.classes),
+                list(self.summary.functions),
+                self.summary.docstring,
+                list(self.summary.imports),
+                self.summary.truncated,
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SourceFacts:
+        """Inverse of :meth:`to_json`; raises KeyError/TypeError/ValueError if malformed."""
+        classes, functions, doc, imports, truncated = data["summary"]
+        return cls(
+            flows=FileFlows.from_json(data["flows"]),
+            imports=FileImports(
+                required=frozenset(map(str, data["required"])),
+                optional=frozenset(map(str, data["optional"])),
+            ),
+            summary=ModuleSummary(
+                classes=tuple(map(str, classes)),
+                functions=tuple(map(str, functions)),
+                docstring=str(doc),
+                imports=tuple(map(str, imports)),
+                truncated=bool(truncated),
+            ),
+        )
+
+
+def extract(tree: ast.Module, module: str, config: FlowConfig) -> SourceFacts:
+    """The facts of the parsed module ``module``."""
+    split = split_imports(tree)
+    required = frozenset(top_level(m) for m in split.required)
+    return SourceFacts(
+        flows=analyze_tree(tree, module, config),
+        imports=FileImports(
+            required=required,
+            optional=frozenset(top_level(m) for m in split.optional) - required,
+        ),
+        summary=quick_scan(tree),
+    )
+
+
+def facts_of(source: bytes, module: str, config: FlowConfig, filename: str) -> SourceFacts:
+    """Parse ``source`` once and extract its facts; raises SourceError if it does not parse."""
+    return extract(parse_module(source, filename), module, config)

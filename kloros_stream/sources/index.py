@@ -1,0 +1,457 @@
+"""One source index per set of roots: every Python file read, hashed and parsed once.
+
+A :class:`SourceIndex` watches its roots (one :class:`~.watcher.RecursiveWatcher` per root,
+so one inotify watch per directory whatever the number of monitors), keeps one
+:class:`FileRecord` per module file and fans every file event out to its subscribers with
+the record the event produced. A file is (re)loaded on CLOSED, MOVED, an EXISTING whose
+``mtime``/size changed, or a CREATED with content once quiet for :data:`SETTLE_S`; a
+MODIFIED alone waits. Loading runs on :data:`PARSE_WORKER`, one thread for the whole
+process (CPython 3.11 cannot run two ``ast.parse`` at once), and skips the parse when the
+content hash is unchanged. Only ``.py`` files are read; other module files (``.so``,
+``.pyi``, ...) are recorded by their stat alone.
+
+Records are checkpointed incrementally (:mod:`.index_journal`): a warm start with nothing
+changed stats every file and parses none. Subscribers (integration, module_discovery,
+capability_discovery, knowledge_discovery) take the records from here and never parse a
+file themselves. :class:`SourceIndexes` shares one index between the subscribers of the
+same roots and settings, starts it with the first and stops it with the last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from ..analysis.capabilities import MODULE_SUFFIXES
+from ..analysis.flows import FlowConfig
+from ..analysis.pysource import SourceError, module_name
+from ..analysis.source_facts import SourceFacts, facts_of
+from ..checkpoint import CheckpointStore
+from .files import root_of
+from .index_journal import IndexJournal, Update
+from .tree import SettleTimers, TreeEvents, scan_once
+from .watcher import FileEvent, FileEventKind
+
+log = structlog.get_logger(__name__)
+
+PARSE_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="source-parse")
+"""The one thread that reads and parses source files, for every index of the process."""
+BATCH_FILES = 256
+"""Files loaded per worker job during an initial scan."""
+
+Item = tuple[Path, FileEvent, "FileRecord | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """What an index is built from; subscribers with equal specs share one index."""
+
+    roots: tuple[Path, ...]
+    exclude: tuple[str, ...]
+    max_file_bytes: int
+    flow_config: FlowConfig
+
+    @classmethod
+    def of(cls, config: Any, roots: Iterable[Path], exclude: Iterable[str]) -> SourceSpec:
+        """The spec for ``roots``/``exclude`` with the parse settings of ``config``'s
+        ``[monitors.integration]`` section (flows and file size limit)."""
+        section = config.monitors.integration
+        return cls(
+            tuple(Path(os.path.abspath(r)) for r in roots),
+            tuple(exclude),
+            section.max_file_bytes,
+            FlowConfig.from_section(section),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """One module file as last loaded."""
+
+    path: str
+    root: str
+    module: str
+    mtime_ns: int
+    size: int
+    sha256: str = ""
+    facts: SourceFacts | None = None
+    """The last good facts (kept while the file does not parse)."""
+    error: tuple[str, int | None] | None = None
+    """(message, line) while the file does not parse."""
+    skipped: str = ""
+    """Why the content was not analysed: ``too_large``, ``unreadable``, ``analysis_failed``."""
+    detail: str = ""
+
+    @property
+    def is_python(self) -> bool:
+        return self.path.endswith(".py")
+
+
+def is_module_file(_root: Path, path: Path) -> bool:
+    return path.name.endswith(MODULE_SUFFIXES)
+
+
+def load_record(
+    path: Path, root: Path, previous: FileRecord | None, spec: SourceSpec, *, trust_stat: bool
+) -> tuple[FileRecord | None, bool]:
+    """Stat, read, hash and analyse one file (on the parse worker). Returns the record
+    (None if the file is gone) and whether it was parsed. ``trust_stat``: an unchanged
+    ``mtime``/size reuses ``previous`` without reading."""
+    key = str(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, False
+    if previous is not None and trust_stat and (st.st_mtime_ns, st.st_size) == (
+        previous.mtime_ns, previous.size
+    ):
+        return previous, False
+    module = module_name(path, root)
+    base = FileRecord(key, str(root), module, st.st_mtime_ns, st.st_size)
+    if not key.endswith(".py"):
+        return base, False
+    if st.st_size > spec.max_file_bytes:
+        return _skipped(base, previous, "too_large", str(st.st_size)), False
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(spec.max_file_bytes + 1)
+    except FileNotFoundError:
+        return None, False
+    except OSError as err:
+        return _skipped(base, previous, "unreadable", str(err)), False
+    if len(data) > spec.max_file_bytes:
+        return _skipped(base, previous, "too_large", str(len(data))), False
+    digest = hashlib.sha256(data).hexdigest()
+    if previous is not None and previous.sha256 == digest and not previous.skipped:
+        return _with(previous, mtime_ns=st.st_mtime_ns, size=len(data)), False
+    try:
+        facts = facts_of(data, module, spec.flow_config, key)
+    except SourceError as err:
+        kept = previous.facts if previous is not None else None
+        return _with(base, sha256=digest, facts=kept, error=(err.message, err.line)), True
+    except Exception as err:  # an analyser bug must not take the index down on one file
+        return _skipped(base, previous, "analysis_failed", repr(err)), True
+    return _with(base, size=len(data), sha256=digest, facts=facts), True
+
+
+def _with(record: FileRecord, **changes: Any) -> FileRecord:
+    fields = {name: getattr(record, name) for name in FileRecord.__slots__}
+    fields.update(changes)
+    return FileRecord(**fields)
+
+
+def _skipped(base: FileRecord, previous: FileRecord | None, why: str, detail: str) -> FileRecord:
+    kept = previous.facts if previous is not None else None
+    return _with(base, facts=kept, skipped=why, detail=detail)
+
+
+def _load_batch(
+    jobs: list[tuple[Path, Path, FileRecord | None]], spec: SourceSpec
+) -> list[tuple[Path, FileRecord | None, bool]]:
+    return [(p, *load_record(p, r, prev, spec, trust_stat=True)) for p, r, prev in jobs]
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One subscriber's view: :meth:`initial` (every current record, once the index has
+    scanned), then :meth:`live` (every later event, in order, with its record)."""
+
+    index: SourceIndex
+    on_error: Callable[[str], None] | None = None
+    queue: asyncio.Queue[Item | BaseException] = field(default_factory=asyncio.Queue)
+    started: bool = False
+
+    async def initial(self) -> list[Item]:
+        """EXISTING items for every current file (sorted by path), once scanned."""
+        await self.index.ready.wait()
+        if self.index.failure is not None:
+            raise self.index.failure
+        self.started = True
+        return self.index.snapshot()
+
+    async def live(self) -> AsyncIterator[Item]:
+        while True:
+            item = await self.queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def inject(self, root: Path, event: FileEvent) -> None:
+        """Queue a synthetic event for this subscriber only (its own settle timers)."""
+        self.queue.put_nowait((root, event, self.index.records.get(str(event.path))))
+
+    def record(self, path: Path | str) -> FileRecord | None:
+        return self.index.records.get(str(path))
+
+    async def load(self, path: Path) -> FileRecord | None:
+        """The file's current record, loaded now by the index if it changed on disk."""
+        return await self.index.load(path)
+
+
+class SourceIndex:
+    """The records of one set of roots, and the subscribers that follow them."""
+
+    def __init__(self, spec: SourceSpec, journal: IndexJournal | None) -> None:
+        self.spec = spec
+        self.journal = journal
+        self.records: dict[str, FileRecord] = {}
+        self.subscribers: list[Subscription] = []
+        self.ready = asyncio.Event()
+        self.counters: dict[str, int] = {
+            "files_parsed": 0, "files_reused": 0, "too_large": 0, "unreadable": 0,
+            "analysis_failed": 0, "syntax_errors": 0,
+        }
+        self.events: TreeEvents | None = None
+        self.settle = SettleTimers(None)
+        self.initial_scan_s: float | None = None
+        self.failure: BaseException | None = None
+
+    # -- subscribers ----------------------------------------------------------------------
+    def subscribe(self, on_error: Callable[[str], None] | None = None) -> Subscription:
+        sub = Subscription(self, on_error)
+        self.subscribers.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with contextlib.suppress(ValueError):
+            self.subscribers.remove(sub)
+
+    def snapshot(self) -> list[Item]:
+        now = time.time()
+        out = []
+        for key in sorted(self.records):
+            record = self.records[key]
+            path = Path(key)
+            out.append((Path(record.root), FileEvent(FileEventKind.EXISTING, path, now), record))
+        return out
+
+    def _fan_out(self, item: Item | BaseException) -> None:
+        for sub in self.subscribers:
+            if sub.started or isinstance(item, BaseException):
+                sub.queue.put_nowait(item)
+
+    def _watch_error(self, message: str) -> None:
+        log.error("source_watch_error", error=message)
+        for sub in self.subscribers:
+            if sub.on_error is not None:
+                sub.on_error(message)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters, the watchers' own (inotify overflows, ...) included."""
+        out = dict(self.counters)
+        out["files"] = len(self.records)
+        if self.events is not None:
+            for watcher in self.events.watchers():
+                for name, n in watcher.stats.items():
+                    out[f"watcher_{name}"] = out.get(f"watcher_{name}", 0) + n
+            out["watched_dirs"] = sum(len(w.watched_dirs) for w in self.events.watchers())
+        return out
+
+    # -- the index's task -----------------------------------------------------------------
+    async def run(self) -> None:
+        """Scan, then follow the roots until cancelled; an error reaches every subscriber."""
+        try:
+            if self.journal is not None:
+                gc.disable()
+                try:
+                    self.records = await asyncio.get_running_loop().run_in_executor(
+                        PARSE_WORKER, self.journal.load)
+                finally:
+                    gc.enable()
+            async with TreeEvents(self.spec.roots, exclude=self.spec.exclude,
+                                  include=is_module_file, on_error=self._watch_error) as events:
+                self.events = events
+                self.settle = SettleTimers(events)
+                await self._initial(events)
+                async for root, event in events.live():
+                    await self._handle(root, event)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as err:
+            self.failure = err
+            self.ready.set()
+            self._fan_out(err)
+            raise
+        finally:
+            self.settle.cancel_all()
+
+    async def scan_once(self) -> None:
+        """The initial scan alone, no watching, nothing saved (one-shot ``scan``)."""
+        paths = [(root, ev.path) async for root, ev in scan_once(
+            self.spec.roots, self.spec.exclude, is_module_file)]
+        await self._load_all(paths, gone=set())
+        self.ready.set()
+
+    async def _initial(self, events: TreeEvents) -> None:
+        started = time.monotonic()
+        found = [(root, event.path) async for root, event in events.initial()]
+        gone = set(self.records) - {str(p) for _r, p in found}
+        await self._load_all(found, gone)
+        self.initial_scan_s = round(time.monotonic() - started, 3)
+        log.info("source_index_scanned", roots=[str(r) for r in self.spec.roots],
+                 seconds=self.initial_scan_s, **self.stats)
+        self.ready.set()
+
+    async def _load_all(self, found: list[tuple[Path, Path]], gone: set[str]) -> None:
+        """Load every file found, in worker batches; the cyclic GC is paused meanwhile
+        (the scan allocates many long-lived objects and no cycles) and the survivors are
+        frozen out of later collections."""
+        updates: list[Update] = [(key, None) for key in gone]
+        for key in gone:
+            del self.records[key]
+        loop = asyncio.get_running_loop()
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for start in range(0, len(found), BATCH_FILES):
+                chunk = [(p, r, self.records.get(str(p)))
+                         for r, p in found[start:start + BATCH_FILES]]
+                results = await loop.run_in_executor(PARSE_WORKER, _load_batch, chunk, self.spec)
+                for path, record, parsed in results:
+                    if self._store(path, record, parsed):
+                        updates.append((str(path), record))
+        finally:
+            if was_enabled:
+                gc.enable()
+            gc.freeze()
+        self._save(updates)
+
+    def _store(self, path: Path, record: FileRecord | None, parsed: bool) -> bool:
+        """Keep a load result; True if the record changed (to be saved)."""
+        key = str(path)
+        old = self.records.get(key)
+        if record is None:
+            return self.records.pop(key, None) is not None
+        self.records[key] = record
+        if parsed:
+            self.counters["files_parsed"] += 1
+            if record.error is not None:
+                self.counters["syntax_errors"] += 1
+        elif record is old:
+            self.counters["files_reused"] += 1
+        if record.skipped and record is not old:
+            self.counters[record.skipped] += 1
+            log.warning("source_file_skipped", path=key, reason=record.skipped,
+                        detail=record.detail, max_file_bytes=self.spec.max_file_bytes)
+        return record is not old
+
+    def _save(self, updates: list[Update]) -> None:
+        if self.journal is not None and updates:
+            self.journal.append(updates)
+
+    async def load(self, path: Path, *, trust_stat: bool = True) -> FileRecord | None:
+        """Load one file on the parse worker and keep the result."""
+        root = root_of(path, self.spec.roots)
+        if root is None:
+            return None
+        previous = self.records.get(str(path))
+        record, parsed = await asyncio.get_running_loop().run_in_executor(
+            PARSE_WORKER, lambda: load_record(path, root, previous, self.spec,
+                                              trust_stat=trust_stat))
+        if self._store(path, record, parsed):
+            self._save([(str(path), record)])
+        return record
+
+    def _forget(self, path: Path) -> None:
+        if self.records.pop(str(path), None) is not None:
+            self._save([(str(path), None)])
+
+    async def _handle(self, root: Path, event: FileEvent) -> None:
+        kind, path = event.kind, event.path
+        record: FileRecord | None = None
+        if kind is FileEventKind.CLOSED:
+            self.settle.cancel(path)
+            record = await self.load(path, trust_stat=False)
+        elif kind is FileEventKind.EXISTING:
+            record = await self.load(path)
+        elif kind is FileEventKind.CREATED:
+            if _has_content(path):
+                self.settle.start(root, path, event.observed_at)
+            record = self.records.get(str(path))
+        elif kind is FileEventKind.MOVED:
+            if event.src is not None:
+                self.settle.cancel(event.src)
+                self._forget(event.src)
+            record = await self.load(path, trust_stat=False)
+        elif kind is FileEventKind.DELETED:
+            self.settle.cancel(path)
+            self._forget(path)
+        else:  # MODIFIED: the writer is not done; wait for CLOSED (or the settle timer)
+            self.settle.restart(path)
+            record = self.records.get(str(path))
+        self._fan_out((root, event, record))
+
+
+def _has_content(path: Path) -> bool:
+    try:
+        return os.stat(path).st_size > 0
+    except OSError:
+        return False
+
+
+class SourceIndexes:
+    """The indexes of a process (or of one monitor in unit tests), shared by spec.
+
+    ``one_shot`` (the ``scan`` command): each index scans once, watches and saves nothing,
+    and is kept for the registry's life, so every subscriber of a spec shares one scan."""
+
+    def __init__(self, store: CheckpointStore | None = None, *, one_shot: bool = False) -> None:
+        self.store = store
+        self.one_shot = one_shot
+        self.indexes: dict[SourceSpec, tuple[SourceIndex, asyncio.Task[None]]] = {}
+        self.retired: dict[str, int] = {}
+        """Counters of indexes already stopped, so totals in /metrics never go down."""
+
+    def _journal(self, spec: SourceSpec) -> IndexJournal | None:
+        if self.one_shot or self.store is None or not self.store.writable:
+            return None
+        return IndexJournal(self.store.directory / "sources", spec, self.store)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self, spec: SourceSpec, on_error: Callable[[str], None] | None = None
+    ) -> AsyncIterator[Subscription]:
+        """Subscribe to the index of ``spec``, starting it if needed; the last subscriber
+        to leave stops it."""
+        entry = self.indexes.get(spec)
+        if entry is None or (entry[1].done() and not self.one_shot):
+            index = SourceIndex(spec, self._journal(spec))
+            work = index.scan_once() if self.one_shot else index.run()
+            task = asyncio.create_task(work, name=f"source-index-{len(self.indexes)}")
+            entry = self.indexes[spec] = (index, task)
+        index, task = entry
+        sub = index.subscribe(on_error)
+        try:
+            if self.one_shot:
+                await task  # its failure is every subscriber's
+            yield sub
+        finally:
+            index.unsubscribe(sub)
+            if not index.subscribers and not self.one_shot and self.indexes.get(spec) is entry:
+                del self.indexes[spec]
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                for name, n in index.stats.items():
+                    if name not in ("files", "watched_dirs"):
+                        self.retired[name] = self.retired.get(name, 0) + n
+
+    def totals(self) -> dict[str, int]:
+        """Counters summed over every index, running or stopped."""
+        out = dict(self.retired)
+        for index, _task in self.indexes.values():
+            for name, n in index.stats.items():
+                out[name] = out.get(name, 0) + n
+        return out

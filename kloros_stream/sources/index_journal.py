@@ -1,0 +1,162 @@
+"""The source index's checkpoint: an append-only JSON-lines journal of file records.
+
+Each change of a record appends one line (``{"p": path, ...}``, or ``{"p": path,
+"gone": 1}``); nothing rewrites the whole index while the service runs. Lines are
+serialised and written on a writer thread of their own, in the order they were queued.
+At load the last line per path wins, a torn or invalid line is skipped, and a journal with
+much more history than records is compacted (rewritten atomically) before use. The first
+line names the spec and the facts version: a journal of other settings is not reused.
+Losing the tail (kill -9) only means those files are parsed again.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+
+from .. import analysis
+from ..analysis.source_facts import FACTS_VERSION, SourceFacts
+from ..checkpoint import CheckpointStore, atomic_write_bytes
+
+if TYPE_CHECKING:
+    from .index import FileRecord, SourceSpec
+
+log = structlog.get_logger(__name__)
+
+JOURNAL_FORMAT = 1
+COMPACT_SLACK = 1000
+"""Compact at load when the journal holds more than twice the records plus this."""
+WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="source-journal")
+
+Update = tuple[str, "FileRecord | None"]
+
+
+@functools.cache
+def analysis_version() -> str:
+    """A digest of the analysis code itself: records extracted by another version of it
+    are not reused (an upgrade re-parses once)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(analysis.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def spec_key(spec: SourceSpec) -> str:
+    flows = spec.flow_config
+    text = repr((JOURNAL_FORMAT, FACTS_VERSION, analysis_version(),
+                 [str(r) for r in spec.roots], list(spec.exclude), spec.max_file_bytes,
+                 sorted(flows.emit_calls), sorted(flows.subscribe_calls),
+                 list(getattr(flows, "subscriber_suffixes", ()))))
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def record_to_json(record: FileRecord) -> dict[str, Any]:
+    return {
+        "p": record.path, "r": record.root, "m": record.module, "t": record.mtime_ns,
+        "s": record.size, "h": record.sha256,
+        "f": record.facts.to_json() if record.facts is not None else None,
+        "e": list(record.error) if record.error else None,
+        "k": record.skipped, "d": record.detail,
+    }
+
+
+def record_from_json(data: dict[str, Any]) -> FileRecord:
+    from .index import FileRecord
+
+    err = data["e"]
+    return FileRecord(
+        path=str(data["p"]), root=str(data["r"]), module=str(data["m"]),
+        mtime_ns=int(data["t"]), size=int(data["s"]), sha256=str(data["h"]),
+        facts=SourceFacts.from_json(data["f"]) if data["f"] is not None else None,
+        error=(str(err[0]), None if err[1] is None else int(err[1])) if err else None,
+        skipped=str(data["k"]), detail=str(data["d"]),
+    )
+
+
+class IndexJournal:
+    """The journal file of one spec under ``directory``."""
+
+    def __init__(self, directory: Path, spec: SourceSpec, store: CheckpointStore) -> None:
+        self.key = spec_key(spec)
+        self.path = directory / f"{self.key}.jsonl"
+        self.store = store
+        self._header = orjson.dumps({"format": JOURNAL_FORMAT, "spec": self.key}) + b"\n"
+
+    # -- load (on a worker thread) ---------------------------------------------------------
+    def load(self) -> dict[str, FileRecord]:
+        """The saved records (empty if none, of other settings, or unreadable)."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as err:
+            log.error("source_journal_unreadable", path=str(self.path), error=str(err))
+            return {}
+        lines = data.split(b"\n")
+        if not lines or lines[0] + b"\n" != self._header:
+            log.info("source_journal_ignored", path=str(self.path), reason="other settings")
+            self._rewrite([])
+            return {}
+        raw: dict[str, bytes] = {}
+        invalid = 0
+        for line in lines[1:]:
+            if not line:
+                continue
+            try:
+                path = orjson.loads(line)["p"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                invalid += 1
+                continue
+            raw[path] = line
+        records: dict[str, FileRecord] = {}
+        for path, line in raw.items():
+            try:
+                item = orjson.loads(line)
+                if not item.get("gone"):
+                    records[path] = record_from_json(item)
+            except (KeyError, TypeError, ValueError, IndexError):
+                invalid += 1
+        if invalid:
+            log.warning("source_journal_invalid_lines", path=str(self.path), lines=invalid)
+        if len(lines) > 2 * len(records) + COMPACT_SLACK or invalid:
+            self._rewrite([raw[p] for p in records])
+        return records
+
+    def _rewrite(self, lines: list[bytes]) -> None:
+        if not self._saving:
+            return
+        body = self._header + b"".join(line + b"\n" for line in lines)
+        try:
+            atomic_write_bytes(self.path, body)
+        except OSError as err:
+            log.error("source_journal_write_failed", path=str(self.path), error=str(err))
+
+    # -- append (queued; serialised and written on the writer thread) ----------------------
+    @property
+    def _saving(self) -> bool:
+        return self.store.writable and not self.store.frozen
+
+    def append(self, updates: list[Update]) -> None:
+        if self._saving:
+            WRITER.submit(self._write, list(updates))
+
+    def _write(self, updates: list[Update]) -> None:
+        if not self._saving:
+            return
+        body = b"".join(
+            orjson.dumps(record_to_json(r) if r is not None else {"p": p, "gone": 1}) + b"\n"
+            for p, r in updates
+        )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = not self.path.exists() or self.path.stat().st_size == 0
+            with open(self.path, "ab") as fh:
+                fh.write((self._header if fresh else b"") + body)
+        except OSError as err:
+            log.error("source_journal_write_failed", path=str(self.path), error=str(err))
