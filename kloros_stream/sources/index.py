@@ -39,7 +39,7 @@ from ..analysis.pysource import SourceError, module_name
 from ..analysis.source_facts import SourceFacts, facts_of
 from ..checkpoint import CheckpointStore
 from .files import root_of
-from .index_journal import IndexJournal, Update
+from .index_journal import IndexJournal, Update, drained
 from .tree import SettleTimers, TreeEvents, scan_once
 from .watcher import FileEvent, FileEventKind
 
@@ -444,6 +444,7 @@ class SourceIndexes:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+                await drained()  # a clean stop leaves the journal complete
                 for name, n in index.stats.items():
                     if name not in ("files", "watched_dirs"):
                         self.retired[name] = self.retired.get(name, 0) + n

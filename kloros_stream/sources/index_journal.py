@@ -11,6 +11,7 @@ Losing the tail (kill -9) only means those files are parsed again.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,11 @@ COMPACT_SLACK = 1000
 WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="source-journal")
 
 Update = tuple[str, "FileRecord | None"]
+
+
+async def drained() -> None:
+    """Wait until every journal write queued so far is done."""
+    await asyncio.wrap_future(WRITER.submit(lambda: None))
 
 
 @functools.cache

@@ -108,3 +108,42 @@ def test_e2e_kill_9_then_restart_repeats_nothing(tmp_path: Path) -> None:
     assert _resolved(qs, "orphaned_queue", CHANNEL)
     assert _open(qs, "syntax_error", "pkg/bad.py")
     assert not set(after[len(before) :]) & set(before)
+
+
+def _metric(svc: ServiceProcess, name: str) -> float:
+    status, body = svc.get("/metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+@pytest.mark.e2e
+def test_e2e_four_monitors_parse_each_file_once(tmp_path: Path) -> None:
+    pkg = tmp_path / "src" / "pkg"
+    pkg.mkdir(parents=True)
+    for i in range(10):
+        (pkg / f"m{i}.py").write_text(f"import os\nVALUE = {i}\n")
+    (pkg / "worker.py").write_text(PRODUCER)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "guide.md").write_text("See `pkg.worker`.\n")
+    monitors = ("integration", "module_discovery", "capability_discovery", "knowledge_discovery")
+    cfg = write_config(tmp_path, {"monitors": {
+        "integration": {"roots": ["src"]}, "module_discovery": {"roots": ["src"]},
+        "capability_discovery": {}, "knowledge_discovery": {"docs_dirs": ["docs"]},
+    }})
+    svc = ServiceProcess(cfg)
+    with svc:
+        svc.wait_feed(lambda qs: _open(qs, "orphaned_queue", CHANNEL))
+        svc.wait_scanned(*monitors)
+        assert _metric(svc, "kloros_stream_files_parsed_total") == 11
+        (pkg / "consumer.py").write_text(CONSUMER)
+        svc.wait_feed(lambda qs: _resolved(qs, "orphaned_queue", CHANNEL)
+                      and _open(qs, "new_module", "pkg.consumer"))
+        assert _metric(svc, "kloros_stream_files_parsed_total") == 12
+        assert _metric(svc, 'kloros_stream_source_size{source="index",what="watched_dirs"}') == 2
+        assert svc.stop() == 0
+    with svc:  # warm restart: nothing changed, nothing parsed
+        svc.wait_scanned(*monitors)
+        assert _metric(svc, "kloros_stream_files_parsed_total") == 0
