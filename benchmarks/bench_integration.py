@@ -85,16 +85,15 @@ def full_rescan(files: list[Path], root: Path) -> tuple[float, float, Any]:
     """The old design's cost for one change: everything again, then the orphan set."""
     from kloros_stream.analysis.flow_index import FlowIndex
     from kloros_stream.analysis.flows import FlowConfig
-    from kloros_stream.analysis.pysource import module_name
-    from kloros_stream.monitors.integration import load_file
+    from kloros_stream.sources.index import SourceSpec, load_record
 
-    config = FlowConfig()
+    spec = SourceSpec((root,), (), 2_000_000, FlowConfig())
     started, cpu = time.perf_counter(), time.process_time()
     index = FlowIndex()
     for path in files:
-        loaded = load_file(path, module_name(path, root), None, 2_000_000, config)
-        if loaded.flows is not None:
-            index.update(str(path), loaded.flows)
+        record, _parsed = load_record(path, root, None, spec, trust_stat=False)
+        if record is not None and record.facts is not None:
+            index.update(str(path), record.facts.flows)
     index.orphans()
     return time.perf_counter() - started, time.process_time() - cpu, index
 

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import structlog
 
-from .pysource import SourceError, parse_module, split_imports, top_level
+from .pysource import ImportSplit, SourceError, parse_module, split_imports, top_level
 
 log = structlog.get_logger(__name__)
 
@@ -168,7 +168,11 @@ class FileImports:
 def file_imports(source: bytes, filename: str = "<source>") -> FileImports:
     """The top-level names ``source`` imports; raises :class:`SourceError` if it does not
     parse (the caller keeps the file's previous imports)."""
-    split = split_imports(parse_module(source, filename))
+    return imports_of(split_imports(parse_module(source, filename)))
+
+
+def imports_of(split: ImportSplit) -> FileImports:
+    """The :class:`FileImports` of a module's import split (pure)."""
     required = frozenset(top_level(m) for m in split.required)
     return FileImports(
         required=required,

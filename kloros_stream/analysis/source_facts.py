@@ -14,11 +14,11 @@ import ast
 from dataclasses import dataclass
 from typing import Any
 
-from .capabilities import FileImports
+from .capabilities import FileImports, imports_of
 from .flows import FileFlows, FlowConfig, analyze_tree
-from .pysource import ModuleSummary, parse_module, quick_scan, split_imports, top_level
+from .pysource import ModuleSummary, parse_module, quick_scan, split_imports
 
-FACTS_VERSION = 1
+FACTS_VERSION = 2
 """Bumped whenever the extracted facts change shape or meaning (a checkpoint of another
 version is not reused)."""
 
@@ -36,6 +36,7 @@ class SourceFacts:
             "flows": self.flows.to_json(),
             "required": sorted(self.imports.required),
             "optional": sorted(self.imports.optional),
+            "dotted": sorted(self.imports.dotted),
             "summary": [
                 list(self.summary.classes),
                 list(self.summary.functions),
@@ -54,6 +55,7 @@ class SourceFacts:
             imports=FileImports(
                 required=frozenset(map(str, data["required"])),
                 optional=frozenset(map(str, data["optional"])),
+                dotted=frozenset(map(str, data["dotted"])),
             ),
             summary=ModuleSummary(
                 classes=tuple(map(str, classes)),
@@ -67,14 +69,9 @@ class SourceFacts:
 
 def extract(tree: ast.Module, module: str, config: FlowConfig) -> SourceFacts:
     """The facts of the parsed module ``module``."""
-    split = split_imports(tree)
-    required = frozenset(top_level(m) for m in split.required)
     return SourceFacts(
         flows=analyze_tree(tree, module, config),
-        imports=FileImports(
-            required=required,
-            optional=frozenset(top_level(m) for m in split.optional) - required,
-        ),
+        imports=imports_of(split_imports(tree)),
         summary=quick_scan(tree),
     )
 

@@ -1,0 +1,233 @@
+"""The source index, measured from outside a real ``kloros-stream run``.
+
+Corpus: real Python files copied from this machine's interpreter (the standard library
+with its site-packages, the venv's site-packages, Debian's dist-packages; the standard
+library again under another prefix when more are needed), the first N by path, at N = 2 k,
+10 k and 20 k. The service runs integration, module_discovery and capability_discovery
+(``scan_imports``) on the copy; every figure is read from outside the process:
+
+- cold scan: the index's own scan time (walk, stat, read, hash, parse, extract, journal;
+  its ``source_index_scanned`` log line) and the wall time from spawning the process until
+  the three monitors report their initial scans in /health; same-run reference: a bare
+  ``read + ast.parse`` loop over the same files in a fresh interpreter;
+- warm restart (nothing changed): the same two figures, and ``files_parsed_total``;
+- RSS of the service once settled after the scan and the edits (psutil);
+- one-file edit -> feed line: a file is rewritten to emit a topic nobody subscribes to
+  (a new question) and back (its resolution); the time from the write to the feed line
+  (seen with inotify on the feed file);
+- inotify watches held by the process (``/proc/PID/fdinfo``) against the directories of
+  the tree.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import Report, median, percentile
+
+SIZES = (2000, 10_000, 20_000)
+EDITS = 100
+REPO = Path(__file__).resolve().parent.parent
+SOURCES = (
+    Path(sys.base_prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}",
+    Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}",
+    Path("/usr/lib/python3/dist-packages"),
+)
+MONITORS = ("integration", "module_discovery", "capability_discovery")
+BARE = """
+import ast, sys, time
+paths = open(sys.argv[1]).read().split("\\n")
+t = time.perf_counter()
+for p in paths:
+    try:
+        with open(p, "rb") as fh:
+            ast.parse(fh.read(), filename=p)
+    except (SyntaxError, ValueError, OSError):
+        pass
+print(time.perf_counter() - t)
+"""
+
+
+def corpus(n: int) -> list[tuple[Path, Path]]:
+    """(source, relative destination) of the first ``n`` real .py files."""
+    picked: list[tuple[Path, Path]] = []
+    seen: set[Path] = set()
+    for copy in range(3):
+        for i, base in enumerate(SOURCES):
+            if not base.is_dir():
+                continue
+            for path in sorted(base.rglob("*.py")):
+                real = path.resolve()
+                if "__pycache__" in path.parts or not path.is_file():
+                    continue
+                if copy == 0 and real in seen:
+                    continue
+                seen.add(real)
+                picked.append((path, Path(f"c{copy}s{i}") / path.relative_to(base)))
+                if len(picked) >= n:
+                    return picked
+    return picked
+
+
+def build(root: Path, n: int) -> list[Path]:
+    files = []
+    for src, rel in corpus(n):
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        files.append(dest)
+    bench = root / "zz_bench"
+    bench.mkdir()
+    (bench / "edited.py").write_text("X = 0\n")
+    return files
+
+
+def bare_loop(files: list[Path], work: Path) -> float:
+    listing = work / "files.txt"
+    listing.write_text("\n".join(map(str, files)))
+    out = subprocess.run([sys.executable, "-c", BARE, str(listing)], capture_output=True,
+                         text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def watches(pid: int) -> int:
+    total = 0
+    for fd in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            total += sum(line.startswith("inotify wd:") for line in fd.read_text().splitlines())
+        except OSError:
+            continue
+    return total
+
+
+def _index_seconds(svc: Any) -> float:
+    entry = svc.wait_log(lambda e: e.get("event") == "source_index_scanned", timeout=600)
+    return float(entry["seconds"])
+
+
+def _metric(svc: Any, name: str) -> float:
+    _status, body = svc.get("/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return float("nan")
+
+
+def _start(svc: Any) -> tuple[float, float]:
+    """(index scan seconds, spawn -> every monitor scanned wall seconds)."""
+    started = time.perf_counter()
+    svc.start(timeout=600)
+    svc.wait_scanned(*MONITORS, timeout=600)
+    wall = time.perf_counter() - started
+    return _index_seconds(svc), wall
+
+
+def edit_latencies(svc: Any, edited: Path, feed: Path, n: int) -> list[float]:
+    from asyncinotify import Inotify, Mask
+
+    out = []
+    with Inotify(sync_timeout=1.0) as inotify:
+        inotify.add_watch(feed, Mask.MODIFY)
+        size = feed.stat().st_size
+        for i in range(n):
+            time.sleep(0.02)
+            text = f'def go(bus):\n    bus.emit("BENCH_{i // 2}")\n' if i % 2 == 0 else "X = 0\n"
+            started = time.perf_counter()
+            with open(edited, "w") as fh:
+                fh.write(text)
+            deadline = started + 30
+            while feed.stat().st_size <= size:
+                inotify.sync_get()  # the feed grew (or a second passed)
+                assert time.perf_counter() < deadline, "no feed line for the edit"
+            out.append(time.perf_counter() - started)
+            size = feed.stat().st_size
+    return out
+
+
+def measure(n: int, work: Path) -> dict[str, Any]:
+    import psutil
+
+    sys.path.insert(0, str(REPO))
+    from tests.support.service import ServiceProcess, write_config
+
+    tree = work / "tree"
+    files = build(tree, n)
+    dirs = sum(1 for p in tree.rglob("*") if p.is_dir()) + 1
+    bare = bare_loop(files, work)
+    cfg = write_config(work, {
+        "service": {"log_level": "info"},
+        "monitors": {
+            "integration": {"roots": [str(tree)]},
+            "module_discovery": {"roots": [str(tree)]},
+            "capability_discovery": {"scan_imports": True},
+        },
+    })
+    svc = ServiceProcess(cfg, env={"PYTHONPATH": str(REPO)})
+    result: dict[str, Any] = {"files": len(files), "dirs": dirs, "bare_s": bare}
+    try:
+        result["cold_s"], result["cold_wall_s"] = _start(svc)
+        result["parsed_cold"] = _metric(svc, "kloros_stream_files_parsed_total")
+        assert svc.proc is not None
+        result["watches"] = watches(svc.proc.pid)
+        feed = svc.feed_path
+        if not feed.exists():
+            feed.parent.mkdir(parents=True, exist_ok=True)
+            feed.touch()
+        lat = edit_latencies(svc, tree / "zz_bench" / "edited.py", feed, EDITS)
+        result["edit_p50"], result["edit_p99"] = median(lat), percentile(lat, 99)
+        result["edit_max"] = max(lat)
+        time.sleep(2)
+        result["rss_mib"] = psutil.Process(svc.proc.pid).memory_info().rss / 2**20
+        assert svc.stop(timeout=60) == 0
+        result["warm_s"], result["warm_wall_s"] = _start(svc)
+        result["parsed_warm"] = _metric(svc, "kloros_stream_files_parsed_total")
+        assert svc.stop(timeout=60) == 0
+    finally:
+        if svc.proc is not None and svc.proc.poll() is None:
+            svc.kill()
+    return result
+
+
+def run(report: Report) -> None:
+    results = []
+    for n in SIZES:
+        with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:
+            r = measure(n, Path(tmp))
+        results.append(r)
+        print(json.dumps(r), flush=True)
+        label = f"source index, {r['files']} files ({r['dirs']} dirs)"
+        cmd = "make bench (bench_source_index)"
+        report.add(label, "cold scan (index) / spawn -> scanned",
+                   f"{r['cold_s']:.2f} s / {r['cold_wall_s']:.2f} s; "
+                   f"{r['parsed_cold']:.0f} parsed",
+                   f"bare read+ast.parse loop: {r['bare_s']:.2f} s "
+                   f"({r['cold_s'] / r['bare_s']:.2f}x)", cmd)
+        report.add(label, "warm restart (index) / spawn -> scanned",
+                   f"{r['warm_s']:.2f} s / {r['warm_wall_s']:.2f} s; "
+                   f"{r['parsed_warm']:.0f} parsed", "", cmd)
+        report.add(label, "RSS settled", f"{r['rss_mib']:.1f} MiB", "", cmd)
+        report.add(label, f"edit -> feed line p50 / p99 / max ({EDITS} edits)",
+                   f"{r['edit_p50'] * 1000:.1f} / {r['edit_p99'] * 1000:.1f} / "
+                   f"{r['edit_max'] * 1000:.1f} ms", "", cmd)
+        report.add(label, "inotify watches (whole process)", str(r["watches"]),
+                   f"{r['dirs']} directories in the tree", cmd)
+    if len(results) > 1:
+        first, last = results[0], results[-1]
+        slope = (last["rss_mib"] - first["rss_mib"]) * 1024 / (last["files"] - first["files"])
+        report.add("source index", "RSS per additional file",
+                   f"{slope:.2f} KiB", f"{first['files']} -> {last['files']} files",
+                   "make bench (bench_source_index)")
+
+
+if __name__ == "__main__":
+    rep = Report()
+    sizes = [int(a) for a in sys.argv[1:]] or list(SIZES)
+    SIZES = tuple(sizes)
+    run(rep)
