@@ -206,6 +206,9 @@ class SourceIndex:
         self.spec = spec
         self.journal = journal
         self.records: dict[str, FileRecord] = {}
+        self.where: dict[str, tuple[Path, Path]] = {}
+        """Path -> (its root, its Path) for every record."""
+        self._items: list[Item] | None = None
         self.subscribers: list[Subscription] = []
         self.ready = asyncio.Event()
         self.counters: dict[str, int] = {
@@ -228,13 +231,15 @@ class SourceIndex:
             self.subscribers.remove(sub)
 
     def snapshot(self) -> list[Item]:
-        now = time.time()
-        out = []
-        for key in sorted(self.records):
-            record = self.records[key]
-            path = Path(key)
-            out.append((Path(record.root), FileEvent(FileEventKind.EXISTING, path, now), record))
-        return out
+        """EXISTING items of every record, sorted by path; built once per state of the
+        index and shared by the subscribers that join in that state."""
+        if self._items is None:
+            now = time.time()
+            self._items = [
+                (root, FileEvent(FileEventKind.EXISTING, path, now), self.records[key])
+                for key, (root, path) in sorted(self.where.items())
+            ]
+        return self._items
 
     def _fan_out(self, item: Item | BaseException) -> None:
         for sub in self.subscribers:
@@ -310,7 +315,7 @@ class SourceIndex:
         frozen out of later collections."""
         updates: list[Update] = [(key, None) for key in gone]
         for key in gone:
-            del self.records[key]
+            self._drop(key)
         loop = asyncio.get_running_loop()
         was_enabled = gc.isenabled()
         gc.disable()
@@ -319,8 +324,8 @@ class SourceIndex:
                 chunk = [(p, r, self.records.get(str(p)))
                          for r, p in found[start:start + BATCH_FILES]]
                 results = await loop.run_in_executor(PARSE_WORKER, _load_batch, chunk, self.spec)
-                for path, record, parsed in results:
-                    if self._store(path, record, parsed):
+                for (_p, root, _prev), (path, record, parsed) in zip(chunk, results, strict=True):
+                    if self._store(root, path, record, parsed):
                         updates.append((str(path), record))
         finally:
             if was_enabled:
@@ -328,13 +333,23 @@ class SourceIndex:
             gc.freeze()
         self._save(updates)
 
-    def _store(self, path: Path, record: FileRecord | None, parsed: bool) -> bool:
+    def _drop(self, key: str) -> bool:
+        self.where.pop(key, None)
+        if self.records.pop(key, None) is None:
+            return False
+        self._items = None
+        return True
+
+    def _store(self, root: Path, path: Path, record: FileRecord | None, parsed: bool) -> bool:
         """Keep a load result; True if the record changed (to be saved)."""
         key = str(path)
         old = self.records.get(key)
         if record is None:
-            return self.records.pop(key, None) is not None
-        self.records[key] = record
+            return self._drop(key)
+        if record is not old or key not in self.where:
+            self.records[key] = record
+            self.where[key] = (root, path)
+            self._items = None
         if parsed:
             self.counters["files_parsed"] += 1
             if record.error is not None:
@@ -360,12 +375,12 @@ class SourceIndex:
         record, parsed = await asyncio.get_running_loop().run_in_executor(
             PARSE_WORKER, lambda: load_record(path, root, previous, self.spec,
                                               trust_stat=trust_stat))
-        if self._store(path, record, parsed):
+        if self._store(root, path, record, parsed):
             self._save([(str(path), record)])
         return record
 
     def _forget(self, path: Path) -> None:
-        if self.records.pop(str(path), None) is not None:
+        if self._drop(str(path)):
             self._save([(str(path), None)])
 
     async def _handle(self, root: Path, event: FileEvent) -> None:
