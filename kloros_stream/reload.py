@@ -5,7 +5,7 @@
 - monitors enabled now but not before are started, disabled ones stopped, and enabled
   ones whose settings changed restarted; the others keep running with their state. A
   monitor's settings are its own section, the sections it reads besides
-  (:data:`MONITOR_READS`) and ``service.max_line_bytes``;
+  (:func:`monitor_reads`, declared by each monitor class) and ``service.max_line_bytes``;
 - ``[feed]``, ``[http]`` and ``service.state_dir`` need a restart of the service: their new
   values are reported and the running ones kept;
 - everything else (``curiosity``, ``bus``, ``history``, ``supervisor``,
@@ -21,17 +21,16 @@ from pydantic import BaseModel
 
 from .config import MONITOR_NAMES, Config
 
-MONITOR_READS: dict[str, tuple[str, ...]] = {
-    "capability_discovery": ("integration",),
-    "knowledge_discovery": ("integration",),
-    "module_discovery": (
-        "integration.max_file_bytes", "integration.emit_calls", "integration.subscribe_calls",
-    ),
-}
-"""Monitors that read other monitors' sections (or single keys of them):
-capability_discovery and
-knowledge_discovery follow the source index of the integration roots; every source index
-parses with the integration settings (``max_file_bytes``, ``emit_calls``, ...)."""
+
+def monitor_reads(name: str) -> tuple[str, ...]:
+    """The settings monitor ``name`` reads besides its own section, as its class declares
+    them (:attr:`~kloros_stream.monitors.base.Monitor.reads`)."""
+    from .monitors import monitor_class
+
+    try:
+        return monitor_class(name).reads
+    except KeyError:
+        return ()
 
 RESTART_ONLY_SECTIONS = ("feed", "http", "cluster")
 RESTART_ONLY_KEYS = ("service.state_dir",)
@@ -69,7 +68,7 @@ def changed_keys(old: BaseModel, new: BaseModel, prefix: str = "") -> list[str]:
 def monitor_settings(config: Config, name: str) -> tuple[Any, ...]:
     """Everything monitor ``name`` reads from the configuration."""
     values = [config.monitors.get(name).model_dump()]
-    for read in MONITOR_READS.get(name, ()):
+    for read in monitor_reads(name):
         section, _, key = read.partition(".")
         data = config.monitors.get(section).model_dump()
         values.append(data[key] if key else data)

@@ -14,7 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import structlog
 
@@ -212,15 +212,41 @@ class MonitorContext:
         self.touch(observed_at if observed_at is not None else now)
 
 
-class Monitor(ABC):
-    """Base class of the nine monitors."""
+C = TypeVar("C", bound=MonitorConfig)
+
+MAX_WATCH_ERRORS = 20
+
+
+class Monitor(ABC, Generic[C]):
+    """Base class of the nine monitors (and of plugin monitors).
+
+    ``config_model`` is the pydantic model of the monitor's ``[monitors.<name>]`` section;
+    ``self.cfg`` is that section, typed. ``reads`` names the other settings the monitor
+    reads (``"integration"`` for a whole section, ``"integration.roots"`` for one key):
+    declared here once, it decides which monitors a reload restarts.
+    """
 
     name: ClassVar[str]
     ecosystem: ClassVar[str]
+    config_model: ClassVar[type[MonitorConfig]] = MonitorConfig
+    reads: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, ctx: MonitorContext) -> None:
         self.ctx = ctx
         self.log = ctx.log
+        section = ctx.section
+        if not isinstance(section, self.config_model):
+            raise TypeError(f"[monitors.{ctx.name}] is a {type(section).__name__}, "
+                            f"{type(self).__name__} needs {self.config_model.__name__}")
+        self.cfg: C = cast(C, section)
+
+    def watch_error(self, message: str) -> None:
+        """A watcher could not watch something (inotify limit, unreadable directory): named
+        in /health (``details.watch_errors``, bounded) and counted (``watch_errors``)."""
+        self.ctx.status.count("watch_errors")
+        errors = self.ctx.status.details.setdefault("watch_errors", [])
+        if message not in errors and len(errors) < MAX_WATCH_ERRORS:
+            errors.append(message)
 
     event_gap_types: ClassVar[frozenset[str]] = frozenset()
     """Gap types that are events (exceptions): re-announced from the level when their

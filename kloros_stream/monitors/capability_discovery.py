@@ -55,17 +55,16 @@ log = structlog.get_logger(__name__)
 
 
 # -- the monitor ------------------------------------------------------------------------------
-class CapabilityDiscoveryMonitor(Monitor):
+class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
     """Required tools and modules, and unresolved imports of the integration roots."""
 
     name = "capability_discovery"
     ecosystem = "capabilities"
+    config_model = CapabilityDiscoveryConfig
+    reads = ("integration",)
 
     def __init__(self, ctx: MonitorContext, *, path_value: str | None = None) -> None:
         super().__init__(ctx)
-        cfg = ctx.section
-        assert isinstance(cfg, CapabilityDiscoveryConfig)
-        self.cfg = cfg
         integration = ctx.config.monitors.integration
         self.roots = [Path(os.path.abspath(r)) for r in integration.roots]
         self.spec = SourceSpec.of(ctx.config, integration.roots, integration.exclude)
@@ -89,7 +88,7 @@ class CapabilityDiscoveryMonitor(Monitor):
             sub = None
             if cfg.scan_imports:
                 sub = await stack.enter_async_context(
-                    self.ctx.sources.subscribe(self.spec, self._watch_error))
+                    self.ctx.sources.subscribe(self.spec, self.watch_error))
             await self._scan(sub)
             if self.ctx.one_shot:
                 return
@@ -232,10 +231,6 @@ class CapabilityDiscoveryMonitor(Monitor):
                 self.check_modules(affected, event.observed_at)
                 self._update_details()
 
-    def _watch_error(self, message: str) -> None:
-        errors = self.ctx.status.details.setdefault("watch_errors", [])
-        if message not in errors and len(errors) < 20:
-            errors.append(message)
 
     # -- PATH and site directories --------------------------------------------------------
     def _catch_up(self, modules: bool) -> None:
@@ -253,7 +248,7 @@ class CapabilityDiscoveryMonitor(Monitor):
         )
         if not targets:  # nothing to watch flat (empty PATH); the roots may still be
             await asyncio.Event().wait()
-        async with FlatWatcher(targets, on_error=self._watch_error) as watcher:
+        async with FlatWatcher(targets, on_error=self.watch_error) as watcher:
             self.ctx.status.details["watched_dirs"] = [str(d) for d in watcher.watched]
             self._catch_up(watch_modules)  # changes between the initial scan and the watch
             async for batch in watcher.batches():

@@ -26,19 +26,19 @@ from .tailing import TailingMonitor
 GAP_TYPE = "healing_failure"
 
 
-class ChaosMonitor(TailingMonitor):
+class ChaosMonitor(TailingMonitor[ChaosMonitorConfig]):
     """Follows ``[monitors.chaos] history_file``."""
 
     name: ClassVar[str] = "chaos"
     ecosystem: ClassVar[str] = "self_healing"
+    config_model = ChaosMonitorConfig
     state_checkpoint: ClassVar[str] = "stats"
     tail_checkpoint: ClassVar[str] = "history"
     level_gap_type: ClassVar[str | None] = GAP_TYPE
 
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
-        cfg = ctx.section
-        assert isinstance(cfg, ChaosMonitorConfig)
+        cfg = self.cfg
         self.stats = ChaosStats(
             max_scenarios=cfg.max_scenarios,
             recovery_runs=cfg.recovery_runs,

@@ -173,14 +173,13 @@ class FingerprintMemory:
                 self._items[row[0]] = [int(row[1]), float(row[2]), float(row[3])]
 
 
-class ExceptionMonitor(Monitor):
+class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
     name: ClassVar[str] = "exception"
     ecosystem: ClassVar[str] = "diagnostics"
+    config_model = ExceptionMonitorConfig
     def __init__(self, ctx: MonitorContext) -> None:
         super().__init__(ctx)
-        cfg = ctx.section
-        assert isinstance(cfg, ExceptionMonitorConfig)
-        self.cfg = cfg
+        cfg = self.cfg
         self.max_line_bytes = ctx.config.service.max_line_bytes
         self.assembler = TracebackAssembler(
             flush_after_s=cfg.flush_after_s, chain_grace_s=min(CHAIN_GRACE_S, cfg.flush_after_s)

@@ -48,11 +48,12 @@ _DEV_MASK = Mask.CREATE | Mask.DELETE | Mask.MOVED_FROM | Mask.MOVED_TO
 """No IN_ATTRIB on /dev: tty permission changes at every login are not hardware."""
 
 
-class ExplorationMonitor(Monitor):
+class ExplorationMonitor(Monitor[ExplorationConfig]):
     """Hardware inventory, device changes and idle GPUs."""
 
     name = "exploration"
     ecosystem = "hardware"
+    config_model = ExplorationConfig
 
     def __init__(
         self,
@@ -63,9 +64,7 @@ class ExplorationMonitor(Monitor):
         proc_dir: Path = Path("/proc"),
     ) -> None:
         super().__init__(ctx)
-        cfg = ctx.section
-        assert isinstance(cfg, ExplorationConfig)
-        self.cfg = cfg
+        cfg = self.cfg
         self.dev_dir = dev_dir
         self.drm_dir = drm_dir
         self.proc_dir = proc_dir
@@ -197,7 +196,7 @@ class ExplorationMonitor(Monitor):
 
     async def _follow_dev(self) -> None:
         targets = [self.dev_dir, self.dev_dir / "dri"]
-        async with FlatWatcher(targets, mask=_DEV_MASK, on_error=self._watch_error) as w:
+        async with FlatWatcher(targets, mask=_DEV_MASK, on_error=self.watch_error) as w:
             self.apply_devices(self.current_devices())  # changes before the watch existed
             async for batch in w.batches():
                 if any(self._relevant(c) for c in batch):
@@ -212,10 +211,6 @@ class ExplorationMonitor(Monitor):
             return bool(drm_cards([change.name]))
         return is_notable_device(change.name)
 
-    def _watch_error(self, message: str) -> None:
-        errors = self.ctx.status.details.setdefault("watch_errors", [])
-        if message not in errors and len(errors) < 20:
-            errors.append(message)
 
     # -- GPUs -----------------------------------------------------------------------------
     async def _sample_loop(self) -> None:

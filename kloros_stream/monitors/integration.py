@@ -44,17 +44,17 @@ _STATS = {"parsed": "files_parsed", "reused": "files_reused", "too_large": "too_
 
 
 # -- the monitor ---------------------------------------------------------------------------
-class IntegrationMonitor(Monitor):
+class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
     """Orphaned queues/topics (``orphaned_queue``) and unparseable files (``syntax_error``)."""
 
     name = "integration"
     ecosystem = "architecture"
+    config_model = IntegrationMonitorConfig
+    reads = ("capability_discovery.python",)
 
     def __init__(self, ctx: MonitorContext) -> None:
         super().__init__(ctx)
-        cfg = ctx.section
-        assert isinstance(cfg, IntegrationMonitorConfig)
-        self.cfg = cfg
+        cfg = self.cfg
         self.roots = [Path(os.path.abspath(r)) for r in cfg.roots]
         self.spec = SourceSpec.of(ctx.config, cfg.roots, cfg.exclude)
         self.index = FlowIndex(prefix_match=cfg.prefix_match)
@@ -81,7 +81,7 @@ class IntegrationMonitor(Monitor):
         if not self.ctx.one_shot:
             self._load_checkpoint()
         assert self.ctx.sources is not None
-        async with self.ctx.sources.subscribe(self.spec, self._watch_error) as sub:
+        async with self.ctx.sources.subscribe(self.spec, self.watch_error) as sub:
             self.sub = sub
             try:
                 await self._initial(sub)
@@ -318,8 +318,6 @@ class IntegrationMonitor(Monitor):
             **self.confirmer.details(self._relative),
         )
 
-    def _watch_error(self, message: str) -> None:
-        self.ctx.status.details["watch_error"] = message
 
     # -- checkpoint ----------------------------------------------------------------------
     def _load_checkpoint(self) -> None:

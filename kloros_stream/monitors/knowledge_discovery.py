@@ -108,17 +108,17 @@ def read_doc(path: Path, docs_dir: Path) -> Doc | None:
     )
 
 
-class KnowledgeDiscoveryMonitor(Monitor):
+class KnowledgeDiscoveryMonitor(Monitor[KnowledgeDiscoveryConfig]):
     """Unindexed and stale documents."""
 
     name = "knowledge_discovery"
     ecosystem = "knowledge"
+    config_model = KnowledgeDiscoveryConfig
+    reads = ("integration",)
 
     def __init__(self, ctx: MonitorContext) -> None:
         super().__init__(ctx)
-        cfg = ctx.section
-        assert isinstance(cfg, KnowledgeDiscoveryConfig)
-        self.cfg = cfg
+        cfg = self.cfg
         self.docs_dirs = [Path(os.path.abspath(d)) for d in cfg.docs_dirs]
         self.index_file = Path(os.path.abspath(cfg.index_file))
         integration = ctx.config.monitors.integration
@@ -141,7 +141,7 @@ class KnowledgeDiscoveryMonitor(Monitor):
     # -- run ------------------------------------------------------------------------------
     async def run(self) -> None:
         assert self.ctx.sources is not None
-        async with self.ctx.sources.subscribe(self.spec, self._watch_error) as sub:
+        async with self.ctx.sources.subscribe(self.spec, self.watch_error) as sub:
             await self._run(sub)
 
     async def _run(self, sub: Subscription) -> None:
@@ -242,7 +242,7 @@ class KnowledgeDiscoveryMonitor(Monitor):
     async def _follow_index(self) -> None:
         name = self.index_file.name
         async with FlatWatcher(
-            [self.index_file.parent], mask=_INDEX_MASK, on_error=self._watch_error
+            [self.index_file.parent], mask=_INDEX_MASK, on_error=self.watch_error
         ) as watcher:
             self._reload_index(time.time())  # changes before the watch existed
             async for batch in watcher.batches():
@@ -325,7 +325,7 @@ class KnowledgeDiscoveryMonitor(Monitor):
 
     async def _follow_docs(self, idx: int, directory: Path) -> None:
         async with RecursiveWatcher(
-            directory, exclude=self.exclude, include=_is_doc_path, on_error=self._watch_error
+            directory, exclude=self.exclude, include=_is_doc_path, on_error=self.watch_error
         ) as watcher:
             async for event in watcher:
                 touched = self.on_doc_event(idx, directory, event)
@@ -378,10 +378,6 @@ class KnowledgeDiscoveryMonitor(Monitor):
             if docs:
                 self._timer_changed.set()
 
-    def _watch_error(self, message: str) -> None:
-        errors = self.ctx.status.details.setdefault("watch_errors", [])
-        if message not in errors and len(errors) < 20:
-            errors.append(message)
 
     # -- the rules ------------------------------------------------------------------------
     def _named_code(self, doc: Doc) -> dict[tuple[str, str], float]:

@@ -25,19 +25,19 @@ from .tailing import TailingMonitor
 GAP_TYPE = "suspicious_metrics"
 
 
-class MetricQualityMonitor(TailingMonitor):
+class MetricQualityMonitor(TailingMonitor[MetricQualityConfig]):
     """Follows ``[monitors.metric_quality] experiments_file``."""
 
     name: ClassVar[str] = "metric_quality"
     ecosystem: ClassVar[str] = "metacognition"
+    config_model = MetricQualityConfig
     state_checkpoint: ClassVar[str] = "reasons"
     level_gap_type: ClassVar[str | None] = GAP_TYPE
     tail_checkpoint: ClassVar[str] = "experiments"
 
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
-        cfg = ctx.section
-        assert isinstance(cfg, MetricQualityConfig)
+        cfg = self.cfg
         self.tracker = SuspicionTracker()
         self.latest: dict[str, tuple[str, Finding, int]] = {}
         """Per reason: the last matching experiment id, finding and candidate count."""

@@ -89,17 +89,19 @@ def module_view(root: Path, event: FileEvent) -> FileEvent | None:
     return None
 
 
-class ModuleDiscoveryMonitor(Monitor):
+class ModuleDiscoveryMonitor(Monitor[ModuleDiscoveryConfig]):
     """New Python modules in the source trees (``new_module``)."""
 
     name = "module_discovery"
     ecosystem = "discovery"
+    config_model = ModuleDiscoveryConfig
+    reads = (  # its source index parses with these
+        "integration.max_file_bytes", "integration.emit_calls", "integration.subscribe_calls",
+    )
 
     def __init__(self, ctx: MonitorContext) -> None:
         super().__init__(ctx)
-        cfg = ctx.section
-        assert isinstance(cfg, ModuleDiscoveryConfig)
-        self.cfg = cfg
+        cfg = self.cfg
         self.roots = [Path(os.path.abspath(r)) for r in cfg.roots]
         self.spec = SourceSpec.of(ctx.config, cfg.roots, cfg.exclude)
         self.sub: Subscription | None = None
@@ -121,7 +123,7 @@ class ModuleDiscoveryMonitor(Monitor):
         self._load_checkpoint()
         assert self.ctx.sources is not None
         try:
-            async with self.ctx.sources.subscribe(self.spec, self._watch_error) as sub:
+            async with self.ctx.sources.subscribe(self.spec, self.watch_error) as sub:
                 self.sub = sub
                 self.settle = SettleTimers(sub)
                 await self._initial(sub)
@@ -315,8 +317,6 @@ class ModuleDiscoveryMonitor(Monitor):
             announced=self.announced,
         )
 
-    def _watch_error(self, message: str) -> None:
-        self.ctx.status.details["watch_error"] = message
 
     # -- checkpoint ----------------------------------------------------------------------
     def _load_checkpoint(self) -> None:

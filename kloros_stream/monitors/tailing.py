@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 from ..checkpoint import CheckpointStore
 from ..sources.tailer import READ_CHUNK_BYTES, FileTailer, TailBatch
-from .base import Monitor, MonitorContext
+from .base import C, Monitor, MonitorContext
 
 BACKLOG_BYTES = READ_CHUNK_BYTES
 """At least this much unread after a batch: a backlog, publish later."""
@@ -181,7 +181,7 @@ async def publish_paced(ctx: MonitorContext, items: list[Any],
             publish_one(item)
 
 
-class TailingMonitor(Monitor):
+class TailingMonitor(Monitor[C]):
     """A monitor that folds the JSON records of one followed file into state of its own.
 
     Subclasses name their checkpoints (``state_checkpoint`` holds the state and, under

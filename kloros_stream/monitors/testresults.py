@@ -85,17 +85,17 @@ def _read_report(path: Path) -> _Read:
     return _Read(after.st_mtime_ns, after.st_size, stable, result)
 
 
-class TestResultsMonitor(Monitor):
+class TestResultsMonitor(Monitor[TestMonitorConfig]):
     """Follows test reports under ``[monitors.test] results_dir``."""
 
     __test__ = False  # not a pytest test class
     name: ClassVar[str] = "test"
     ecosystem: ClassVar[str] = "testing"
+    config_model = TestMonitorConfig
 
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
-        cfg = ctx.section
-        assert isinstance(cfg, TestMonitorConfig)
+        cfg = self.cfg
         self.root = Path(cfg.results_dir)
         self.book = FailureBook()
         self.plan = GapPlan(cfg.group_threshold)
