@@ -231,8 +231,21 @@ class MonitorsConfig(Section):
         default_factory=KnowledgeDiscoveryConfig
     )
 
+    _plugins: dict[str, MonitorConfig] = PrivateAttr(default_factory=dict)
+    """``[monitors.<name>]`` sections of plugin monitors, each validated by its own model."""
+
     def get(self, name: str) -> MonitorConfig:
-        return getattr(self, name)
+        if name in MONITOR_NAMES:
+            return getattr(self, name)
+        return self._plugins[name]
+
+    @property
+    def plugins(self) -> dict[str, MonitorConfig]:
+        return dict(self._plugins)
+
+    def names(self) -> tuple[str, ...]:
+        """The nine monitors, then the configured plugin monitors (sorted)."""
+        return MONITOR_NAMES + tuple(sorted(self._plugins))
 
 
 class ClusterConfig(Section):
@@ -362,14 +375,43 @@ def format_validation_error(err: ValidationError) -> str:
 
 
 def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -> Config:
-    """Validate a decoded TOML document and resolve its paths against ``base``."""
+    """Validate a decoded TOML document and resolve its paths against ``base``.
+
+    A ``[monitors.<name>]`` section that is not one of the nine names a plugin monitor
+    (entry point group ``kloros_stream.monitors``) and is validated by its model."""
+    monitors = data.get("monitors")
+    extra: dict[str, Any] = {}
+    if isinstance(monitors, dict):
+        extra = {k: v for k, v in monitors.items() if k not in MONITOR_NAMES}
+        if extra:
+            data = {**data, "monitors": {k: v for k, v in monitors.items() if k in MONITOR_NAMES}}
     try:
         cfg = Config.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
     cfg = cfg.resolved(base.resolve())
+    if extra:
+        cfg.monitors._plugins = _plugin_sections(extra, base.resolve())
     cfg.source = source
     return cfg
+
+
+def _plugin_sections(sections: dict[str, Any], base: Path) -> dict[str, MonitorConfig]:
+    from .plugins import plugin_monitors
+
+    plugins = plugin_monitors()
+    out: dict[str, MonitorConfig] = {}
+    for name, section in sorted(sections.items()):
+        cls = plugins.get(name)
+        if cls is None:
+            known = ", ".join(MONITOR_NAMES + tuple(sorted(plugins)))
+            raise ConfigError(f"monitors.{name}: unknown monitor (known: {known})")
+        try:
+            model = cls.config_model.model_validate(section)
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, f"monitors.{name}.")) from None
+        out[name] = _resolve_paths(model, base)
+    return out
 
 
 def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
@@ -389,8 +431,11 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
 
 
 def effective_settings(cfg: Config) -> dict[str, Any]:
-    """The settings as plain data, for ``check-config``."""
-    return cfg.model_dump(mode="json")
+    """The settings as plain data, for ``check-config`` (plugin sections included)."""
+    data = cfg.model_dump(mode="json")
+    for name, section in cfg.monitors.plugins.items():
+        data["monitors"][name] = section.model_dump(mode="json")
+    return data
 
 
 def missing_paths(cfg: Config) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .config import MONITOR_NAMES, Config
+from .config import Config
 
 
 def monitor_reads(name: str) -> tuple[str, ...]:
@@ -91,7 +91,12 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
         }
     )
     start, stop, restart, unchanged = [], [], [], []
-    for name in MONITOR_NAMES:
+    # The set of plugin monitors is fixed at start: one added or removed waits for a restart.
+    needs_restart += tuple(f"monitors.{n}" for n in sorted(
+        set(old.monitors.plugins) ^ set(new.monitors.plugins)))
+    for name in old.monitors.names():
+        if name not in adopted.monitors.names():
+            continue
         was, now = old.monitors.get(name).enabled, adopted.monitors.get(name).enabled
         if now and not was:
             start.append(name)

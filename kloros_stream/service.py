@@ -30,7 +30,7 @@ from aiohttp import web
 
 from .bus import SignalBus
 from .checkpoint import CheckpointStore, read_only_store
-from .config import MONITOR_NAMES, Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config
 from .consumers import ConsumerCollector, ConsumerDesk
 from .core.curiosity import CuriosityCore
 from .core.store import Selection
@@ -105,7 +105,8 @@ class Service:
         """Called once when a stop is requested (the CLI arms its exit deadline there)."""
         self.notifier = notifier or Notifier.from_env(unset_environment=True)
         self.history = open_history(config)
-        self.factories = factories or {name: default_factory(name) for name in MONITOR_NAMES}
+        self.factories = factories or {
+            name: default_factory(name) for name in config.monitors.names()}
         self.monitor_names: tuple[str, ...] = tuple(self.factories)
         self.bus: SignalBus[Signal] = SignalBus(config.bus.maxsize)
         self.feed = QuestionFeed(config.feed.path, compact_bytes=config.feed.compact_bytes,
@@ -553,7 +554,7 @@ async def scan(config: Config, factories: dict[str, MonitorFactory] | None = Non
 
     Returns the signals and, per monitor that could not scan, the reason.
     """
-    factories = factories or {name: default_factory(name) for name in MONITOR_NAMES}
+    factories = factories or {name: default_factory(name) for name in config.monitors.names()}
     sink = _Collector()
     problems: dict[str, str] = {}
     sources = SourceIndexes(one_shot=True)  # one scan of each source tree for every monitor

@@ -1,4 +1,4 @@
-"""The nine monitors, by their contract names, imported on first use."""
+"""The nine monitors, by their contract names, imported on first use (and plugins)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,12 @@ MONITOR_CLASSES: dict[str, str] = {
 
 
 def monitor_class(name: str) -> type[Monitor]:
-    """The class implementing monitor ``name`` (a contract name)."""
+    """The class implementing monitor ``name``: one of the nine, or a plugin monitor
+    (:mod:`kloros_stream.plugins`); KeyError if none."""
+    if name not in MONITOR_CLASSES:
+        from ..plugins import plugin_monitors
+
+        return plugin_monitors()[name]
     module_name, class_name = MONITOR_CLASSES[name].split(":")
     module = importlib.import_module(f"{__name__}.{module_name}")
     return getattr(module, class_name)

@@ -1,0 +1,1 @@
+"""An example kloros-stream plugin monitor (see monitor.py and README.md)."""
