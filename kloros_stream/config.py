@@ -404,14 +404,27 @@ def _plugin_sections(sections: dict[str, Any], base: Path) -> dict[str, MonitorC
     for name, section in sorted(sections.items()):
         cls = plugins.get(name)
         if cls is None:
-            known = ", ".join(MONITOR_NAMES + tuple(sorted(plugins)))
-            raise ConfigError(f"monitors.{name}: unknown monitor (known: {known})")
+            near = difflib.get_close_matches(name, MONITOR_NAMES + tuple(plugins), n=1)
+            hint = f"did you mean '{near[0]}'?" if near else "no installed plugin has that name"
+            raise ConfigError(f"monitors.{name}: unknown key (no such monitor; {hint})")
         try:
             model = cls.config_model.model_validate(section)
         except ValidationError as err:
-            raise ConfigError(format_validation_error(err, f"monitors.{name}.")) from None
+            raise ConfigError(_plugin_error(name, cls.config_model, err)) from None
         out[name] = _resolve_paths(model, base)
     return out
+
+
+def _plugin_error(name: str, model: type[BaseModel], err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = f"monitors.{name}." + ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            near = difflib.get_close_matches(str(e["loc"][-1]), list(model.model_fields), n=1)
+            lines.append(f"{key}: unknown key" + (f" (did you mean '{near[0]}'?)" if near else ""))
+        else:
+            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    return "; ".join(lines)
 
 
 def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:

@@ -92,7 +92,7 @@ def test_plugin_section_is_validated_by_its_own_model(
     unknown = tmp_path / "unknown.toml"
     unknown.write_text("[monitors.nope]\nenabled = true\n")
     proc = _cli("check-config", "--config", str(unknown), cwd=tmp_path, env=plugin_env)
-    assert proc.returncode == 2 and "monitors.nope: unknown monitor" in proc.stderr
+    assert proc.returncode == 2 and "monitors.nope: unknown key (no such monitor" in proc.stderr
 
 
 @pytest.mark.e2e
