@@ -46,39 +46,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import orjson
-
-from ..analysis.fingerprint import fingerprint_message, fingerprint_records
-from ..analysis.source_context import frame_context, read_source_lines
-from ..analysis.tracebacks import (
-    Assembled,
-    ExceptionRecord,
-    Frame,
-    Traceback,
-    TracebackAssembler,
-    assemble_text,
-    format_records,
-    parse_exception_line,
+from ..analysis.occurrences import (
+    MAX_NAME_CHARS,
+    PRIORITY_NAMES,
+    Occurrence,
+    as_int,
+    clip,
+    file_key,
+    json_occurrence,
+    primary,
+    priority_occurrence,
+    traceback_occurrence,
 )
+from ..analysis.source_context import frame_context, read_source_lines
+from ..analysis.tracebacks import Assembled, TracebackAssembler, assemble_text
 from ..config import ExceptionMonitorConfig
 from ..core.identity import iso
 from ..sources.journal import (
     JournalBatch,
     JournalFollower,
     JournalUnavailable,
-    cursor_position,
+    entry_field,
     entry_filter,
+    entry_key,
+    entry_realtime,
     entry_text,
 )
 from ..sources.tailer import FileTailer, TailBatch
 from .base import Monitor, MonitorContext, MonitorUnavailable
+from .exception_state import FingerprintMemory, ReplayState
+
+__all__ = ["ExceptionMonitor", "FingerprintMemory"]
 
 CHECKPOINT = "state"
 CHECKPOINT_INTERVAL_S = 1.0
@@ -90,11 +93,6 @@ jitter (the journal interleaving processes) waits longer: a few of its own gaps,
 LIVE_WINDOW_S = 10.0
 """An entry read within this of its journal timestamp is live: its timestamp is the
 latency origin (``observed_at``); older entries (replays) use the time they were read."""
-MAX_TRACEBACK_CHARS = 32_000
-MAX_NAME_CHARS = 300
-MAX_PUBLISHED = 65_536
-FILE_RECENT = 1024
-PRIORITY_NAMES = {"0": "emerg", "1": "alert", "2": "crit", "3": "err"}
 GAP_CATEGORY = "error_handling"
 
 
@@ -114,65 +112,6 @@ class _FileMeta:
     wall: float
 
 
-@dataclass(slots=True)
-class Occurrence:
-    """One sighting of an error, ready to publish."""
-
-    kind: str  # "traceback" | "json_log" | "priority"
-    records: tuple[ExceptionRecord, ...]
-    title: str
-    fingerprint: str
-    text: str
-    key: str
-    """Identity of this sighting in its source (replays of it are not published again)."""
-    observed_at: float
-    facts: dict[str, Any] = field(default_factory=dict)
-
-
-class FingerprintMemory:
-    """Bounded LRU of fingerprints: count, first and last sighting (see module docstring)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[str, list[Any]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, fp: str) -> bool:
-        return fp in self._items
-
-    def record(self, fp: str, when: float) -> tuple[int, float, bool]:
-        """Count one sighting; returns (count, first_seen, new)."""
-        item = self._items.get(fp)
-        if item is None:
-            item = self._items[fp] = [0, when, when]
-            if len(self._items) > self.size:
-                self._items.popitem(last=False)
-            new = True
-        else:
-            self._items.move_to_end(fp)
-            new = False
-        item[0] += 1
-        item[2] = when
-        return item[0], item[1], new
-
-    def dump(self) -> list[list[Any]]:
-        return [[fp, *item] for fp, item in self._items.items()]
-
-    def load(self, data: Any) -> None:
-        if not isinstance(data, list):
-            return
-        for row in data[-self.size :]:
-            if (
-                isinstance(row, list)
-                and len(row) == 4
-                and isinstance(row[0], str)
-                and all(isinstance(v, (int, float)) for v in row[1:])
-            ):
-                self._items[row[0]] = [int(row[1]), float(row[2]), float(row[3])]
-
-
 class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
     name: ClassVar[str] = "exception"
     ecosystem: ClassVar[str] = "diagnostics"
@@ -187,11 +126,8 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         self.memory = FingerprintMemory(cfg.dedup_size)
         self.follower: JournalFollower | None = None
         self._accept = entry_filter(cfg.units, cfg.identifiers)
-        self._cursor: str | None = None
+        self.replay = ReplayState()
         self._seq = 0
-        self._published: dict[str, None] = {}
-        self._file_recent: dict[str, deque[str]] = {}
-        self._file_recent_sets: dict[str, set[str]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._dirty = False
@@ -251,7 +187,7 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         follower = self.follower = JournalFollower(
             journalctl=cfg.journalctl,
             namespace=cfg.namespace,
-            after_cursor=self._cursor,
+            after_cursor=self.replay.cursor,
             initial_lines=cfg.initial_lines,
             max_line_bytes=self.max_line_bytes,
         )
@@ -266,7 +202,7 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         assert self._loop is not None
         now = self._loop.time()
         accept = self._accept
-        prev = self._cursor
+        prev = self.replay.cursor
         for entry in batch.entries:
             self._seq += 1
             unit = accept(entry)
@@ -278,7 +214,7 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
             cursor = entry.get("__CURSOR")
             if isinstance(cursor, str):
                 prev = cursor
-        self._cursor = prev
+        self.replay.cursor = prev
         self._dirty = True
         self.ctx.status.count("journal_entries", len(batch.entries))
         self.ctx.touch(batch.observed_at)
@@ -295,7 +231,7 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         if "\n" in message:
             self._on_whole_message(entry, unit, message, wall)
             return
-        priority = _field(entry, "PRIORITY")
+        priority = entry_field(entry, "PRIORITY")
         asm = self.assembler
         if asm.may_take(message):
             # One print of a traceback shares its stream and priority; a line logged at
@@ -303,69 +239,69 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
             key = (
                 "j",
                 unit,
-                _field(entry, "_PID"),
-                _field(entry, "SYSLOG_IDENTIFIER"),
-                _field(entry, "_STREAM_ID"),
+                entry_field(entry, "_PID"),
+                entry_field(entry, "SYSLOG_IDENTIFIER"),
+                entry_field(entry, "_STREAM_ID"),
                 priority,
             )
             if asm.feed(key, message, now, _JournalMeta(entry, prev, self._seq, wall)):
                 return
         if message.startswith("{") and '"exception"' in message:
-            occ = _json_occurrence(message, _entry_key(entry), wall)
+            occ = json_occurrence(message, entry_key(entry), wall)
             if occ is not None:
                 self._publish_journal(occ, entry, unit, entry, wall)
                 return
         if priority in PRIORITY_NAMES:
             self._publish_journal(
-                _priority_occurrence(entry, unit, message, priority, wall),
-                entry,
-                unit,
-                entry,
-                wall,
+                self._priority(entry, unit, message, priority, wall), entry, unit, entry, wall
             )
 
     def _on_whole_message(
         self, entry: dict[str, Any], unit: str, message: str, wall: float
     ) -> None:
         """A multi-line MESSAGE (native protocol, syslog, JournalHandler): parsed whole."""
-        base = _entry_key(entry)
+        base = entry_key(entry)
         tracebacks = assemble_text(message)
         for i, tb in enumerate(tracebacks):
             key = base if len(tracebacks) == 1 else f"{base}#{i}"
-            self._publish_journal(_traceback_occurrence(tb, key, wall), entry, unit, entry, wall)
+            self._publish_journal(traceback_occurrence(tb, key, wall), entry, unit, entry, wall)
         if tracebacks:
             return
         if message.startswith("{") and '"exception"' in message:
-            occ = _json_occurrence(message, base, wall)
+            occ = json_occurrence(message, base, wall)
             if occ is not None:
                 self._publish_journal(occ, entry, unit, entry, wall)
                 return
-        priority = _field(entry, "PRIORITY")
+        priority = entry_field(entry, "PRIORITY")
         if priority in PRIORITY_NAMES:
             self._publish_journal(
-                _priority_occurrence(entry, unit, message, priority, wall), entry, unit, entry, wall
+                self._priority(entry, unit, message, priority, wall), entry, unit, entry, wall
             )
+
+    @staticmethod
+    def _priority(
+        entry: dict[str, Any], unit: str, message: str, priority: str, wall: float
+    ) -> Occurrence:
+        source = entry_field(entry, "SYSLOG_IDENTIFIER") or unit or entry_field(entry, "_COMM")
+        return priority_occurrence(source, message, priority, entry_key(entry), wall)
 
     def _publish_journal(
         self, occ: Occurrence, first: dict[str, Any], unit: str, last: dict[str, Any], wall: float
     ) -> None:
-        if occ.key in self._published:
+        if not self.replay.journal_first(occ.key):
             self.ctx.status.count("replays_suppressed")
             return
-        self._published[occ.key] = None
-        if len(self._published) > MAX_PUBLISHED:
-            del self._published[next(iter(self._published))]
-        ts = _realtime(last)
+        ts = entry_realtime(last)
         if ts is not None and 0.0 <= wall - ts <= LIVE_WINDOW_S:
             occ.observed_at = ts
         occ.facts.update(
             source="journal",
             unit=unit,
-            pid=_int(_field(first, "_PID")),
-            identifier=_field(first, "SYSLOG_IDENTIFIER"),
+            pid=as_int(entry_field(first, "_PID")),
+            identifier=entry_field(first, "SYSLOG_IDENTIFIER"),
             cursor=occ.key,
         )
-        first_ts = _realtime(first)
+        first_ts = entry_realtime(first)
         if first_ts is not None:
             occ.facts["timestamp"] = iso(first_ts)
         self._publish(occ, where=unit or occ.facts["identifier"] or "journal")
@@ -404,7 +340,7 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
             if self.assembler.feed(key, line, now, _FileMeta(path, end, batch.observed_at)):
                 continue
             if line.startswith("{") and '"exception"' in line:
-                occ = _json_occurrence(line, _file_key(end, line), batch.observed_at)
+                occ = json_occurrence(line, file_key(end, line), batch.observed_at)
                 if occ is not None:
                     self._publish_file(occ, path, end)
         self.ctx.touch(batch.observed_at)
@@ -412,15 +348,9 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         self._schedule()
 
     def _publish_file(self, occ: Occurrence, path: str, offset: int) -> None:
-        recent = self._file_recent.setdefault(path, deque())
-        seen = self._file_recent_sets.setdefault(path, set())
-        if occ.key in seen:
+        if not self.replay.file_first(path, occ.key):
             self.ctx.status.count("replays_suppressed")
             return
-        recent.append(occ.key)
-        seen.add(occ.key)
-        if len(recent) > FILE_RECENT:
-            seen.discard(recent.popleft())
         self._dirty = True
         occ.facts.update(source="file", path=path, offset=offset, unit="")
         self._publish(occ, where=Path(path).name)
@@ -440,13 +370,13 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
     def _on_assembled(self, item: Assembled) -> None:
         first, last = item.first_meta, item.last_meta
         if isinstance(first, _JournalMeta) and isinstance(last, _JournalMeta):
-            occ = _traceback_occurrence(item.traceback, _entry_key(first.entry), last.wall)
+            occ = traceback_occurrence(item.traceback, entry_key(first.entry), last.wall)
             unit = item.key[1] if isinstance(item.key, tuple) else ""
             self._publish_journal(occ, first.entry, str(unit), last.entry, last.wall)
         elif isinstance(first, _FileMeta) and isinstance(last, _FileMeta):
-            occ = _traceback_occurrence(
+            occ = traceback_occurrence(
                 item.traceback,
-                _file_key(last.offset, item.traceback.text),
+                file_key(last.offset, item.traceback.text),
                 last.wall,
             )
             self._publish_file(occ, last.path, last.offset)
@@ -455,10 +385,10 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
     def _publish(self, occ: Occurrence, *, where: str) -> None:
         count, first_seen, new = self.memory.record(occ.fingerprint, occ.observed_at)
         self._dirty = True
-        primary = _primary(occ.records)
+        raised = primary(occ.records)
         reason = {
-            "traceback": f"{where} raised {primary.exc_type}",
-            "json_log": f"{where} logged {primary.exc_type} in a JSON log line",
+            "traceback": f"{where} raised {raised.exc_type}",
+            "json_log": f"{where} logged {raised.exc_type} in a JSON log line",
             "priority": f"{where} logged at priority {occ.facts.get('priority')} "
             f"({occ.facts.get('level')})",
         }[occ.kind]
@@ -485,10 +415,10 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
             ecosystem=self.ecosystem,
             observed_at=occ.observed_at,
             fingerprint=occ.fingerprint,
-            traceback=_clip(occ.text),
+            traceback=clip(occ.text),
             kind=occ.kind,
-            exception_type=primary.exc_type,
-            message=primary.first_line,
+            exception_type=raised.exc_type,
+            message=raised.first_line,
             occurrences=count,
             first_seen=iso(first_seen),
             last_seen=iso(occ.observed_at),
@@ -533,20 +463,13 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         for _, meta in self.assembler.pending_first_metas():
             if isinstance(meta, _JournalMeta) and (oldest is None or meta.seq < oldest.seq):
                 oldest = meta
-        return oldest.prev_cursor if oldest is not None else self._cursor
+        return oldest.prev_cursor if oldest is not None else self.replay.cursor
 
     def _save(self) -> None:
         if self.ctx.one_shot:
             return
         cursor = self._safe_cursor()
-        self._prune_published(cursor)
-        data = {
-            "version": 1,
-            "cursor": cursor,
-            "published": list(self._published),
-            "files": {path: list(keys) for path, keys in self._file_recent.items()},
-            "fingerprints": self.memory.dump(),
-        }
+        data = self.replay.dump(cursor, self.memory)
         try:
             self.ctx.checkpoints.save(CHECKPOINT, data)
         except OSError as err:
@@ -557,40 +480,14 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         self.ctx.status.details["cursor"] = cursor
         self.ctx.status.details["fingerprints"] = len(self.memory)
 
-    def _prune_published(self, cursor: str | None) -> None:
-        """Keep only keys after ``cursor``: the entries a restart would read again."""
-        limit = cursor_position(cursor)
-        if limit is None:
-            return
-        keep: dict[str, None] = {}
-        for key in self._published:
-            pos = cursor_position(key.split("#", 1)[0])
-            if pos is None or pos[0] != limit[0] or pos[1] > limit[1]:
-                keep[key] = None
-        self._published = keep
-
     def _load(self) -> None:
-        data = self.ctx.checkpoints.load(CHECKPOINT)
-        if not isinstance(data, dict):
+        if not self.replay.load(self.ctx.checkpoints.load(CHECKPOINT), self.memory):
             return
-        cursor = data.get("cursor")
-        self._cursor = cursor if isinstance(cursor, str) and cursor else None
-        published = data.get("published")
-        if isinstance(published, list):
-            self._published = {k: None for k in published[-MAX_PUBLISHED:] if isinstance(k, str)}
-        files = data.get("files")
-        if isinstance(files, dict):
-            for path, keys in files.items():
-                if isinstance(keys, list):
-                    kept = [k for k in keys[-FILE_RECENT:] if isinstance(k, str)]
-                    self._file_recent[str(path)] = deque(kept)
-                    self._file_recent_sets[str(path)] = set(kept)
-        self.memory.load(data.get("fingerprints"))
         self.log.info(
             "exception_state_loaded",
-            cursor=self._cursor,
+            cursor=self.replay.cursor,
             fingerprints=len(self.memory),
-            published=len(self._published),
+            published=len(self.replay.published),
         )
 
     def _sync_follower(self) -> None:
@@ -610,117 +507,6 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
                 self._synced[name] = value
 
 
-# -- occurrences (pure helpers) ------------------------------------------------------------
-def _primary(records: tuple[ExceptionRecord, ...]) -> ExceptionRecord:
-    for record in reversed(records):
-        if record.depth == 0:
-            return record
-    return records[-1]
-
-
-def _traceback_occurrence(tb: Traceback, key: str, wall: float) -> Occurrence:
-    primary = tb.primary
-    facts: dict[str, Any] = {"complete": tb.complete}
-    return Occurrence(
-        "traceback",
-        tb.chain,
-        primary.title,
-        fingerprint_records(tb.chain),
-        tb.text,
-        key,
-        wall,
-        facts,
-    )
-
-
-def _json_occurrence(line: str, key: str, wall: float) -> Occurrence | None:
-    """A JSON object with a non-empty ``exception`` field, else None."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict) or not obj.get("exception"):
-        return None
-    exc = obj["exception"]
-    records = _records_from_json(exc)
-    text = exc if isinstance(exc, str) else format_records(records)
-    logged = obj.get("event") or obj.get("message") or obj.get("msg")
-    facts: dict[str, Any] = {}
-    if isinstance(logged, str) and logged:
-        facts["log_message"] = logged[:MAX_NAME_CHARS]
-    title = _primary(records).title
-    return Occurrence(
-        "json_log", records, title, fingerprint_records(records), text, key, wall, facts
-    )
-
-
-def _records_from_json(exc: Any) -> tuple[ExceptionRecord, ...]:
-    if isinstance(exc, list) and exc and all(isinstance(s, dict) for s in exc):
-        # structlog's dict tracebacks: the raised exception first, then its causes.
-        out = []
-        for stack in reversed(exc):
-            frames = tuple(
-                Frame(str(f.get("filename", "")), _int(f.get("lineno")), str(f.get("name", "")))
-                for f in stack.get("frames") or ()
-                if isinstance(f, dict)
-            )
-            out.append(
-                ExceptionRecord(
-                    str(stack.get("exc_type") or "Exception"),
-                    str(stack.get("exc_value") or ""),
-                    frames,
-                )
-            )
-        return tuple(out)
-    text = exc if isinstance(exc, str) else str(exc)
-    tracebacks = assemble_text(text)
-    if tracebacks:
-        return tracebacks[-1].chain
-    lines = [line for line in text.splitlines() if line.strip()]
-    parsed = parse_exception_line(lines[-1]) if lines else None
-    if parsed is not None:
-        return (ExceptionRecord(parsed[0], parsed[1]),)
-    return (ExceptionRecord("LoggedException", lines[0] if lines else text),)
-
-
-def _priority_occurrence(
-    entry: dict[str, Any], unit: str, message: str, priority: str, wall: float
-) -> Occurrence:
-    level = PRIORITY_NAMES[priority]
-    source = _field(entry, "SYSLOG_IDENTIFIER") or unit or _field(entry, "_COMM")
-    record = ExceptionRecord(level, message)
-    facts = {"priority": int(priority), "level": level}
-    return Occurrence(
-        "priority",
-        (record,),
-        record.title,
-        fingerprint_message(source, message),
-        message,
-        _entry_key(entry),
-        wall,
-        facts,
-    )
-
-
-def _field(entry: dict[str, Any], name: str) -> str:
-    value = entry.get(name)
-    if type(value) is str:
-        return value
-    return entry_text(entry, name)
-
-
-def _entry_key(entry: dict[str, Any]) -> str:
-    cursor = entry.get("__CURSOR")
-    if isinstance(cursor, str):
-        return cursor
-    return "entry:" + hashlib.sha256(orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-def _file_key(offset: int, text: str) -> str:
-    digest = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:12]
-    return f"{offset}:{digest}"
-
-
 def _record_ends(records: list[bytes], end: int) -> list[int]:
     """File offset just past each record (newline included), from the batch's end."""
     ends = [0] * len(records)
@@ -728,25 +514,3 @@ def _record_ends(records: list[bytes], end: int) -> list[int]:
         ends[i] = end
         end -= len(records[i]) + 1
     return ends
-
-
-def _realtime(entry: dict[str, Any]) -> float | None:
-    value = entry.get("__REALTIME_TIMESTAMP")
-    try:
-        return int(value) / 1e6 if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _clip(text: str) -> str:
-    if len(text) <= MAX_TRACEBACK_CHARS:
-        return text
-    half = MAX_TRACEBACK_CHARS // 2
-    return f"{text[:half]}\n[... {len(text) - 2 * half} characters ...]\n{text[-half:]}"

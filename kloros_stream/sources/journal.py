@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import ctypes
 import fnmatch
+import hashlib
 import re
 import signal
 import sys
@@ -85,6 +86,32 @@ def entry_text(entry: dict[str, Any], name: str) -> str:
                 return ""
         return entry_text({"v": value[0]}, "v") if value else ""
     return str(value)
+
+
+def entry_field(entry: dict[str, Any], name: str) -> str:
+    """A field as text, the common case (a plain string) without a call into
+    :func:`entry_text`."""
+    value = entry.get(name)
+    if type(value) is str:
+        return value
+    return entry_text(entry, name)
+
+
+def entry_key(entry: dict[str, Any]) -> str:
+    """The entry's identity: its ``__CURSOR``, else a hash of its fields."""
+    cursor = entry.get("__CURSOR")
+    if isinstance(cursor, str):
+        return cursor
+    return "entry:" + hashlib.sha256(orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def entry_realtime(entry: dict[str, Any]) -> float | None:
+    """``__REALTIME_TIMESTAMP`` in seconds (None if absent or malformed)."""
+    value = entry.get("__REALTIME_TIMESTAMP")
+    try:
+        return int(value) / 1e6 if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def entry_filter(
