@@ -42,6 +42,7 @@ import orjson
 import structlog
 
 from .checkpoint import fsync_dir
+from .sources.lines import LineSplitter
 
 log = structlog.get_logger(__name__)
 
@@ -89,28 +90,14 @@ def iter_lines(
     Lines longer than ``max_line_bytes`` are skipped without being held in memory (counted
     in ``result.oversize``); an unterminated last line is a torn write (``result.torn``).
     """
-    carry = b""
-    skipping = False
-    line_start = 0
-    base = 0
+    def oversize(_offset: int, _size: int) -> None:
+        result.oversize += 1
+
+    lines = LineSplitter(max_line_bytes, oversize)
     with open(path, "rb", buffering=0) as f:
         while chunk := f.read(chunk_bytes):
-            start = 0
-            while (nl := chunk.find(b"\n", start)) >= 0:
-                piece = chunk[start:nl]
-                if skipping or len(carry) + len(piece) > max_line_bytes:
-                    result.oversize += 1
-                else:
-                    yield line_start, carry + piece if carry else piece
-                carry, skipping = b"", False
-                start = nl + 1
-                line_start = base + start
-            if not skipping:
-                carry += chunk[start:]
-                if len(carry) > max_line_bytes:
-                    carry, skipping = b"", True
-            base += len(chunk)
-    if carry or skipping:
+            yield from lines.feed(chunk)
+    if lines.pending:
         result.torn += 1
 
 

@@ -42,6 +42,8 @@ from typing import Any
 import orjson
 import structlog
 
+from .lines import LineSplitter
+
 log = structlog.get_logger(__name__)
 
 CHUNK_BYTES = 1 << 18
@@ -317,31 +319,16 @@ class JournalFollower:
         self.pid = None
 
     async def _read(self, stream: asyncio.StreamReader) -> AsyncIterator[JournalBatch]:
-        buf = bytearray()
-        skipping = False
+        lines = LineSplitter(self.max_line_bytes, lambda _offset, size: self._skip_long(size))
         loads = orjson.loads
         while True:
             chunk = await stream.read(CHUNK_BYTES)
             if not chunk:
-                if buf and not skipping:
-                    log.warning("journal_partial_line_dropped", bytes=len(buf))
+                if lines.held:
+                    log.warning("journal_partial_line_dropped", bytes=lines.held)
                 return
-            buf += chunk
-            end = buf.rfind(b"\n")
-            if end < 0:
-                if len(buf) > self.max_line_bytes:
-                    skipping = self._discard(buf, skipping)
-                continue
-            lines = bytes(buf[:end]).split(b"\n")
-            del buf[: end + 1]
-            if skipping:
-                lines = lines[1:]  # the rest of the over-long line
-                skipping = False
             entries: list[dict[str, Any]] = []
-            for line in lines:
-                if len(line) > self.max_line_bytes:
-                    self._skip_long(len(line))
-                    continue
+            for _offset, line in lines.feed(chunk):
                 try:
                     entry = loads(line)
                 except orjson.JSONDecodeError:
@@ -352,21 +339,12 @@ class JournalFollower:
                         log.warning("journal_line_malformed", line=line[:200])
                     continue
                 entries.append(entry)
-            if len(buf) > self.max_line_bytes:
-                skipping = self._discard(buf, skipping)
             if entries:
                 self.entries_read += len(entries)
                 cursor = entries[-1].get("__CURSOR")
                 if isinstance(cursor, str):
                     self.cursor = cursor
                 yield JournalBatch(entries, time.time())
-
-    def _discard(self, buf: bytearray, skipping: bool) -> bool:
-        """Drop the start of an over-long line (counted once); returns True: skipping."""
-        if not skipping:
-            self._skip_long(len(buf))
-        buf.clear()
-        return True
 
     def _skip_long(self, size: int) -> None:
         self.lines_skipped += 1

@@ -44,6 +44,7 @@ import orjson
 import structlog
 
 from ..checkpoint import CheckpointStore
+from .lines import LineSplitter
 from .watcher import FileEvent, FileEventKind, RecursiveWatcher
 
 log = structlog.get_logger(__name__)
@@ -103,10 +104,9 @@ class FileTailer:
         self._dev = 0
         self._ino = 0
         self._head = b""
-        self._offset = 0  # just past the last complete line handed on (or skipped)
-        self._pos = 0  # how far the file has been read
-        self._buf = bytearray()  # the partial last line
-        self._skipping = False  # discarding an over-long line up to its newline
+        self._lines = LineSplitter(max_line_bytes, self._too_long)
+        """Offsets (past the last complete line handed on; how far the file was read) and
+        the partial last line."""
         self._checkpoint_applied = False
         self._had_file = False
         self._unreadable = False
@@ -236,7 +236,7 @@ class FileTailer:
         if not linked:
             self._close(reason="deleted")
         else:
-            log.info("tail_file_renamed", path=str(self.path), offset=self._offset)
+            log.info("tail_file_renamed", path=str(self.path), offset=self._lines.offset)
 
     def _ready_to_switch(self) -> bool:
         """Switch to the new file once it has data, or at once if the old one is unlinked."""
@@ -287,7 +287,7 @@ class FileTailer:
             "tail_opened",
             path=str(self.path),
             inode=st.st_ino,
-            offset=self._offset,
+            offset=self._lines.offset,
             size=st.st_size,
         )
         return True
@@ -335,26 +335,23 @@ class FileTailer:
         )
 
     def _reset(self, offset: int) -> None:
-        self._offset = self._pos = offset
-        self._buf.clear()
-        self._skipping = False
+        self._lines.reset(offset)
 
     def _close(self, reason: str = "stopped") -> None:
         if self._fd is None:
             return
-        if self._buf:
+        if self._lines.held:
             log.warning(
                 "tail_partial_line_dropped",
                 path=str(self.path),
-                offset=self._offset,
-                length=len(self._buf),
+                offset=self._lines.offset,
+                length=self._lines.held,
                 reason=reason,
             )
         with contextlib.suppress(OSError):
             os.close(self._fd)
         self._fd = None
-        self._buf.clear()
-        self._skipping = False
+        self._lines.drop_partial()
 
     # -- reading -------------------------------------------------------------------------
     def _read_available(self, observed_at: float) -> Iterator[TailBatch]:
@@ -363,15 +360,16 @@ class FileTailer:
             return
         while self._fd is not None:
             try:
-                chunk = os.pread(self._fd, self._chunk, self._pos)
+                chunk = os.pread(self._fd, self._chunk, self._lines.position)
             except OSError as err:
-                log.error("tail_read_failed", path=str(self.path), offset=self._pos, error=str(err))
+                log.error("tail_read_failed", path=str(self.path),
+                          offset=self._lines.position, error=str(err))
                 return
             if not chunk:
                 return
             records = self._consume(chunk)
             if records:
-                yield TailBatch(records, observed_at, self.path, self._offset)
+                yield TailBatch(records, observed_at, self.path, self._lines.offset)
 
     def _check_continuity(self) -> bool:
         """Detect truncation (also copytruncate refilled past our offset); extend the head."""
@@ -382,65 +380,17 @@ class FileTailer:
         except OSError as err:
             log.error("tail_read_failed", path=str(self.path), error=str(err))
             return False
-        if size < self._pos or not head.startswith(self._head):
-            log.warning("tail_truncated", path=str(self.path), offset=self._offset, size=size)
+        if size < self._lines.position or not head.startswith(self._head):
+            log.warning("tail_truncated", path=str(self.path), offset=self._lines.offset, size=size)
             self.stats["truncations"] += 1
             self._reset(0)
         self._head = head
         return True
 
     def _consume(self, chunk: bytes) -> list[Any]:
-        """Split a chunk into complete lines; hold the partial tail; skip over-long lines."""
-        start = self._pos
-        self._pos += len(chunk)
+        """Complete lines of a chunk (:class:`~.lines.LineSplitter`), parsed."""
         self.stats["bytes"] += len(chunk)
-        i = 0
-        if self._skipping:
-            nl = chunk.find(b"\n")
-            if nl < 0:
-                return []
-            self._skipping = False
-            i = nl + 1
-            self._offset = start + i
-        last_nl = chunk.rfind(b"\n", i)
-        if last_nl < 0:
-            self._hold(chunk, i)
-            return []
-        buf = self._buf
-        if buf:
-            buf += chunk[i:last_nl]
-            data = bytes(buf)
-            buf.clear()
-        else:
-            data = chunk[i:last_nl]
-        first_offset = self._offset
-        self._offset = start + last_nl + 1
-        self._hold(chunk, last_nl + 1)
-        lines = data.split(b"\n")
-        if len(data) > self._max_line:
-            lines = self._drop_long(lines, first_offset)
-        return self._records(lines)
-
-    def _hold(self, chunk: bytes, begin: int) -> None:
-        rest = len(chunk) - begin
-        if rest <= 0:
-            return
-        if len(self._buf) + rest > self._max_line:
-            self._too_long(self._offset, len(self._buf) + rest)
-            self._buf.clear()
-            self._skipping = True
-        else:
-            self._buf += chunk[begin:]
-
-    def _drop_long(self, lines: list[bytes], offset: int) -> list[bytes]:
-        kept = []
-        for line in lines:
-            if len(line) > self._max_line:
-                self._too_long(offset, len(line))
-            else:
-                kept.append(line)
-            offset += len(line) + 1
-        return kept
+        return self._records([line for _offset, line in self._lines.feed(chunk)])
 
     def _too_long(self, offset: int, seen: int) -> None:
         self.stats["skipped_long"] += 1
@@ -493,7 +443,7 @@ class FileTailer:
         """What a checkpoint would hold now; None with no file open (the last one stays)."""
         if self._fd is None:
             return None
-        return (self._dev, self._ino, fingerprint(self._head), len(self._head), self._offset)
+        return (self._dev, self._ino, fingerprint(self._head), len(self._head), self._lines.offset)
 
     def _save_delay(self) -> float | None:
         """Seconds until a checkpoint is due, or None if nothing changed since the last."""
