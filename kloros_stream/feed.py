@@ -30,6 +30,7 @@ import structlog
 from .checkpoint import atomic_write_bytes
 from .core.identity import iso
 from .core.store import question_json
+from .durable import cut_torn_tail
 from .models import CuriosityQuestion
 
 log = structlog.get_logger("kloros_stream.feed")
@@ -84,30 +85,6 @@ _json = question_json
 
 def _line(q: CuriosityQuestion) -> bytes:
     return _json(q) + b"\n"
-
-
-def cut_torn_tail(path: Path) -> tuple[int, int]:
-    """Cut a final line without its newline; returns (valid end, bytes cut)."""
-    try:
-        fh = path.open("r+b")
-    except FileNotFoundError:
-        return 0, 0
-    with fh:
-        size = fh.seek(0, os.SEEK_END)
-        end = size
-        while end > 0:
-            start = max(0, end - 65536)
-            fh.seek(start)
-            chunk = fh.read(end - start)
-            nl = chunk.rfind(b"\n")
-            if nl >= 0:
-                end = start + nl + 1
-                break
-            end = start
-        if end < size:
-            fh.truncate(end)
-            os.fsync(fh.fileno())
-    return end, size - end
 
 
 class QuestionFeed:

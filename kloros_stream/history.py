@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import threading
 import time
@@ -42,6 +41,7 @@ import orjson
 import structlog
 
 from .checkpoint import fsync_dir
+from .durable import cut_torn_tail
 from .sources.lines import LineSplitter
 
 log = structlog.get_logger(__name__)
@@ -169,26 +169,7 @@ def _copy_lines(
 
 def truncate_torn_tail(path: Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
     """Cut an unterminated last line (a write torn by a crash); returns the bytes removed."""
-    try:
-        f = open(path, "r+b", buffering=0)  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        return 0
-    with f:
-        size = f.seek(0, io.SEEK_END)
-        pos, keep = size, 0
-        while pos > 0:
-            start = max(0, pos - chunk_bytes)
-            f.seek(start)
-            block = f.read(pos - start)
-            if pos == size and block.endswith(b"\n"):
-                return 0
-            nl = block.rfind(b"\n")
-            if nl >= 0:
-                keep = start + nl + 1
-                break
-            pos = start
-        f.truncate(keep)
-        return size - keep
+    return cut_torn_tail(path, chunk_bytes)[1]
 
 
 class SignalHistory:
