@@ -45,7 +45,7 @@ from ..analysis.missing_imports import missing_facts, missing_reason
 from ..analysis.module_paths import PathResolver, install_dirs
 from ..config import CapabilityDiscoveryConfig
 from ..sources.flatwatch import FlatWatcher
-from ..sources.index import FileRecord, SourceSpec, Subscription
+from ..sources.index import FileRecord, SourceSpec, Subscription, paced
 from ..sources.interpreter import InterpreterError, probe
 from ..sources.watcher import FileEvent, FileEventKind
 from .base import Monitor, MonitorContext, MonitorUnavailable
@@ -105,10 +105,11 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
         if self.cfg.python:
             await self._use_interpreter(self.cfg.python)
         if sub is not None:
-            for root, event, record in await sub.initial():
+            async for root, event, record in paced(await sub.initial()):
                 self.on_file_event(root, event, record)
         self.check_tools()
-        self.check_modules(self._all_modules())
+        async for module in paced(sorted(self._all_modules()), every=16):
+            self.check_modules((module,))
         self.ledger.reconcile()
         self._update_details(initial_scan_s=round(time.monotonic() - started, 3))
         self.log.info(

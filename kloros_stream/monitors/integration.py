@@ -24,7 +24,7 @@ from ..analysis.flow_index import Channel, ChannelKind, FlowIndex, ProducerSite
 from ..analysis.flows import FileFlows
 from ..config import IntegrationMonitorConfig
 from ..sources.files import root_of
-from ..sources.index import FileRecord, SourceSpec, Subscription
+from ..sources.index import FileRecord, SourceSpec, Subscription, paced
 from ..sources.interpreter import SyntaxConfirmer
 from ..sources.watcher import FileEvent, FileEventKind
 from .base import Monitor, MonitorContext
@@ -97,7 +97,7 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         started = time.monotonic()
         items = await sub.initial()
         seen: set[str] = set()
-        for _root, event, record in items:
+        async for _root, event, record in paced(items):
             if record is not None and record.is_python:
                 self.ctx.touch(event.observed_at)
                 seen.add(record.path)

@@ -44,7 +44,7 @@ from ..config import KnowledgeDiscoveryConfig
 from ..core.identity import iso
 from ..sources.files import file_signature, walk_files
 from ..sources.flatwatch import FlatWatcher
-from ..sources.index import FileRecord, SourceSpec, Subscription
+from ..sources.index import FileRecord, SourceSpec, Subscription, paced
 from ..sources.watcher import FileEvent, FileEventKind, RecursiveWatcher
 from .base import Monitor, MonitorContext
 from .ledger import GapLedger
@@ -150,7 +150,7 @@ class KnowledgeDiscoveryMonitor(Monitor[KnowledgeDiscoveryConfig]):
         docs = await asyncio.to_thread(self._initial_docs)
         for (idx, rel), doc in docs.items():
             self._put_doc(idx, rel, doc)
-        for root, event, record in await sub.initial():
+        async for root, event, record in paced(await sub.initial()):
             if _is_code_path(event.path) and record is not None:
                 rel = event.path.relative_to(root).as_posix()
                 self.code.add_file(str(root), rel, record.mtime_ns / 1e9)

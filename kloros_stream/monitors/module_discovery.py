@@ -33,7 +33,7 @@ from typing import Any
 from ..analysis.pysource import ModuleSummary, is_test_path, module_name
 from ..config import ModuleDiscoveryConfig
 from ..sources.files import file_size, root_of
-from ..sources.index import FileRecord, SourceSpec, Subscription
+from ..sources.index import FileRecord, SourceSpec, Subscription, paced
 from ..sources.tree import SETTLE_S, SettleTimers
 from ..sources.watcher import FileEvent, FileEventKind
 from .base import Monitor, MonitorContext
@@ -140,7 +140,7 @@ class ModuleDiscoveryMonitor(Monitor[ModuleDiscoveryConfig]):
     async def _initial(self, sub: Subscription) -> None:
         started = time.monotonic()
         present: dict[str, Path] = {}
-        for root, event, _record in await sub.initial():
+        async for root, event, _record in paced(await sub.initial()):
             if is_module(root, event.path):
                 self.ctx.touch(event.observed_at)
                 present[str(event.path)] = event.path
