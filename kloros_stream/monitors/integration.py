@@ -67,7 +67,8 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         """Producing statements last announced per orphan (kept in memory)."""
         self.confirmer = SyntaxConfirmer(ctx.config.monitors.capability_discovery.python)
         """Confirms a syntax error with the watched system's interpreter (H10b)."""
-        self.saver = Debouncer(SAVE_DELAY_S, self._snapshot, self._write, self.log)
+        self.saver = Debouncer(SAVE_DELAY_S, self._snapshot, self._write, self.log,
+                               delivered=ctx.delivered)
         self.sub: Subscription | None = None
 
     @property
@@ -108,8 +109,8 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         self.ctx.status.details["initial_scan_s"] = round(time.monotonic() - started, 3)
         if self.ctx.one_shot:
             return
-        # Saved after the debounce delay, not at once: the gaps just published reach the
-        # feed first, so a kill -9 in between repeats them (deduplicated) but loses none.
+        # Saved once the bus acknowledges the gaps just published are in the feed: a
+        # kill -9 before that repeats them (deduplicated) but loses none.
         self.saver.mark()
         self.ctx.level_ready()
         self.log.info(

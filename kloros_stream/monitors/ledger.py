@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,7 +238,10 @@ class Debouncer:
     """Coalesced checkpoint writes: after :meth:`mark`, at most one write per ``delay``.
 
     ``snapshot`` runs in the loop (it must be cheap and return data nobody mutates later);
-    ``write`` runs in a worker thread, serialised, and a write never replaces a newer one.
+    with ``delivered`` (the monitor's :meth:`~.base.MonitorContext.delivered`), the write
+    waits until every signal published before the snapshot is in the feed (the bus's
+    acknowledgement), so a checkpoint never claims a gap the feed does not hold. ``write``
+    runs in a worker thread, serialised, and a write never replaces a newer one.
     :meth:`flush` writes at once, synchronously (on exit).
     """
 
@@ -248,11 +251,13 @@ class Debouncer:
         snapshot: Callable[[], Any],
         write: Callable[[Any], None],
         log: Any = None,
+        delivered: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.delay = delay
         self.snapshot = snapshot
         self.write = write
         self.log = log
+        self.delivered = delivered
         self.dirty = False
         self._handle: asyncio.TimerHandle | None = None
         self._lock = threading.Lock()
@@ -271,9 +276,7 @@ class Debouncer:
             return
         self.dirty = False
         self._seq += 1
-        task = asyncio.ensure_future(
-            anyio.to_thread.run_sync(self._write, self._seq, self.snapshot())
-        )
+        task = asyncio.ensure_future(self._save(self._seq, self.snapshot()))
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
@@ -281,6 +284,11 @@ class Debouncer:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None and self.log is not None:
             self.log.error("checkpoint_write_failed", error=str(task.exception()))
+
+    async def _save(self, seq: int, data: Any) -> None:
+        if self.delivered is not None:
+            await self.delivered()  # the snapshot's signals are in the feed first
+        await anyio.to_thread.run_sync(self._write, seq, data)
 
     def _write(self, seq: int, data: Any) -> None:
         with self._lock:

@@ -114,7 +114,8 @@ class ModuleDiscoveryMonitor(Monitor[ModuleDiscoveryConfig]):
         """Root -> known modules (absolute paths) kept while that root is missing."""
         self._root_check: asyncio.TimerHandle | None = None
         self.settle = SettleTimers(None)
-        self.saver = Debouncer(SAVE_DELAY_S, self._snapshot, self._write, self.log)
+        self.saver = Debouncer(SAVE_DELAY_S, self._snapshot, self._write, self.log,
+                               delivered=ctx.delivered)
         self.announced = 0
 
     async def run(self) -> None:
@@ -159,8 +160,8 @@ class ModuleDiscoveryMonitor(Monitor[ModuleDiscoveryConfig]):
                 await self._announce(
                     present[key], now, reason="appeared while the service was not running"
                 )
-        # Saved after the debounce delay, not at once: the gaps just published reach the
-        # feed first, so a kill -9 in between repeats them (deduplicated) but loses none.
+        # Saved once the bus acknowledges the gaps just published are in the feed: a
+        # kill -9 before that repeats them (deduplicated) but loses none.
         self.saver.mark()
         self._update_status()
         self.ctx.status.details["initial_scan_s"] = round(time.monotonic() - started, 3)
