@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from kloros_stream.monitors.base import MonitorContext
-from kloros_stream.monitors.ledger import GapLedger
+from kloros_stream.monitors.ledger import Debouncer, GapLedger
 from tests.support.fakes import ListPublisher, make_context
 from tests.support.scripted import wait_until
 
@@ -147,3 +148,24 @@ async def test_save_in_the_loop_writes_the_checkpoint_soon(tmp_path: Path) -> No
     ledger, pub, _ = _ledger(tmp_path)
     assert not _tool(ledger)
     assert pub.signals == []
+
+
+async def test_debouncer_writes_only_once_the_snapshot_is_delivered() -> None:
+    gate = asyncio.Event()
+    asked: list[int] = []
+
+    async def delivered() -> bool:
+        asked.append(len(written))
+        await gate.wait()
+        return True
+
+    written: list[int] = []
+    state = {"n": 1}
+    saver = Debouncer(0.01, lambda: state["n"], written.append, delivered=delivered)
+    saver.mark()
+    await wait_until(lambda: bool(asked), what="the write waits for delivery")
+    state["n"] = 2  # later changes are not in the pending snapshot
+    await asyncio.sleep(0.05)
+    assert written == []  # not delivered yet: nothing claimed
+    gate.set()
+    await wait_until(lambda: written == [1], what="written after delivery")
