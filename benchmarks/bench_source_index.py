@@ -22,6 +22,7 @@ library again under another prefix when more are needed), the first N by path, a
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -208,7 +209,49 @@ def measure(n: int, work: Path) -> dict[str, Any]:
     return result
 
 
+SCAN_RUNS = 10
+SCAN_FILES = 2000
+
+
+def scan_repeat(work: Path, n_files: int = SCAN_FILES, runs: int = SCAN_RUNS) -> dict[str, Any]:
+    """``kloros-stream scan --json`` ``runs`` times over a real tree with the four source
+    monitors: how many distinct outputs (clock fields aside), failures, seconds per run."""
+    sys.path.insert(0, str(REPO))
+    from tests.support.service import write_config
+
+    tree = work / "tree"
+    build(tree, n_files)
+    (work / "docs").mkdir()
+    (work / "docs" / "guide.md").write_text("See `zz_bench.edited` and `c0s0.os`.\n")
+    cfg = write_config(work, {"monitors": {
+        "integration": {"roots": [str(tree)]}, "module_discovery": {"roots": [str(tree)]},
+        "capability_discovery": {"scan_imports": True},
+        "knowledge_discovery": {"docs_dirs": ["docs"]},
+    }})
+    outputs, failures, seconds = set(), 0, []
+    for _ in range(runs):
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "kloros_stream", "scan", "--config",
+                               str(cfg), "--json"], capture_output=True, text=True,
+                              cwd=work, env={**os.environ, "PYTHONPATH": str(REPO)})
+        seconds.append(time.perf_counter() - started)
+        failures += proc.returncode != 0
+        rows = [json.loads(line) for line in proc.stdout.splitlines()]
+        for row in rows:
+            row.pop("ts", None), row.pop("observed_at", None)
+        outputs.add(json.dumps(rows, sort_keys=True))
+    return {"runs": runs, "distinct": len(outputs), "failures": failures,
+            "gaps": len(rows), "median_s": median(seconds)}
+
+
 def run(report: Report) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-scan-") as tmp:
+        r = scan_repeat(Path(tmp))
+    report.add(f"scan --json, {SCAN_FILES} files, 4 source monitors",
+               f"{r['runs']} runs: distinct outputs / failures",
+               f"{r['distinct']} / {r['failures']} "
+               f"({r['gaps']} gaps, median {r['median_s']:.1f} s a run)",
+               "identical every time, exit 0", "make bench (bench_source_index)")
     results = []
     for n in SIZES:
         with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:
