@@ -97,6 +97,7 @@ class ModuleDiscoveryMonitor(Monitor[ModuleDiscoveryConfig]):
     config_model = ModuleDiscoveryConfig
     reads = (  # its source index parses with these
         "integration.max_file_bytes", "integration.emit_calls", "integration.subscribe_calls",
+        "integration.subscriber_suffixes",
     )
 
     def __init__(self, ctx: MonitorContext) -> None:
