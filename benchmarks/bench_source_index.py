@@ -283,7 +283,8 @@ def run_sizes(report: Report, sizes: tuple[int, ...]) -> None:
                        f"{m} {v}" for m, v in r["warm_monitors"].items()), cmd)
         report.add(label, "RSS settled", f"{r['rss_mib']:.1f} MiB", "", cmd)
         report.add(label, "slowest /health answer during the cold scan",
-                   f"{r['cold_health_max'] * 1000:.0f} ms", "the event loop stays free", cmd)
+                   f"{r['cold_health_max'] * 1000:.0f} ms",
+                   "how long the event loop was held at worst", cmd)
         report.add(label, f"edit -> feed line p50 / p99 / max ({EDITS} edits)",
                    f"{r['edit_p50'] * 1000:.1f} / {r['edit_p99'] * 1000:.1f} / "
                    f"{r['edit_max'] * 1000:.1f} ms", "", cmd)
