@@ -8,7 +8,7 @@ edits the tree (syntax errors made and fixed, hostile file names with undecodabl
 and newlines, deletions), appends chaos results (single ones and floods of thousands of
 distinct failing scenarios), writes JUnit reports, kills the service with SIGKILL and
 restarts it, truncates the feed at a random byte while it is down, and, when run as root,
-fills the small tmpfs that holds the feed and the state (disk full) for a few seconds.
+fills the tmpfs (512 MiB) that holds the feed and the state (disk full) for a few seconds.
 
 At the end the service settles and stops; the open questions of the feed are compared with
 the truth computed from the final files alone:
@@ -69,7 +69,7 @@ class Soak:
         self.results.mkdir()
         self.var.mkdir()
         if os.geteuid() == 0 and shutil.which("mount"):
-            done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128m", "tmpfs",
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs",
                                    str(self.var)], capture_output=True)
             self.tmpfs = done.returncode == 0
         self.chaos.touch()

@@ -508,6 +508,14 @@ class Service:
     def consumer_running(self) -> bool:
         return self._consumer is not None and not self._consumer.done()
 
+    def _question_counts(self) -> dict[str, Any]:
+        """Open and total questions; with the index unreadable (a full disk, say) /health
+        still answers, with the error."""
+        try:
+            return dict(zip(("open", "total"), self.core.counts(), strict=True))
+        except (OSError, sqlite3.Error) as err:
+            return {"open": None, "total": None, "error": f"{type(err).__name__}: {err}"}
+
     def health(self) -> tuple[dict[str, Any], int]:
         """The /health report and its HTTP status (503 if a monitor failed or the consumer
         is down)."""
@@ -525,7 +533,7 @@ class Service:
             },
             "consumer": {"running": not down, "signals": self.core.handled,
                          "errors": self.consumer_errors},
-            "questions": dict(zip(("open", "total"), self.core.counts(), strict=True)),
+            "questions": self._question_counts(),
             "reconcile": dict(self.reconciler.totals),
             "monitors": {n: s.as_json() for n, s in self.statuses.items()},
         }
