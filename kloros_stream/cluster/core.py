@@ -48,6 +48,7 @@ log = structlog.get_logger("kloros_stream.cluster.core")
 
 FETCH_BATCH = 256
 FOLLOW_FLUSH = 256
+MORE_WAIT_S = 0.05
 CAS_ATTEMPTS = 50
 
 
@@ -117,20 +118,34 @@ class Core:
     async def _consume(self, sub: Any, kv: KeyValue) -> None:
         while True:
             try:
-                msgs = await sub.fetch(FETCH_BATCH, timeout=1.0)
-            except (TimeoutError, nats.errors.TimeoutError):
+                msgs = await self._fetch(sub)
+            except TimeoutError:  # nats-py's TimeoutError is one too
                 continue
-            except (nats.errors.Error, OSError) as err:
+            except Exception as err:  # a lost connection, a server restart
                 log.warning("core_fetch_failed", error=f"{type(err).__name__}: {err}")
                 await asyncio.sleep(RETRY_S)
                 continue
             try:
                 await self.handle_batch(msgs, kv)
-            except (nats.errors.Error, OSError) as err:  # unacked: redelivered later
+            except Exception as err:  # the consumer outlives any batch; unacked: redelivered
                 self.errors += 1
                 log.warning("core_batch_failed", messages=len(msgs),
                             error=f"{type(err).__name__}: {err}")
                 await asyncio.sleep(RETRY_S)
+
+    @staticmethod
+    async def _fetch(sub: Any) -> list[Any]:
+        """Wait for one message, then take what is already pending (up to a batch).
+
+        nats-py's ``fetch(n)`` holds the first message of a long poll until ``n`` arrived
+        or the timeout passed; asking for the pending count only returns at once.
+        """
+        msgs = await sub.fetch(1, timeout=1.0)
+        pending = msgs[-1].metadata.num_pending if msgs else 0
+        if pending:
+            with contextlib.suppress(TimeoutError):
+                msgs += await sub.fetch(min(pending, FETCH_BATCH - 1), timeout=MORE_WAIT_S)
+        return msgs
 
     async def handle_batch(self, msgs: list[Any], kv: KeyValue) -> None:
         """Validate, apply per question (questions in parallel, each in order), flush the
@@ -210,7 +225,7 @@ class Core:
             self._rewatch.clear()
             try:
                 watcher = await kv.watchall()
-            except (nats.errors.Error, OSError) as err:
+            except Exception as err:  # a lost connection, a server restart
                 log.warning("core_watch_failed", error=f"{type(err).__name__}: {err}")
                 await asyncio.sleep(RETRY_S)
                 continue
@@ -219,8 +234,12 @@ class Core:
                 while not self._rewatch.is_set():
                     try:
                         entry = await watcher.updates(timeout=0.05 if unflushed else 1.0)
-                    except (TimeoutError, nats.errors.TimeoutError):
+                    except TimeoutError:  # nats-py's TimeoutError is one too
                         entry = None
+                    except Exception as err:
+                        log.warning("core_watch_lost", error=f"{type(err).__name__}: {err}")
+                        await asyncio.sleep(RETRY_S)
+                        break
                     if entry is not None:
                         unflushed += self._follow_entry(entry)
                     if unflushed and (entry is None or unflushed >= FOLLOW_FLUSH):
