@@ -183,7 +183,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
     configure_logging("error", json=True, file=sys.stderr)
     from .service import scan
 
-    signals, problems = _run_loop(lambda: scan(config))
+    bar = console.ScanBar.for_stream(sys.stderr)
+    try:
+        signals, problems = _run_loop(
+            lambda: scan(config, on_progress=bar.update if bar else None))
+    finally:
+        if bar is not None:
+            bar.close()
     for name, problem in sorted(problems.items()):
         print(f"kloros-stream: {name}: {problem}", file=sys.stderr)
     failed = any(not p.startswith("unavailable") for p in problems.values())

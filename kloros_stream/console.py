@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
@@ -75,6 +76,49 @@ def gap_table(rows: Sequence[tuple[str, str, str, str]], out: TextIO) -> list[st
     lines += [f"{monitor:<21} {gap_type:<18} {clip(name, name_w if room else None):<{name_w}} "
               f"{clip(reason, reason_w)}" for monitor, gap_type, name, reason in rows]
     return lines
+
+
+class ScanBar:
+    """``scan``'s progress line over every source index's initial scan, redrawn in place
+    on a terminal's stderr (at most every 0.1 s); piped, :meth:`for_stream` gives None and
+    nothing is drawn. Small enough to write here rather than pull in a progress library."""
+
+    def __init__(self, out: TextIO, clock: Any = time.monotonic) -> None:
+        self._out = out
+        self._clock = clock
+        self._drawn_at = 0.0
+        self._width = 0
+        self._scans: dict[int, dict[str, Any]] = {}
+
+    @classmethod
+    def for_stream(cls, out: TextIO) -> ScanBar | None:
+        return cls(out) if out.isatty() else None
+
+    def update(self, index: Any) -> None:
+        """An index's progress changed (``SourceIndex.on_progress``)."""
+        self._scans[id(index)] = index.progress or {}
+        done = sum(int(p.get("done", 0)) for p in self._scans.values())
+        total = sum(int(p.get("total", 0)) for p in self._scans.values())
+        finished = all(p.get("phase") == "done" for p in self._scans.values())
+        now = self._clock()
+        if not finished and now - self._drawn_at < 0.1:
+            return
+        self._drawn_at = now
+        rate = sum(float(p.get("rate_per_s", 0.0)) for p in self._scans.values())
+        filled = round(20 * done / total) if total else 0
+        line = (f"scanning [{'#' * filled}{'.' * (20 - filled)}] {done}/{total} files "
+                f"{rate:,.0f}/s")
+        self._write("\r" + line.ljust(self._width))
+        self._width = len(line)
+
+    def close(self) -> None:
+        """Erase the line: what follows (errors, the summary) starts clean."""
+        if self._width:
+            self._write("\r" + " " * self._width + "\r")
+
+    def _write(self, text: str) -> None:
+        self._out.write(text)
+        self._out.flush()
 
 
 def print_json(items: Sequence[dict[str, Any]], *, array: bool, out: TextIO = sys.stdout

@@ -1,9 +1,10 @@
 """Progress of long work (an initial scan of a large tree): done / total and a rate.
 
-A :class:`ScanProgress` is advanced by whoever does the work; it keeps a small dict in the
-monitor's status (``/health`` shows it as ``monitors.<name>.progress``) and logs
-``scan_progress`` at most every ``log_every_s`` seconds, then ``scan_finished`` once. No
-timer of its own: nothing happens unless work is done.
+A :class:`ScanProgress` is advanced by whoever does the work; each change hands a small
+dict to ``publish`` (the source index mirrors it into its subscribers' monitor status,
+``/health`` shows it as ``monitors.<name>.progress``; ``scan`` drives a progress bar with
+it) and it logs ``scan_progress`` at most every ``log_every_s`` seconds, then
+``scan_finished`` once. No timer of its own: nothing happens unless work is done.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Any
 
 
 class ScanProgress:
-    def __init__(self, status: Any, log: Any, *, what: str = "files",
+    def __init__(self, publish: Callable[[dict[str, Any]], None], log: Any, *,
+                 what: str = "files",
                  log_every_s: float = 5.0, clock: Callable[[], float] = time.monotonic
                  ) -> None:
-        self._status = status
+        self._publish_to = publish
         self._log = log
         self._what = what
         self._every = log_every_s
@@ -59,5 +61,5 @@ class ScanProgress:
         return round(self.done / elapsed, 1) if elapsed > 0 else 0.0
 
     def _publish(self, phase: str) -> None:
-        self._status.progress = {"phase": phase, "what": self._what, "done": self.done,
-                                 "total": self.total, "rate_per_s": self.rate()}
+        self._publish_to({"phase": phase, "what": self._what, "done": self.done,
+                          "total": self.total, "rate_per_s": self.rate()})

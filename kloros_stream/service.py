@@ -45,7 +45,7 @@ from .monitors.base import Monitor, MonitorContext, MonitorStatus, MonitorUnavai
 from .reconcile import Reconciler
 from .reload import plan_reload
 from .sdnotify import Notifier, watchdog_loop
-from .sources.index import SourceIndexes
+from .sources.index import SourceIndex, SourceIndexes
 from .store import FeedStore
 from .stream import QuestionStream
 from .supervisor import BackoffPolicy, Supervised
@@ -557,7 +557,9 @@ class _Collector:
 
 
 async def scan(config: Config, factories: dict[str, MonitorFactory] | None = None,
-               timeout_s: float = 120.0) -> tuple[list[Signal], dict[str, str]]:
+               timeout_s: float = 120.0,
+               on_progress: Callable[[SourceIndex], None] | None = None,
+               ) -> tuple[list[Signal], dict[str, str]]:
     """Every enabled monitor's initial scan, once; nothing written to the feed or state.
 
     Returns the signals and, per monitor that could not scan, the reason.
@@ -565,7 +567,8 @@ async def scan(config: Config, factories: dict[str, MonitorFactory] | None = Non
     factories = factories or {name: default_factory(name) for name in config.monitors.names()}
     sink = _Collector()
     problems: dict[str, str] = {}
-    sources = SourceIndexes(one_shot=True)  # one scan of each source tree for every monitor
+    # one scan of each source tree for every monitor
+    sources = SourceIndexes(one_shot=True, on_progress=on_progress)
 
     async def one(name: str) -> None:
         ctx = MonitorContext(name=name, config=config, publisher=sink,

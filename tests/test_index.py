@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kloros_stream.analysis.flows import FlowConfig
 from kloros_stream.checkpoint import CheckpointStore
+from kloros_stream.monitors.base import MonitorStatus
 from kloros_stream.sources.index import SourceIndexes, SourceSpec, Subscription
 from kloros_stream.sources.watcher import FileEventKind
 from tests.support.scripted import wait_until
@@ -149,3 +150,27 @@ async def test_settle_turns_a_created_file_into_a_parse(tmp_path: Path) -> None:
             fd.close()
         assert record is not None and record.facts is not None
         await wait_until(lambda: sub.index.counters["files_parsed"] >= 1, what="parsed")
+
+
+async def test_initial_scan_progress_reaches_each_subscriber_and_the_registry(
+    tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    _tree(src, files=9)
+    seen: list[dict[str, object]] = []
+    registry = SourceIndexes(one_shot=True,
+                             on_progress=lambda index: seen.append(dict(index.progress)))
+    first, second = MonitorStatus(), MonitorStatus()
+    spec = _spec(src)
+    async with registry.subscribe(spec, status=first) as a, \
+            registry.subscribe(spec, status=second) as b:
+        await a.initial()
+        await b.initial()
+    files = 10  # nine modules and the native extension
+    assert seen[0]["phase"] == "initial_scan" and seen[0]["total"] == files
+    assert [p["done"] for p in seen] == sorted(p["done"] for p in seen)  # only forwards
+    assert seen[-1] | {"rate_per_s": 0} == {"phase": "done", "what": "files", "done": files,
+                                            "total": files, "rate_per_s": 0}
+    for status in (first, second):
+        assert status.progress == seen[-1]
+        assert status.as_json()["progress"] == seen[-1]

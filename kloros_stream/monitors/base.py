@@ -48,6 +48,8 @@ class MonitorStatus:
     last_error: str | None = None
     last_event_at: float | None = None
     signals: int = 0
+    progress: dict[str, Any] | None = None
+    """Long work in progress (an initial scan): phase, what, done, total, rate_per_s."""
     details: dict[str, Any] = field(default_factory=dict)
     """Monitor-specific facts for /health (hardware inventory, watch-limit errors, ...)."""
     breaker: dict[str, Any] | None = None
@@ -66,6 +68,7 @@ class MonitorStatus:
             "last_error": self.last_error,
             "last_event_at": self.last_event_at,
             "signals": self.signals,
+            **({"progress": self.progress} if self.progress is not None else {}),
             "details": self.details,
             "counters": self.counters,
         }

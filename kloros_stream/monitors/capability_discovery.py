@@ -88,7 +88,8 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
             sub = None
             if cfg.scan_imports:
                 sub = await stack.enter_async_context(
-                    self.ctx.sources.subscribe(self.spec, self.watch_error))
+                    self.ctx.sources.subscribe(
+                        self.spec, self.watch_error, status=self.ctx.status))
             await self._scan(sub)
             if self.ctx.one_shot:
                 return

@@ -82,7 +82,8 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         if not self.ctx.one_shot:
             self._load_checkpoint()
         assert self.ctx.sources is not None
-        async with self.ctx.sources.subscribe(self.spec, self.watch_error) as sub:
+        async with self.ctx.sources.subscribe(
+                self.spec, self.watch_error, status=self.ctx.status) as sub:
             self.sub = sub
             try:
                 await self._initial(sub)

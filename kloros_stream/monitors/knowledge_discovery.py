@@ -141,7 +141,8 @@ class KnowledgeDiscoveryMonitor(Monitor[KnowledgeDiscoveryConfig]):
     # -- run ------------------------------------------------------------------------------
     async def run(self) -> None:
         assert self.ctx.sources is not None
-        async with self.ctx.sources.subscribe(self.spec, self.watch_error) as sub:
+        async with self.ctx.sources.subscribe(
+                self.spec, self.watch_error, status=self.ctx.status) as sub:
             await self._run(sub)
 
     async def _run(self, sub: Subscription) -> None:

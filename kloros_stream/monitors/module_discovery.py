@@ -125,7 +125,8 @@ class ModuleDiscoveryMonitor(Monitor[ModuleDiscoveryConfig]):
         self._load_checkpoint()
         assert self.ctx.sources is not None
         try:
-            async with self.ctx.sources.subscribe(self.spec, self.watch_error) as sub:
+            async with self.ctx.sources.subscribe(
+                    self.spec, self.watch_error, status=self.ctx.status) as sub:
                 self.sub = sub
                 self.settle = SettleTimers(sub)
                 await self._initial(sub)

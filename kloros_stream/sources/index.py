@@ -38,6 +38,7 @@ from ..analysis.flows import FlowConfig
 from ..analysis.pysource import SourceError, module_name
 from ..analysis.source_facts import SourceFacts, facts_of
 from ..checkpoint import CheckpointStore
+from ..progress import ScanProgress
 from .files import root_of
 from .index_journal import IndexJournal, Update, drained
 from .tree import SettleTimers, TreeEvents, scan_once
@@ -182,6 +183,8 @@ class Subscription:
     on_error: Callable[[str], None] | None = None
     queue: asyncio.Queue[Item | BaseException] = field(default_factory=asyncio.Queue)
     started: bool = False
+    status: Any = None
+    """The subscribing monitor's status: it shows the index's initial-scan progress."""
 
     async def initial(self) -> list[Item]:
         """EXISTING items for every current file (sorted by path), once scanned."""
@@ -230,12 +233,29 @@ class SourceIndex:
         self.settle = SettleTimers(None)
         self.initial_scan_s: float | None = None
         self.failure: BaseException | None = None
+        self.progress: dict[str, Any] | None = None
+        self.on_progress: Callable[[SourceIndex], None] | None = None
+        """Called with the index whenever its initial-scan progress changes."""
+        self._scan_progress = ScanProgress(self._publish_progress,
+                                           log.bind(roots=[str(r) for r in spec.roots]))
 
     # -- subscribers ----------------------------------------------------------------------
-    def subscribe(self, on_error: Callable[[str], None] | None = None) -> Subscription:
-        sub = Subscription(self, on_error)
+    def subscribe(self, on_error: Callable[[str], None] | None = None,
+                  status: Any = None) -> Subscription:
+        """A new subscriber; ``status`` (its monitor's) gets the initial-scan progress."""
+        sub = Subscription(self, on_error, status=status)
+        if status is not None and self.progress is not None:
+            status.progress = self.progress
         self.subscribers.append(sub)
         return sub
+
+    def _publish_progress(self, progress: dict[str, Any]) -> None:
+        self.progress = progress
+        for sub in self.subscribers:
+            if sub.status is not None:
+                sub.status.progress = progress
+        if self.on_progress is not None:
+            self.on_progress(self)
 
     def unsubscribe(self, sub: Subscription) -> None:
         with contextlib.suppress(ValueError):
@@ -330,6 +350,7 @@ class SourceIndex:
         loop = asyncio.get_running_loop()
         was_enabled = gc.isenabled()
         gc.disable()
+        self._scan_progress.start(len(found))
         try:
             for start in range(0, len(found), BATCH_FILES):
                 chunk = [(p, r, self.records.get(str(p)))
@@ -338,6 +359,8 @@ class SourceIndex:
                 for (_p, root, _prev), (path, record, parsed) in zip(chunk, results, strict=True):
                     if self._store(root, path, record, parsed):
                         updates.append((str(path), record))
+                self._scan_progress.advance(len(chunk))
+            self._scan_progress.finish()
         finally:
             if was_enabled:
                 gc.enable()
@@ -433,9 +456,12 @@ class SourceIndexes:
     ``one_shot`` (the ``scan`` command): each index scans once, watches and saves nothing,
     and is kept for the registry's life, so every subscriber of a spec shares one scan."""
 
-    def __init__(self, store: CheckpointStore | None = None, *, one_shot: bool = False) -> None:
+    def __init__(self, store: CheckpointStore | None = None, *, one_shot: bool = False,
+                 on_progress: Callable[[SourceIndex], None] | None = None) -> None:
         self.store = store
         self.one_shot = one_shot
+        self.on_progress = on_progress
+        """Given to every index this registry starts (``scan``'s progress bar)."""
         self.indexes: dict[SourceSpec, tuple[SourceIndex, asyncio.Task[None]]] = {}
         self.retired: dict[str, int] = {}
         """Counters of indexes already stopped, so totals in /metrics never go down."""
@@ -447,18 +473,20 @@ class SourceIndexes:
 
     @contextlib.asynccontextmanager
     async def subscribe(
-        self, spec: SourceSpec, on_error: Callable[[str], None] | None = None
+        self, spec: SourceSpec, on_error: Callable[[str], None] | None = None,
+        status: Any = None,
     ) -> AsyncIterator[Subscription]:
         """Subscribe to the index of ``spec``, starting it if needed; the last subscriber
         to leave stops it."""
         entry = self.indexes.get(spec)
         if entry is None or (entry[1].done() and not self.one_shot):
             index = SourceIndex(spec, self._journal(spec))
+            index.on_progress = self.on_progress
             work = index.scan_once() if self.one_shot else index.run()
             task = asyncio.create_task(work, name=f"source-index-{len(self.indexes)}")
             entry = self.indexes[spec] = (index, task)
         index, task = entry
-        sub = index.subscribe(on_error)
+        sub = index.subscribe(on_error, status)
         try:
             if self.one_shot:
                 await task  # its failure is every subscriber's

@@ -3,6 +3,7 @@ prepared feed and config."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -363,3 +364,45 @@ def test_scan_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def _scan_with_stderr_on_a_terminal(cfg: Path, cwd: Path) -> tuple[str, str]:
+    """``scan`` with its stderr on a pseudo-terminal (stdout piped): (stdout, stderr)."""
+    import pty
+    import threading
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "kloros_stream", "scan", "--config",
+                             str(cfg)], stdout=subprocess.PIPE, stderr=slave, cwd=cwd,
+                            text=True)
+    os.close(slave)
+    chunks: list[bytes] = []
+
+    def drain() -> None:  # while the child runs: a closed pty drops what was not read
+        with contextlib.suppress(OSError):  # EIO once the child closed its end
+            while chunk := os.read(master, 65536):
+                chunks.append(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    out, _ = proc.communicate(timeout=120)
+    reader.join(10)
+    os.close(master)
+    assert proc.returncode == 0
+    return out, b"".join(chunks).decode(errors="replace")
+
+
+def test_scan_shows_a_progress_bar_on_a_terminal_and_nothing_when_piped(
+    tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    for i in range(40):
+        (src / f"pkg{i % 4}").mkdir(parents=True, exist_ok=True)
+        (src / f"pkg{i % 4}" / f"m{i}.py").write_text(f"X{i} = {i}\n")
+    (src / "pkg0" / "broken.py").write_text("def broken(:\n")
+    cfg = write_config(tmp_path, {"monitors": {"integration": {"roots": ["src"]}}})
+    out, err = _scan_with_stderr_on_a_terminal(cfg, tmp_path)
+    assert "scanning" in err and "41/41" in err  # tqdm's bar, drawn on the terminal
+    assert "syntax_error" in out and "scanning" not in out
+    piped = cli("scan", "--config", str(cfg), cwd=tmp_path)
+    assert piped.returncode == 0 and piped.stderr == ""
