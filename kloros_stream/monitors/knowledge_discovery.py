@@ -122,7 +122,6 @@ class KnowledgeDiscoveryMonitor(Monitor[KnowledgeDiscoveryConfig]):
         self.docs_dirs = [Path(os.path.abspath(d)) for d in cfg.docs_dirs]
         self.index_file = Path(os.path.abspath(cfg.index_file))
         integration = ctx.config.monitors.integration
-        self.code_roots = [Path(os.path.abspath(r)) for r in integration.roots]
         self.exclude = list(integration.exclude)
         self.spec = SourceSpec.of(ctx.config, integration.roots, integration.exclude)
         self.stale_after_s = cfg.stale_after_days * SECONDS_PER_DAY
