@@ -22,6 +22,7 @@ from typing import Protocol
 
 import structlog
 
+from .module_paths import install_dirs
 from .pysource import ImportSplit, SourceError, parse_module, split_imports, top_level
 
 log = structlog.get_logger(__name__)
@@ -126,23 +127,10 @@ def _top_level_spec(name: str) -> importlib.machinery.ModuleSpec | None:
 
 def site_dirs(entries: Iterable[str] | None = None) -> list[Path]:
     """The directories on ``sys.path`` (or ``entries``) where installs land: absolute,
-    not the standard library itself, not zip files. Missing ones are kept (they may appear)."""
-    stdlib = Path(os.__file__).resolve().parent
-    out: list[Path] = []
-    for entry in sys.path if entries is None else entries:
-        if not entry or entry.endswith((".zip", ".egg")):
-            continue
-        path = Path(entry)
-        if not path.is_absolute() or path in out:
-            continue
-        try:
-            resolved = path.resolve()
-        except OSError:
-            resolved = path
-        if resolved == stdlib or resolved.parent == stdlib:  # stdlib and lib-dynload
-            continue
-        out.append(path)
-    return out
+    not the standard library itself (nor its lib-dynload), not zip files. Missing ones are
+    kept (they may appear)."""
+    stdlib = str(Path(os.__file__).resolve().parent)
+    return install_dirs(sys.path if entries is None else entries, [stdlib])
 
 
 class Resolver(Protocol):
