@@ -26,7 +26,7 @@ import structlog
 from .bus import SignalBus
 from .core.store import QuestionEntry
 from .escape import clean
-from .models import CAPABILITY_GAP_RESOLVED, CuriosityQuestion, Signal
+from .models import CAPABILITY_GAP_RESOLVED, CuriosityQuestion, QuestionStatus, Signal
 from .monitors.base import GapKey, Monitor
 
 if TYPE_CHECKING:
@@ -51,7 +51,8 @@ def plan(level: Iterable[GapKey], open_entries: Iterable[QuestionEntry],
          event_gap_types: frozenset[str] = frozenset()) -> Plan:
     """What to repair so the open questions of a monitor (``open_entries``) equal its
     level."""
-    mine = {(e.gap_type, e.gap_name): e for e in open_entries if e.is_open}
+    mine = {(e.gap_type, e.gap_name): e for e in open_entries
+            if e.status != QuestionStatus.RESOLVED.value}
     out = Plan()
     seen: set[GapKey] = set()
     for gap_type, gap_name in level:

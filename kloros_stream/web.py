@@ -48,8 +48,9 @@ async def questions(request: web.Request) -> web.Response:
         top = int(query.get("top", DEFAULT_TOP))
     except ValueError:
         return _json({"error": "top must be an integer"}, status=400)
-    if not 0 <= top <= MAX_TOP:
-        return _json({"error": f"top must be from 0 to {MAX_TOP}"}, status=400)
+    if top < 0:
+        return _json({"error": "top must be 0 or more"}, status=400)
+    top = min(top, MAX_TOP)  # a larger page is cut to MAX_TOP; X-Next-Cursor says there is more
     try:
         after = decode_cursor(query["cursor"]) if "cursor" in query else None
         sel = Selection(status=query.get("status", "open"), gap_type=query.get("gap_type"),

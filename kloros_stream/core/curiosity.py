@@ -151,8 +151,10 @@ class CuriosityCore:
         return found if sel.limit is None else found[: sel.limit]
 
     def open_entries(self, monitor: str) -> list[QuestionEntry]:
-        """The open questions a monitor raised (for reconciliation)."""
-        return self.select(Selection(status="open", monitor=monitor))
+        """The questions a monitor raised that are not resolved (for reconciliation): an
+        answered question whose gap is still there is known, not missing."""
+        return [e for e in self.select(Selection(status="all", monitor=monitor))
+                if e.status != QuestionStatus.RESOLVED.value]
 
     def counts(self) -> tuple[int, int]:
         """(open, total) live questions."""
