@@ -30,6 +30,16 @@ def test_plan_reannounces_missing_and_resolves_what_the_level_lacks() -> None:
     assert [e.gap_name for e in todo.resolve] == ["gone"]  # events are never resolved
 
 
+def test_plan_knows_answered_and_held_questions_and_resolves_them_when_gone() -> None:
+    """A consumer's status is no reason to announce the gap again; a gap gone away
+    resolves its question whatever a consumer set (the monitor's word wins)."""
+    entries = [entry("t", "answered", "answered"), entry("t", "held", "in_progress"),
+               entry("t", "blocked", "blocked"), entry("t", "done", "answered")]
+    todo = plan({("t", "answered"), ("t", "held"), ("t", "blocked")}, entries)
+    assert todo.reannounce == []
+    assert [e.gap_name for e in todo.resolve] == ["done"]
+
+
 def test_plan_with_nothing_to_do() -> None:
     todo = plan({("t", "a")}, [entry("t", "a")])
     assert todo.reannounce == [] and todo.resolve == []
