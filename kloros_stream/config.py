@@ -63,6 +63,8 @@ class BusConfig(Section):
 class FeedConfig(Section):
     path: Path = Path("var/curiosity_feed.jsonl")
     snapshot_path: Path | None = None
+    kloros_path: Path | None = None
+    """KLoROS-format feed file: open questions with exactly KLoROS's CuriosityQuestion fields."""
     compact_bytes: int = Field(default=67_108_864, ge=4096)
     counter_flush_s: float = Field(default=60.0, gt=0)
     """A question whose only change is its counters reaches the feed at most this often."""
@@ -70,10 +72,28 @@ class FeedConfig(Section):
     """Resolved questions older than this leave the views and, at compaction, move to the
     archive file beside the feed; 0 keeps them forever."""
 
-    @field_validator("snapshot_path", mode="before")
+    @field_validator("snapshot_path", "kloros_path", mode="before")
     @classmethod
     def _empty_is_none(cls, v: Any) -> Any:
         return None if v in ("", None) else v
+
+
+UMN_ENDPOINT = r"^(tcp|ipc|inproc)://\S+$"
+
+
+class ChemBusConfig(Section):
+    """The KLoROS ZeroMQ bus (UMN). Endpoints default to $KLR_UMN_XSUB / $KLR_UMN_XPUB, as
+    in KLoROS's umn_bus.py, else KLoROS's own defaults; a key set in the file wins."""
+
+    enabled: bool = False
+    xsub: str = Field(default_factory=lambda: os.environ.get("KLR_UMN_XSUB")
+                      or "tcp://127.0.0.1:5558", pattern=UMN_ENDPOINT)
+    xpub: str = Field(default_factory=lambda: os.environ.get("KLR_UMN_XPUB")
+                      or "tcp://127.0.0.1:5559", pattern=UMN_ENDPOINT)
+    publish_gaps: bool = True
+    publish_questions: bool = True
+    ingest_gaps: bool = True
+    value_threshold: float = Field(default=1.5, ge=0)
 
 
 class CuriosityConfig(Section):
@@ -282,6 +302,7 @@ class Config(Section):
     history: HistoryConfig = Field(default_factory=HistoryConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
+    chembus: ChemBusConfig = Field(default_factory=ChemBusConfig)
     monitors: MonitorsConfig = Field(default_factory=MonitorsConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 

@@ -9,8 +9,7 @@
   reads only what its index (:mod:`kloros_stream.store`) has not seen.
 - Compaction (:mod:`kloros_stream.store.compaction`) replaces the file by a rename; the
   feed then reopens the new file.
-- Optionally a KLoROS-compatible snapshot JSON of the open questions is replaced
-  atomically after changes.
+- The snapshot and KLoROS feed files are sinks (:mod:`kloros_stream.sinks.files`).
 """
 
 from __future__ import annotations
@@ -27,8 +26,6 @@ from typing import Any
 import orjson
 import structlog
 
-from .checkpoint import atomic_write_bytes
-from .core.identity import iso
 from .core.store import question_json
 from .durable import cut_torn_tail
 from .models import CuriosityQuestion
@@ -88,11 +85,9 @@ def _line(q: CuriosityQuestion) -> bytes:
 
 
 class QuestionFeed:
-    def __init__(self, path: Path, *, compact_bytes: int, snapshot_path: Path | None = None
-                 ) -> None:
+    def __init__(self, path: Path, *, compact_bytes: int) -> None:
         self.path = path
         self.compact_bytes = compact_bytes
-        self.snapshot_path = snapshot_path
         self._fh: io.FileIO | None = None
         self._buffer: list[bytes] = []
         self._buffered = 0
@@ -103,7 +98,6 @@ class QuestionFeed:
         self._unsynced = False
         self.lines_written = 0
         self.compactions = 0
-        self.snapshot_dirty = False
         self.listeners: list[Callable[[int, list[bytes]], None]] = []
         """Called after each successful write with its start offset and lines (the stream)."""
 
@@ -157,7 +151,6 @@ class QuestionFeed:
         """Buffer one complete line (ending in a newline)."""
         self._buffer.append(line)
         self._buffered += len(line)
-        self.snapshot_dirty = True
 
     def flush(self) -> int:
         """Write the buffered lines in one go; returns how many were written.
@@ -196,20 +189,6 @@ class QuestionFeed:
             os.fsync(self._fh.fileno())
             self._unsynced = False
         self._last_fsync = time.monotonic()
-
-    def write_snapshot(self, open_questions: list[CuriosityQuestion], now: float) -> None:
-        """KLoROS-compatible snapshot: {"questions": [...], "generated_at", "count"}."""
-        self.write_snapshot_json([_json(q) for q in open_questions], now)
-
-    def write_snapshot_json(self, items: list[bytes], now: float) -> None:
-        """The snapshot from questions already serialised (feed lines without newline)."""
-        if self.snapshot_path is None:
-            return
-        data = (b'{"questions": [\n' + b",\n".join(items)
-                + b'\n], "generated_at": ' + orjson.dumps(iso(now))
-                + b', "count": ' + str(len(items)).encode() + b"}\n")
-        atomic_write_bytes(self.snapshot_path, data)
-        self.snapshot_dirty = False
 
     def close(self) -> None:
         self.flush()

@@ -110,6 +110,7 @@ class ServiceCollector(Collector):
         yield state
         yield events
         yield from _source_metrics(svc)
+        yield from sink_metrics(svc)
 
 
 def _source_metrics(svc: Service) -> Iterator[Metric]:
@@ -130,6 +131,30 @@ def _source_metrics(svc: Service) -> Iterator[Metric]:
         elif name != "files_parsed":
             events.add_metric(["index", name], n)
     yield events
+    yield gauges
+
+
+def sink_metrics(svc: Service) -> Iterator[Metric]:
+    """Each sink's own counters, errors, state and gauges (``kloros_stream_sink_*``)."""
+    events = CounterMetricFamily(f"{PREFIX}_sink_events", "Sink-specific event counters.",
+                                 labels=["sink", "event"])
+    errors = CounterMetricFamily(f"{PREFIX}_sink_errors",
+                                 "Sink calls that raised (isolated from the core and feed).",
+                                 labels=["sink"])
+    state = GaugeMetricFamily(f"{PREFIX}_sink_state", "1 for the sink's current state.",
+                              labels=["sink", "state"])
+    gauges = GaugeMetricFamily(f"{PREFIX}_sink_gauge", "Sink-specific levels (queue depths).",
+                               labels=["sink", "name"])
+    for sink in svc.sinks:
+        for event, n in sorted(sink.counters.items()):
+            events.add_metric([sink.name, event], n)
+        errors.add_metric([sink.name], sink.errors)
+        state.add_metric([sink.name, sink.state], 1.0)
+        for name, value in sorted(sink.gauges().items()):
+            gauges.add_metric([sink.name, name], value)
+    yield events
+    yield errors
+    yield state
     yield gauges
 
 

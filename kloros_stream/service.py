@@ -8,6 +8,9 @@ retires old resolved questions and starts a compaction (in a thread) when garbag
 dominates the feed. Shutdown stops the monitors first,
 then drains the bus into the feed and closes it.
 
+Sinks (:mod:`.sinks`): every other way out (history, snapshot, KLoROS feed file, ChemBus)
+is called after the consumer and from housekeeping, each isolated from the others.
+
 Operations: every consumed signal is appended to the ``[history]`` log when it is set;
 under systemd (``$NOTIFY_SOCKET``) the service sends READY=1 once monitors and HTTP are
 up, a STATUS= line every few seconds, WATCHDOG=1 from the event loop and STOPPING=1 on
@@ -35,7 +38,6 @@ from .consumers import ConsumerCollector, ConsumerDesk
 from .core.curiosity import CuriosityCore
 from .core.store import Selection
 from .feed import QuestionFeed
-from .history import SignalHistory
 from .http_consumers import TokenFileError
 from .logs import configure_logging, json_for
 from .metrics import build_registry
@@ -45,6 +47,7 @@ from .monitors.base import Monitor, MonitorContext, MonitorStatus, MonitorUnavai
 from .reconcile import Reconciler
 from .reload import plan_reload
 from .sdnotify import Notifier, watchdog_loop
+from .sinks import build_sinks, chembus_sink, history_sink
 from .sources.index import SourceIndex, SourceIndexes
 from .store import FeedStore
 from .stream import QuestionStream
@@ -58,7 +61,6 @@ BATCH_LIMIT = 4096
 HOUSEKEEPING_COALESCE_S = 1.0
 MONITOR_STOP_TIMEOUT_S = 2.0
 STATUS_INTERVAL_S = 5.0
-HISTORY_CLOSE_TIMEOUT_S = 2.0
 RETENTION_CHECK_S = 3600.0
 
 
@@ -84,17 +86,6 @@ def open_cluster(svc: Service) -> Any:
                        svc._dirty.set)
 
 
-def open_history(config: Config) -> SignalHistory | None:
-    """The ``[history]`` log, or None when no path is set or it cannot be opened (logged)."""
-    if config.history.path is None:
-        return None
-    try:
-        return SignalHistory(config.history.path, config.history.max_bytes)
-    except OSError as err:
-        log.error("history_unavailable", path=str(config.history.path), error=str(err))
-        return None
-
-
 class Service:
     def __init__(self, config: Config,
                  factories: dict[str, MonitorFactory] | None = None,
@@ -104,13 +95,12 @@ class Service:
         self.on_stop = on_stop
         """Called once when a stop is requested (the CLI arms its exit deadline there)."""
         self.notifier = notifier or Notifier.from_env(unset_environment=True)
-        self.history = open_history(config)
         self.factories = factories or {
             name: default_factory(name) for name in config.monitors.names()}
         self.monitor_names: tuple[str, ...] = tuple(self.factories)
         self.bus: SignalBus[Signal] = SignalBus(config.bus.maxsize)
-        self.feed = QuestionFeed(config.feed.path, compact_bytes=config.feed.compact_bytes,
-                                 snapshot_path=config.feed.snapshot_path)
+        self.sinks = build_sinks(config, self.bus)
+        self.feed = QuestionFeed(config.feed.path, compact_bytes=config.feed.compact_bytes)
         self.store = FeedStore(self.feed, retention_s=config.feed.retention_days * 86400)
         self.core = CuriosityCore(config.curiosity.suppress, config.feed.counter_flush_s,
                                   store=self.store)
@@ -118,6 +108,7 @@ class Service:
         self._retention_checked = time.monotonic()
         self.stream = QuestionStream(self.feed)
         self.feed.listeners.append(self.stream.on_written)
+        self.feed.listeners.append(lambda _start, _lines: self.sinks.on_feed_written())
         self.desk = ConsumerDesk(self.core, self.store, on_change=lambda: self._dirty.set())
         self.checkpoints = CheckpointStore(config.service.state_dir)
         self.sources = SourceIndexes(self.checkpoints)
@@ -158,6 +149,7 @@ class Service:
             self.store.close()
             raise
         self.desk.start()
+        await self.sinks.start(self._open_json)
         self._consumer = asyncio.create_task(self._consume(), name="consumer")
         self._housekeeper = asyncio.create_task(self._housekeep(), name="housekeeping")
         if self.cluster is None:  # distributed: the local view is not this host's level
@@ -289,11 +281,10 @@ class Service:
         self.core.due_updates(time.time(), force=True)
         self._write()
         self._commit(self.bus.taken_through)
-        self._refresh_snapshot(time.time())
+        self.sinks.refresh(self._open_json, time.time())
         questions = self.core.counts()[1]
         self.store.close()
-        if self.history is not None:
-            self.history.close(HISTORY_CLOSE_TIMEOUT_S)
+        await self.sinks.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         self.notifier.close()
@@ -321,17 +312,19 @@ class Service:
 
     def _process(self, batch: list[Signal]) -> int:
         """Apply a batch of signals to the core and append the due lines to the feed."""
-        self._record_history(batch)
+        self.sinks.on_signals(batch)
         if self.cluster is not None:  # distributed: to the edge's buffer, then JetStream
             self.cluster.accept(batch)
             return len(batch)
         now = time.time()
         written: list[float] = []
+        questions: list[Any] = []
         for sig in batch:
             try:
                 q = self.core.handle(sig, now)  # a due line goes into the store's buffer
                 if q is not None:
                     written.append(sig.observed_at)
+                    questions.append(q)
             except Exception:
                 self.consumer_errors += 1
                 log.exception("signal_rejected", monitor=sig.monitor, facts=sig.facts)
@@ -356,22 +349,8 @@ class Service:
             # housekeeping (woken above) about once a second: a crash before that only
             # leaves it behind the feed, which the next start reads on from.
             self.store.settle()
+            self.sinks.on_questions(questions)
         return len(batch)
-
-    def _record_history(self, batch: list[Signal]) -> None:
-        if self.history is None:
-            return
-        try:
-            for sig in batch:
-                try:
-                    line = sig.model_dump_json().encode()
-                except ValueError:  # one unserialisable signal never costs its batch
-                    log.exception("history_signal_rejected", monitor=sig.monitor)
-                    continue
-                self.history.append(line)
-            self.history.flush()
-        except OSError:
-            log.exception("history_write_failed", path=str(self.config.history.path))
 
     def _write(self) -> None:
         """Write what the core put into the store, then commit the index; a write that
@@ -396,7 +375,7 @@ class Service:
                 self.core.due_updates(now)
                 self._write()
                 self.feed.sync()
-                self._refresh_snapshot(now)
+                self.sinks.refresh(self._open_json, now)
                 self._retire(now)
                 await self.store.checkpoint()
                 if self.store.needs_compaction and (
@@ -408,10 +387,10 @@ class Service:
                 log.exception("feed_housekeeping_failed", path=str(self.feed.path))
                 self._dirty.set()  # buffered lines are kept: try again after the pause
 
-    def _refresh_snapshot(self, now: float) -> None:
-        if self.feed.snapshot_path is not None and self.feed.snapshot_dirty:
-            items = map(self.core.json, self.core.select(Selection(status="open")))
-            self.feed.write_snapshot_json([j for j in items if j is not None], now)
+    def _open_json(self) -> list[bytes]:
+        """The open questions' JSON, highest priority first (what the file sinks write)."""
+        items = map(self.core.json, self.core.select(Selection(status="open")))
+        return [j for j in items if j is not None]
 
     def _retire(self, now: float) -> None:
         """Resolved questions past the retention leave the views (checked hourly)."""
@@ -498,10 +477,9 @@ class Service:
                 old.service.log_level, old.service.log_format):
             configure_logging(new.service.log_level, json=json_for(new.service.log_format))
         if new.history != old.history:
-            history, self.history = self.history, None
-            if history is not None:
-                await asyncio.to_thread(history.close)
-            self.history = open_history(new)
+            await self.sinks.replace("history", history_sink(new), self._open_json)
+        if new.chembus != old.chembus:
+            await self.sinks.replace("chembus", chembus_sink(new, self.bus), self._open_json)
 
     # -- views ---------------------------------------------------------------------------
     @property
@@ -522,8 +500,9 @@ class Service:
         failed = [n for n, s in self.statuses.items() if s.state == "failed"]
         restarting = [n for n, s in self.statuses.items() if s.state == "restarting"]
         down = not self.consumer_running
+        sinks_failing = self.sinks.failing
         report: dict[str, Any] = {
-            "status": "degraded" if failed or restarting or down else "ok",
+            "status": "degraded" if failed or restarting or down or sinks_failing else "ok",
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "bus": {
                 "depth": self.bus.depth,
@@ -537,8 +516,8 @@ class Service:
             "reconcile": dict(self.reconciler.totals),
             "monitors": {n: s.as_json() for n, s in self.statuses.items()},
         }
-        if self.history is not None:
-            report["history"] = self.history.stats
+        if len(self.sinks):
+            report["sinks"] = self.sinks.health()
         if self.cluster is not None:
             report["cluster"] = self.cluster.health()
         if failed or down:

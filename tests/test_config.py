@@ -422,3 +422,48 @@ def test_cluster_section_absent_or_empty_role_is_embedded_and_bare_table_is_both
     assert creds.cluster.credentials == tmp_path.resolve() / "n.creds"
     with pytest.raises(ConfigError, match=r"cluster\.role"):
         parse_config({"cluster": {"role": "leader"}}, tmp_path)
+
+
+# -- [chembus] and [feed] kloros_path (contract additions) ---------------------------------
+CHEMBUS_TOML = """
+[feed]
+kloros_path = ""
+
+[chembus]
+enabled = false
+xsub = "tcp://127.0.0.1:5558"
+xpub = "tcp://127.0.0.1:5559"
+publish_gaps = true
+publish_questions = true
+ingest_gaps = true
+value_threshold = 1.5
+"""
+
+
+def test_chembus_defaults_are_the_contract_additions(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KLR_UMN_XSUB", raising=False)
+    monkeypatch.delenv("KLR_UMN_XPUB", raising=False)
+    explicit = parse_config(tomllib.loads(CHEMBUS_TOML), tmp_path)
+    assert explicit.model_dump() == parse_config({}, tmp_path).model_dump()
+    assert explicit.feed.kloros_path is None and not explicit.chembus.enabled
+
+
+def test_chembus_endpoints_follow_kloros_env_unless_set(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KLR_UMN_XSUB", "tcp://127.0.0.1:6558")
+    monkeypatch.setenv("KLR_UMN_XPUB", "ipc:///run/umn/xpub")
+    cfg = parse_config({}, tmp_path)
+    assert (cfg.chembus.xsub, cfg.chembus.xpub) == ("tcp://127.0.0.1:6558", "ipc:///run/umn/xpub")
+    cfg = parse_config({"chembus": {"xsub": "tcp://127.0.0.1:7000"}}, tmp_path)
+    assert cfg.chembus.xsub == "tcp://127.0.0.1:7000"
+
+
+@pytest.mark.parametrize(("data", "key"), [
+    ({"chembus": {"xsub": "127.0.0.1:5558"}}, "chembus.xsub"),
+    ({"chembus": {"value_threshold": -1}}, "chembus.value_threshold"),
+    ({"chembus": {"publish": True}}, "chembus.publish"),
+])
+def test_bad_chembus_keys_are_named(tmp_path: Path, data: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        parse_config(data, tmp_path)

@@ -1,11 +1,10 @@
 """The question feed: append-only JSONL that survives torn writes and restarts, compacts
-to one line per id atomically, and writes the KLoROS snapshot."""
+to one line per id atomically (the snapshot itself is a sink: tests/test_sinks.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
-from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -33,8 +32,7 @@ def question(name: str, *, at: float = T0, core: CuriosityCore | None = None,
 
 
 def open_feed(path: Path, **kw: object) -> QuestionFeed:
-    feed = QuestionFeed(path, compact_bytes=int(kw.pop("compact_bytes", 1 << 26)),
-                        snapshot_path=kw.pop("snapshot_path", None))  # type: ignore[arg-type]
+    feed = QuestionFeed(path, compact_bytes=int(kw.pop("compact_bytes", 1 << 26)))
     feed.open()
     return feed
 
@@ -142,29 +140,6 @@ async def test_compaction_keeps_the_latest_line_per_id_atomically(tmp_path: Path
     extra = question("t::new", core=core)
     store.close()
     assert [d["id"] for d in lines(path)] == [q.id for q in latest] + [extra.id]
-
-
-def test_snapshot_has_the_kloros_format(tmp_path: Path) -> None:
-    snap = tmp_path / "out" / "snapshot.json"
-    feed = open_feed(tmp_path / "feed.jsonl", snapshot_path=snap)
-    qs = [question("t::a"), question("t::b")]
-    feed.append(qs[0])
-    assert feed.snapshot_dirty
-    feed.write_snapshot(qs, T0)
-    assert not feed.snapshot_dirty
-    data = orjson.loads(snap.read_bytes())
-    assert set(data) == {"questions", "generated_at", "count"}
-    assert data["count"] == 2
-    assert [CuriosityQuestion.model_validate(d) for d in data["questions"]] == qs
-    assert datetime.fromisoformat(data["generated_at"]).timestamp() == T0
-    feed.close()
-
-
-def test_snapshot_is_skipped_without_a_path(tmp_path: Path) -> None:
-    feed = open_feed(tmp_path / "feed.jsonl")
-    feed.write_snapshot([question("t::a")], T0)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["feed.jsonl"]
-    feed.close()
 
 
 # -- through the running service ----------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from kloros_stream.history import (
+from kloros_stream.sinks.history import (
     Consolidation,
     SignalHistory,
     consolidate,

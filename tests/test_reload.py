@@ -125,7 +125,7 @@ async def test_service_reload_in_process(tmp_path: Path) -> None:
     scripts["metric_quality"].gaps = [gap("suspicious_metrics", "identical_metrics")]
     async with running_service(load_config(conf), scripts) as svc:
         await wait_until(lambda: svc.core.handled == 1, what="first gap")
-        assert svc.history is None
+        assert svc.sinks.get("history") is None
         write(
             conf,
             {
@@ -150,7 +150,7 @@ async def test_service_reload_in_process(tmp_path: Path) -> None:
         assert scripts["chaos"].running == 0
         assert svc.statuses["chaos"].state == "disabled"
         assert svc.core.suppress == ("ignore*",)
-        assert svc.history is not None
+        assert svc.sinks.get("history") is not None
 
         scripts["test"].push(gap("test_failure", "tests/t.py::test_a"))
         scripts["test"].push(gap("tick", "ignored"))
@@ -167,4 +167,4 @@ async def test_service_reload_in_process(tmp_path: Path) -> None:
         assert not await svc.reload()
         assert svc.config.monitors.test.enabled
         assert scripts["test"].runs == 1
-        assert svc.history is not None
+        assert svc.sinks.get("history") is not None

@@ -40,9 +40,9 @@ from typing import Any
 import orjson
 import structlog
 
-from .checkpoint import fsync_dir
-from .durable import cut_torn_tail
-from .sources.lines import LineSplitter
+from ..checkpoint import fsync_dir
+from ..durable import cut_torn_tail
+from ..sources.lines import LineSplitter
 
 log = structlog.get_logger(__name__)
 
