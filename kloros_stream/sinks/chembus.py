@@ -183,6 +183,9 @@ class _Link:
                     sockets.append(pub)
                     pub.setsockopt(zmq.SNDHWM, SEND_HWM)
                     pub.setsockopt(zmq.XPUB_NODROP, 1)  # a full pipe raises Again: counted
+                    # Every subscription, repeats included: after a reconnect the forwarder
+                    # resends them and they tell who listens now.
+                    pub.setsockopt(zmq.XPUB_VERBOSE, 1)
                     self._common(pub)
                     mon = pub.get_monitor_socket()
                     sockets.append(mon)
@@ -230,6 +233,8 @@ class _Link:
                 s.wake.set()
             elif event == zmq.EVENT_DISCONNECTED:
                 setattr(s, attr, "down")
+                if attr == "link_out":  # the forwarder resends what still holds
+                    s.subscriptions.clear()
                 s.count(f"{attr}_disconnects")
                 log.warning("chembus_disconnected", link=attr)
             elif event == zmq.EVENT_MONITOR_STOPPED:
@@ -244,6 +249,7 @@ class _Link:
         s = self.sink
         if frame[:1] == b"\x01":
             s.subscriptions.add(frame[1:])
+            s.link_out = "up"  # a subscription proves the link (its monitor event may lag)
             s.count("subscribe_messages")
             s.wake.set()
         elif frame[:1] == b"\x00":
