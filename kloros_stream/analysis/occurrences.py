@@ -153,3 +153,50 @@ def clip(text: str) -> str:
         return text
     half = MAX_TRACEBACK_CHARS // 2
     return f"{text[:half]}\n[... {len(text) - 2 * half} characters ...]\n{text[-half:]}"
+
+
+def gap_reason(occ: Occurrence, where: str) -> str:
+    """The question's reason: who raised or logged what, at ``where`` (a unit, a file)."""
+    if occ.kind == "traceback":
+        reason = f"{where} raised {primary(occ.records).exc_type}"
+    elif occ.kind == "json_log":
+        reason = f"{where} logged {primary(occ.records).exc_type} in a JSON log line"
+    elif occ.kind == "priority":
+        reason = (
+            f"{where} logged at priority {occ.facts.get('priority')} ({occ.facts.get('level')})"
+        )
+    else:
+        raise KeyError(occ.kind)
+    if occ.facts.get("complete") is False:
+        reason += " (incomplete traceback)"
+    return reason
+
+
+def gap_facts(
+    occ: Occurrence,
+    *,
+    occurrences: int,
+    first_seen: str,
+    last_seen: str,
+    source_context: list[str] | None,
+) -> dict[str, Any]:
+    """The facts of the gap an occurrence publishes: the fingerprint, the clipped text, the
+    raised exception, the sighting counts, then the occurrence's own facts, its chain's
+    titles (if a chain) and ``source_context`` (if given: a fingerprint's first sighting)."""
+    raised = primary(occ.records)
+    own = dict(occ.facts)
+    if len(occ.records) > 1:
+        own["chain"] = [r.title[:MAX_NAME_CHARS] for r in occ.records[:20]]
+    if source_context is not None:
+        own["source_context"] = source_context
+    return {
+        "fingerprint": occ.fingerprint,
+        "traceback": clip(occ.text),
+        "kind": occ.kind,
+        "exception_type": raised.exc_type,
+        "message": raised.first_line,
+        "occurrences": occurrences,
+        "first_seen": first_seen,
+        "last_seen": last_seen,
+        **own,
+    }

@@ -14,28 +14,22 @@ Each occurrence is published as a CAPABILITY_GAP (gap_type ``exception``, gap_na
 (:mod:`~kloros_stream.analysis.fingerprint`) from which the core derives the question id:
 one question per bug, ``occurrences`` counting up.
 
-Sources: journalctl through :class:`~kloros_stream.sources.journal.JournalFollower` and
-``log_files`` through the checkpointing :class:`~kloros_stream.sources.tailer.FileTailer`.
+Sources: journalctl through :class:`~kloros_stream.sources.journal.JournalFollower`
+(entries to occurrences: :mod:`.exception_journal`) and ``log_files`` through the
+checkpointing :class:`~kloros_stream.sources.tailer.FileTailer` (:mod:`.exception_files`).
 If the journal is unavailable the log files are still followed (the reason is in
 ``/health`` details); with no source left the monitor is ``unavailable``.
 
 State (one checkpoint file ``state.json``, saved atomically at most once a second while
-something changed, and on stop):
-
-- ``cursor``: the journal cursor up to which everything is *fully* processed, i.e. just
-  before the first entry of the oldest traceback still being assembled, so a restart
-  resumes there (``--after-cursor``) and neither loses a half-read traceback nor skips an
-  entry;
-- ``published``: occurrence keys (the cursor of an occurrence's first entry) published
-  after that cursor: the entries a restart re-reads, so an occurrence already published is
-  not published twice;
-- ``files``: per log file, the keys (end offset and text hash) of recent occurrences, the
-  same guard for the tailer's at-least-once replay after kill -9;
-- ``fingerprints``: the bounded LRU (``dedup_size``) of fingerprints with their count and
-  first/last sighting. It survives restarts and feeds the facts ``occurrences``,
-  ``first_seen`` and ``last_seen``; only the first sighting of a fingerprint since it
-  entered the LRU is logged at warning level (repeats at debug), so a crash loop does not
-  flood the log. Eviction only resets those facts: the core still groups by fingerprint.
+something changed, and on stop; see :mod:`.exception_state`): the journal ``cursor`` up to
+which everything is *fully* processed (just before the first entry of the oldest traceback
+still being assembled, so a restart resumes there with ``--after-cursor`` and neither loses
+a half-read traceback nor skips an entry), the occurrence keys ``published`` after it and
+per log file (so a replay publishes nothing twice), and the bounded LRU of
+``fingerprints`` (``dedup_size``) behind the facts ``occurrences``, ``first_seen`` and
+``last_seen`` (eviction only resets those facts: the core still groups by fingerprint).
+Only the first sighting of a fingerprint since it entered the LRU is logged at warning
+level (repeats at debug), so a crash loop does not flood the log.
 
 One-shot (``scan``): ``journalctl --lines=10000`` without ``--follow`` (the scan's
 read-only checkpoint store has no cursor) and each log file from its start, then every
@@ -47,24 +41,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..analysis.occurrences import (
     MAX_NAME_CHARS,
-    PRIORITY_NAMES,
     Occurrence,
-    as_int,
-    clip,
     file_key,
+    gap_facts,
+    gap_reason,
     json_occurrence,
-    primary,
-    priority_occurrence,
     traceback_occurrence,
 )
 from ..analysis.source_context import frame_context, read_source_lines
-from ..analysis.tracebacks import Assembled, TracebackAssembler, assemble_text
+from ..analysis.tracebacks import Assembled, TracebackAssembler
 from ..config import ExceptionMonitorConfig
 from ..core.identity import iso
 from ..sources.journal import (
@@ -74,11 +64,19 @@ from ..sources.journal import (
     entry_field,
     entry_filter,
     entry_key,
-    entry_realtime,
     entry_text,
 )
-from ..sources.tailer import FileTailer, TailBatch
+from ..sources.tailer import TailBatch
 from .base import Monitor, MonitorContext, MonitorUnavailable
+from .exception_files import FileMeta, batch_lines, follow_log_file
+from .exception_journal import (
+    JournalMeta,
+    add_journal_facts,
+    line_occurrence,
+    safe_cursor,
+    stream_key,
+    whole_message_occurrences,
+)
 from .exception_state import FingerprintMemory, ReplayState
 
 __all__ = ["ExceptionMonitor", "FingerprintMemory"]
@@ -90,26 +88,7 @@ CHAIN_GRACE_S = 0.02
 exception's next part comes in the same write burst). A stream whose lines arrive with
 jitter (the journal interleaving processes) waits longer: a few of its own gaps, see
 :data:`~kloros_stream.analysis.tracebacks.JITTER_FACTOR`."""
-LIVE_WINDOW_S = 10.0
-"""An entry read within this of its journal timestamp is live: its timestamp is the
-latency origin (``observed_at``); older entries (replays) use the time they were read."""
 GAP_CATEGORY = "error_handling"
-
-
-@dataclass(slots=True)
-class _JournalMeta:
-    entry: dict[str, Any]
-    prev_cursor: str | None
-    """The cursor of the entry before this one: where a restart must resume to re-read it."""
-    seq: int
-    wall: float
-
-
-@dataclass(slots=True)
-class _FileMeta:
-    path: str
-    offset: int
-    wall: float
 
 
 class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
@@ -228,62 +207,19 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         message = entry.get("MESSAGE")
         if type(message) is not str:
             message = entry_text(entry, "MESSAGE")
-        if "\n" in message:
-            self._on_whole_message(entry, unit, message, wall)
+        if "\n" in message:  # native protocol, syslog, JournalHandler: parsed whole
+            for occ in whole_message_occurrences(entry, unit, message, wall):
+                self._publish_journal(occ, entry, unit, entry, wall)
             return
         priority = entry_field(entry, "PRIORITY")
         asm = self.assembler
         if asm.may_take(message):
-            # One print of a traceback shares its stream and priority; a line logged at
-            # another priority in between is a record of its own, not part of it.
-            key = (
-                "j",
-                unit,
-                entry_field(entry, "_PID"),
-                entry_field(entry, "SYSLOG_IDENTIFIER"),
-                entry_field(entry, "_STREAM_ID"),
-                priority,
-            )
-            if asm.feed(key, message, now, _JournalMeta(entry, prev, self._seq, wall)):
+            meta = JournalMeta(entry, prev, self._seq, wall)
+            if asm.feed(stream_key(entry, unit, priority), message, now, meta):
                 return
-        if message.startswith("{") and '"exception"' in message:
-            occ = json_occurrence(message, entry_key(entry), wall)
-            if occ is not None:
-                self._publish_journal(occ, entry, unit, entry, wall)
-                return
-        if priority in PRIORITY_NAMES:
-            self._publish_journal(
-                self._priority(entry, unit, message, priority, wall), entry, unit, entry, wall
-            )
-
-    def _on_whole_message(
-        self, entry: dict[str, Any], unit: str, message: str, wall: float
-    ) -> None:
-        """A multi-line MESSAGE (native protocol, syslog, JournalHandler): parsed whole."""
-        base = entry_key(entry)
-        tracebacks = assemble_text(message)
-        for i, tb in enumerate(tracebacks):
-            key = base if len(tracebacks) == 1 else f"{base}#{i}"
-            self._publish_journal(traceback_occurrence(tb, key, wall), entry, unit, entry, wall)
-        if tracebacks:
-            return
-        if message.startswith("{") and '"exception"' in message:
-            occ = json_occurrence(message, base, wall)
-            if occ is not None:
-                self._publish_journal(occ, entry, unit, entry, wall)
-                return
-        priority = entry_field(entry, "PRIORITY")
-        if priority in PRIORITY_NAMES:
-            self._publish_journal(
-                self._priority(entry, unit, message, priority, wall), entry, unit, entry, wall
-            )
-
-    @staticmethod
-    def _priority(
-        entry: dict[str, Any], unit: str, message: str, priority: str, wall: float
-    ) -> Occurrence:
-        source = entry_field(entry, "SYSLOG_IDENTIFIER") or unit or entry_field(entry, "_COMM")
-        return priority_occurrence(source, message, priority, entry_key(entry), wall)
+        occ = line_occurrence(entry, unit, message, priority, wall)
+        if occ is not None:
+            self._publish_journal(occ, entry, unit, entry, wall)
 
     def _publish_journal(
         self, occ: Occurrence, first: dict[str, Any], unit: str, last: dict[str, Any], wall: float
@@ -291,41 +227,15 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         if not self.replay.journal_first(occ.key):
             self.ctx.status.count("replays_suppressed")
             return
-        ts = entry_realtime(last)
-        if ts is not None and 0.0 <= wall - ts <= LIVE_WINDOW_S:
-            occ.observed_at = ts
-        occ.facts.update(
-            source="journal",
-            unit=unit,
-            pid=as_int(entry_field(first, "_PID")),
-            identifier=entry_field(first, "SYSLOG_IDENTIFIER"),
-            cursor=occ.key,
-        )
-        first_ts = entry_realtime(first)
-        if first_ts is not None:
-            occ.facts["timestamp"] = iso(first_ts)
+        add_journal_facts(occ, first, unit, last, wall)
         self._publish(occ, where=unit or occ.facts["identifier"] or "journal")
 
     # -- log files -------------------------------------------------------------------------
     def _file_source(self, path: Path) -> Callable[[], Awaitable[None]]:
         async def follow() -> None:
-            tailer = FileTailer(
-                path,
-                self.ctx.checkpoints,
-                name=f"file-{path}",
-                max_line_bytes=self.max_line_bytes,
-                parse_json=False,
+            await follow_log_file(
+                path, self.ctx, self._on_file_batch, max_line_bytes=self.max_line_bytes
             )
-            files = self.ctx.status.details.setdefault("log_files", {})
-            files[str(path)] = "following" if not self.ctx.one_shot else "scan"
-            seen = dict.fromkeys(tailer.stats, 0)
-            async with contextlib.aclosing(tailer.batches(follow=not self.ctx.one_shot)) as it:
-                async for batch in it:
-                    self._on_file_batch(batch)
-                    for name, value in tailer.stats.items():
-                        if value != seen[name]:
-                            self.ctx.status.count(f"file_{name}", value - seen[name])
-                            seen[name] = value
 
         return follow
 
@@ -334,10 +244,8 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         now = self._loop.time()
         path = str(batch.path)
         key = ("f", path)
-        ends = _record_ends(batch.records, batch.offset)
-        for raw, end in zip(batch.records, ends, strict=True):
-            line = raw.decode("utf-8", "replace").rstrip("\r")
-            if self.assembler.feed(key, line, now, _FileMeta(path, end, batch.observed_at)):
+        for line, end in batch_lines(batch):
+            if self.assembler.feed(key, line, now, FileMeta(path, end, batch.observed_at)):
                 continue
             if line.startswith("{") and '"exception"' in line:
                 occ = json_occurrence(line, file_key(end, line), batch.observed_at)
@@ -369,11 +277,11 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
 
     def _on_assembled(self, item: Assembled) -> None:
         first, last = item.first_meta, item.last_meta
-        if isinstance(first, _JournalMeta) and isinstance(last, _JournalMeta):
+        if isinstance(first, JournalMeta) and isinstance(last, JournalMeta):
             occ = traceback_occurrence(item.traceback, entry_key(first.entry), last.wall)
             unit = item.key[1] if isinstance(item.key, tuple) else ""
             self._publish_journal(occ, first.entry, str(unit), last.entry, last.wall)
-        elif isinstance(first, _FileMeta) and isinstance(last, _FileMeta):
+        elif isinstance(first, FileMeta) and isinstance(last, FileMeta):
             occ = traceback_occurrence(
                 item.traceback,
                 file_key(last.offset, item.traceback.text),
@@ -385,19 +293,8 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
     def _publish(self, occ: Occurrence, *, where: str) -> None:
         count, first_seen, new = self.memory.record(occ.fingerprint, occ.observed_at)
         self._dirty = True
-        raised = primary(occ.records)
-        reason = {
-            "traceback": f"{where} raised {raised.exc_type}",
-            "json_log": f"{where} logged {raised.exc_type} in a JSON log line",
-            "priority": f"{where} logged at priority {occ.facts.get('priority')} "
-            f"({occ.facts.get('level')})",
-        }[occ.kind]
-        if occ.facts.get("complete") is False:
-            reason += " (incomplete traceback)"
-        if len(occ.records) > 1:
-            occ.facts["chain"] = [r.title[:MAX_NAME_CHARS] for r in occ.records[:20]]
-        if new:  # the question's evidence is its first sighting's: read the code once
-            occ.facts["source_context"] = frame_context(occ.records, read_source_lines)
+        # the question's evidence is its first sighting's: read the code once
+        context = frame_context(occ.records, read_source_lines) if new else None
         self.ctx.status.count(f"{occ.kind}_occurrences")
         (self.log.warning if new else self.log.debug)(
             "exception_seen",
@@ -411,18 +308,16 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
             gap_type="exception",
             gap_name=occ.title[:MAX_NAME_CHARS],
             gap_category=GAP_CATEGORY,
-            gap_reason=reason,
+            gap_reason=gap_reason(occ, where),
             ecosystem=self.ecosystem,
             observed_at=occ.observed_at,
-            fingerprint=occ.fingerprint,
-            traceback=clip(occ.text),
-            kind=occ.kind,
-            exception_type=raised.exc_type,
-            message=raised.first_line,
-            occurrences=count,
-            first_seen=iso(first_seen),
-            last_seen=iso(occ.observed_at),
-            **occ.facts,
+            **gap_facts(
+                occ,
+                occurrences=count,
+                first_seen=iso(first_seen),
+                last_seen=iso(occ.observed_at),
+                source_context=context,
+            ),
         )
 
     # -- timers and state ------------------------------------------------------------------
@@ -456,19 +351,11 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
             self.log.exception("exception_monitor_timer_failed")
         self._schedule()
 
-    def _safe_cursor(self) -> str | None:
-        """Just before the oldest journal traceback still being assembled, else the last
-        entry processed."""
-        oldest: _JournalMeta | None = None
-        for _, meta in self.assembler.pending_first_metas():
-            if isinstance(meta, _JournalMeta) and (oldest is None or meta.seq < oldest.seq):
-                oldest = meta
-        return oldest.prev_cursor if oldest is not None else self.replay.cursor
-
     def _save(self) -> None:
         if self.ctx.one_shot:
             return
-        cursor = self._safe_cursor()
+        pending = (meta for _, meta in self.assembler.pending_first_metas())
+        cursor = safe_cursor(pending, self.replay.cursor)
         data = self.replay.dump(cursor, self.memory)
         try:
             self.ctx.checkpoints.save(CHECKPOINT, data)
@@ -506,11 +393,3 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
                 self.ctx.status.count(name, delta)
                 self._synced[name] = value
 
-
-def _record_ends(records: list[bytes], end: int) -> list[int]:
-    """File offset just past each record (newline included), from the batch's end."""
-    ends = [0] * len(records)
-    for i in range(len(records) - 1, -1, -1):
-        ends[i] = end
-        end -= len(records[i]) + 1
-    return ends

@@ -1,0 +1,128 @@
+"""The exception monitor's journal side: what an entry is as an occurrence, and where a
+restart must resume.
+
+- :func:`stream_key`: the stream a traceback line belongs to (unit, PID, identifier,
+  stream id, priority), so interleaved processes are reassembled apart;
+- :func:`whole_message_occurrences`: a multi-line ``MESSAGE`` parsed whole;
+- :func:`entry_priority_occurrence`: an entry logged at an error priority;
+- :func:`add_journal_facts`: the journal facts of an occurrence and its latency origin;
+- :func:`safe_cursor`: just before the oldest traceback still being assembled.
+
+Field access is :mod:`kloros_stream.sources.journal`'s; building occurrences is
+:mod:`kloros_stream.analysis.occurrences`'s (pure); this module only joins them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..analysis.occurrences import (
+    PRIORITY_NAMES,
+    Occurrence,
+    as_int,
+    json_occurrence,
+    priority_occurrence,
+    traceback_occurrence,
+)
+from ..analysis.tracebacks import assemble_text
+from ..core.identity import iso
+from ..sources.journal import entry_field, entry_key, entry_realtime
+
+LIVE_WINDOW_S = 10.0
+"""An entry read within this of its journal timestamp is live: its timestamp is the
+latency origin (``observed_at``); older entries (replays) use the time they were read."""
+
+
+@dataclass(slots=True)
+class JournalMeta:
+    """What the assembler keeps of a journal line of a traceback."""
+
+    entry: dict[str, Any]
+    prev_cursor: str | None
+    """The cursor of the entry before this one: where a restart must resume to re-read it."""
+    seq: int
+    wall: float
+
+
+def stream_key(entry: dict[str, Any], unit: str, priority: str) -> tuple[str, ...]:
+    """The assembler key of a journal line. One print of a traceback shares its stream and
+    priority; a line logged at another priority in between is a record of its own."""
+    return (
+        "j",
+        unit,
+        entry_field(entry, "_PID"),
+        entry_field(entry, "SYSLOG_IDENTIFIER"),
+        entry_field(entry, "_STREAM_ID"),
+        priority,
+    )
+
+
+def entry_priority_occurrence(
+    entry: dict[str, Any], unit: str, message: str, priority: str, wall: float
+) -> Occurrence:
+    """The entry as logged at ``priority`` (one of :data:`PRIORITY_NAMES`) by its
+    identifier, else its unit, else its command."""
+    source = entry_field(entry, "SYSLOG_IDENTIFIER") or unit or entry_field(entry, "_COMM")
+    return priority_occurrence(source, message, priority, entry_key(entry), wall)
+
+
+def line_occurrence(
+    entry: dict[str, Any], unit: str, message: str, priority: str, wall: float
+) -> Occurrence | None:
+    """A one-line entry that no traceback took: a JSON log line with an ``exception``
+    field, else an entry at an error priority, else None."""
+    if message.startswith("{") and '"exception"' in message:
+        occ = json_occurrence(message, entry_key(entry), wall)
+        if occ is not None:
+            return occ
+    if priority in PRIORITY_NAMES:
+        return entry_priority_occurrence(entry, unit, message, priority, wall)
+    return None
+
+
+def whole_message_occurrences(
+    entry: dict[str, Any], unit: str, message: str, wall: float
+) -> list[Occurrence]:
+    """A multi-line ``MESSAGE`` (native protocol, syslog, JournalHandler) parsed whole: its
+    tracebacks, else a JSON log line with an ``exception`` field, else an error priority."""
+    base = entry_key(entry)
+    tracebacks = assemble_text(message)
+    if tracebacks:
+        return [
+            traceback_occurrence(tb, base if len(tracebacks) == 1 else f"{base}#{i}", wall)
+            for i, tb in enumerate(tracebacks)
+        ]
+    occ = line_occurrence(entry, unit, message, entry_field(entry, "PRIORITY"), wall)
+    return [] if occ is None else [occ]
+
+
+def add_journal_facts(
+    occ: Occurrence, first: dict[str, Any], unit: str, last: dict[str, Any], wall: float
+) -> None:
+    """The journal facts (unit, PID, identifier, cursor, first entry's timestamp); a live
+    occurrence's ``observed_at`` becomes its last entry's journal timestamp."""
+    ts = entry_realtime(last)
+    if ts is not None and 0.0 <= wall - ts <= LIVE_WINDOW_S:
+        occ.observed_at = ts
+    occ.facts.update(
+        source="journal",
+        unit=unit,
+        pid=as_int(entry_field(first, "_PID")),
+        identifier=entry_field(first, "SYSLOG_IDENTIFIER"),
+        cursor=occ.key,
+    )
+    first_ts = entry_realtime(first)
+    if first_ts is not None:
+        occ.facts["timestamp"] = iso(first_ts)
+
+
+def safe_cursor(pending_first_metas: Iterable[Any], cursor: str | None) -> str | None:
+    """Just before the oldest journal traceback still being assembled, else ``cursor``
+    (the last entry processed)."""
+    oldest: JournalMeta | None = None
+    for meta in pending_first_metas:
+        if isinstance(meta, JournalMeta) and (oldest is None or meta.seq < oldest.seq):
+            oldest = meta
+    return oldest.prev_cursor if oldest is not None else cursor
