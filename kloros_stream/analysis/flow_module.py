@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import flow_values as fv
+from .flow_walk import ASSIGN, CALL, CLASS, DEF, Walked, walk
 
 COLLECTION_CALLS = frozenset(
     {
@@ -93,10 +94,15 @@ def scan_module(
     emit_calls: frozenset[str],
     sub_calls: frozenset[str],
     suffixes: tuple[str, ...] = (),
+    walked: Walked | None = None,
 ) -> ModuleInfo:
-    """One depth-first pass (the enclosing class and function of each node known)."""
+    """The module's facts, in the order of a depth-first walk taking the last child first
+    (the enclosing class and function of each node known): from ``walked`` (the
+    :func:`~.flow_walk.walk` of ``tree``), walked here if not given."""
     from .flow_calls import find_wrapper  # flow_calls needs ModuleInfo: imported here
 
+    if walked is None:
+        walked = walk(tree)
     info = ModuleInfo(emit_calls=emit_calls, subscribe_calls=sub_calls, suffixes=suffixes)
     lookup = info.lookup_constant
     for stmt in tree.body:
@@ -105,50 +111,33 @@ def scan_module(
         elif not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
             _constant(stmt, info.constants, lookup)
     calls: dict[str, list[ast.Call]] = {}
-    stack: list[tuple[ast.AST, str | None, str | None, bool]] = [(tree, None, None, False)]
-    # (node, enclosing class qualname, enclosing function qualname, node is in a class body)
-    while stack:
-        node, cls, fn, in_class = stack.pop()
-        kind = type(node)
-        if kind is ast.Call:
-            calls.setdefault(fn or "", []).append(node)  # type: ignore[arg-type]
-            if cls is not None and _dynamic_read(node):  # type: ignore[arg-type]
-                info.dynamic.add(cls)
-        elif kind is ast.Attribute and cls is not None:
-            if node.attr in ("__dict__", "__slots__"):  # type: ignore[attr-defined]
-                info.dynamic.add(cls)
-        elif kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
-            name = node.name  # type: ignore[attr-defined]
-            fn = f"{cls}.{name}" if in_class and cls else name
-            if fn not in info.functions:
-                info.functions[fn] = node  # type: ignore[assignment]
-            for child in _children(node):
-                stack.append((child, cls, fn, False))
-            continue
-        elif kind is ast.ClassDef:
-            name = node.name  # type: ignore[attr-defined]
-            if node in tree.body:
-                qual: str | None = name
-            elif in_class and cls:  # a class nested in a class: Outer.Inner
-                qual = f"{cls}.{name}"
-                info.classes[qual] = _scan_class(node, lookup)  # type: ignore[arg-type]
-            else:
-                qual = None  # a class inside a function: not resolved
-            for child in _children(node):
-                stack.append((child, qual, fn, qual is not None))
-            continue
-        elif kind is ast.Import:
-            for alias in node.names:  # type: ignore[attr-defined]
+    classes, functions, imports, dynamic = info.classes, info.functions, info.imports, info.dynamic
+    dynamic.update(walked.dynamic)
+    for fact in reversed(walked.post):
+        kind, node = fact[0], fact[1]
+        if kind == CALL:
+            bucket = calls.get(fact[2] or "")
+            if bucket is None:
+                bucket = calls[fact[2] or ""] = []
+            bucket.append(node)
+            if fact[3] is not None and _dynamic_read(node):
+                dynamic.add(fact[3])
+        elif kind == ASSIGN:
+            if fact[2] in classes:
+                _self_assign(node, classes[fact[2]])
+        elif kind == DEF:
+            if fact[2] not in functions:
+                functions[fact[2]] = node
+        elif kind == CLASS:
+            classes[fact[2]] = _scan_class(node, lookup)
+        elif type(node) is ast.Import:
+            for alias in node.names:
                 local = alias.asname or alias.name.split(".")[0]
-                info.imports[local] = alias.name if alias.asname else local
-        elif kind is ast.ImportFrom:
-            base = "." * node.level + (node.module or "")  # type: ignore[attr-defined]
-            for alias in node.names:  # type: ignore[attr-defined]
-                info.imports[alias.asname or alias.name] = f"{base}.{alias.name}"
-        elif (kind is ast.Assign or kind is ast.AnnAssign) and cls in info.classes:
-            _self_assign(node, info.classes[cls])  # type: ignore[arg-type]
-        for child in _children(node):
-            stack.append((child, cls, fn, False))
+                imports[local] = alias.name if alias.asname else local
+        else:
+            base = "." * node.level + (node.module or "")
+            for alias in node.names:
+                imports[alias.asname or alias.name] = f"{base}.{alias.name}"
     for _ in range(3):  # wrappers of wrappers
         changed = False
         for qual, found_calls in calls.items():
@@ -173,26 +162,6 @@ def scan_module(
             ):
                 info.called.add(f"{cls}.{func.attr}")
     return info
-
-
-_FIELDS: dict[type, tuple[str, ...]] = {}
-_SKIP = frozenset({"ctx", "op", "type_comment", "type_ignores"})
-
-
-def _children(node: ast.AST) -> list[ast.AST]:
-    """The child nodes (a cached field list per node type: faster than iter_child_nodes)."""
-    kind = type(node)
-    fields = _FIELDS.get(kind)
-    if fields is None:
-        fields = _FIELDS[kind] = tuple(f for f in kind._fields if f not in _SKIP)
-    out: list[ast.AST] = []
-    for name in fields:
-        value = getattr(node, name, None)
-        if type(value) is list:
-            out.extend(v for v in value if isinstance(v, ast.AST))
-        elif isinstance(value, ast.AST):
-            out.append(value)
-    return out
 
 
 def _self_assign(node: ast.Assign | ast.AnnAssign, info: ClassInfo) -> None:

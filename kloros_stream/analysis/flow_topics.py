@@ -51,9 +51,6 @@ class TopicRules:
     def _site(self, node: ast.AST) -> Any:  # provided by the analyzer
         raise NotImplementedError
 
-    def children(self, node: ast.AST) -> None:  # provided by the analyzer
-        raise NotImplementedError
-
     def _top_class(self) -> str | None:
         """The enclosing class (``Outer.Inner`` for a nested one), if the module scan knows
         it (classes inside functions are not resolved)."""
@@ -199,21 +196,18 @@ class TopicRules:
 
     def visit_For(self, node: ast.For | ast.AsyncFor | ast.comprehension) -> None:
         self._bind(node.target, fv.iter_values(node.iter, self.lookup))
-        self.children(node)
 
     def visit_Comp(
         self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp
     ) -> None:
         for gen in node.generators:  # bind the loop variables before the element is read
             self._bind(gen.target, fv.iter_values(gen.iter, self.lookup))
-        self.children(node)
 
     def visit_Compare(self, node: ast.Compare) -> None:
         sides = [node.left, *node.comparators]
         if not self.is_test and any(self._is_signal_read(e) for e in sides):
             for expr in sides:
                 self._consume_topics(fv.strings(fv.values(expr, self.lookup), flatten=True), node)
-        self.children(node)
 
 
 def is_test_module(module: str) -> bool:

@@ -52,6 +52,7 @@ from .flow_shapes import is_derived as _is_derived
 from .flow_shapes import is_runtime_collection as _is_runtime_collection
 from .flow_shapes import is_staticmethod as _is_staticmethod
 from .flow_topics import TopicRules, is_test_module
+from .flow_walk import ENTER, LEAVE, walk
 from .pysource import parse_module
 
 PRODUCE_METHODS = frozenset(
@@ -90,31 +91,14 @@ class _Frame:
     """Parameters of the function (a topic taken from one comes from the callers)."""
 
 
-_POP = object()
-"""Stack marker: leave the innermost scope."""
-
-
 _Resolved = tuple[str, str, bool]
 """(channel, attribute, exact): exact channels are class-qualified, loose ones are not."""
 
 
-_SKIP_FIELDS = frozenset({"ctx", "op", "annotation", "returns", "type_comment", "type_ignores"})
-"""Never data reads: expression contexts, operators, type annotations."""
-_CHILD_FIELDS: dict[type, tuple[str, ...]] = {}
-
-
-def _child_fields(cls: type) -> tuple[str, ...]:
-    fields = _CHILD_FIELDS.get(cls)
-    if fields is None:
-        fields = tuple(f for f in getattr(cls, "_fields", ()) if f not in _SKIP_FIELDS)
-        _CHILD_FIELDS[cls] = fields
-    return fields
-
-
 class _Analyzer(TopicRules):
-    """A lean, iterative AST walk: type-keyed dispatch and an explicit stack, so it costs
-    a fraction of the parse and no nesting depth the parser accepts can exhaust the
-    interpreter's recursion limit. Nodes are handled parent first, in source order."""
+    """Handles the nodes of one :func:`~.flow_walk.walk` (type-keyed dispatch, no
+    recursion: no nesting depth the parser accepts can exhaust the interpreter's
+    recursion limit). Nodes are handled parent first, in source order."""
 
     def __init__(self, module: str, config: FlowConfig) -> None:
         self.module = module
@@ -131,7 +115,8 @@ class _Analyzer(TopicRules):
         self.attrs_consumed: set[str] = set()
         self.loose: set[str] = set()
         self.inherited: set[str] = set()
-        self.stack: list[Any] = []
+        self.pending: list[_Frame] = []
+        """Frames of definitions handled whose scope is not entered yet."""
         self.info = ModuleInfo()
         self.is_test = is_test_module(module)
         """Comparisons in tests check what was published; they consume nothing."""
@@ -142,11 +127,13 @@ class _Analyzer(TopicRules):
         self.consumed_sites: dict[str, Site] = {}
 
     def run(self, tree: ast.Module) -> None:
+        walked = walk(tree)
         self.info = scan_module(
             tree,
             self.config.emit_calls,
             self.config.subscribe_calls,
             self.config.subscriber_suffixes,
+            walked,
         )
         self.constants = {
             k: v for k, v in self.info.constants.items() if isinstance(v, str) and k.isupper()
@@ -158,21 +145,9 @@ class _Analyzer(TopicRules):
         classes = [s for s in tree.body if isinstance(s, ast.ClassDef)]
         self.module_classes = {c.name for c in classes}
         self.derived = {c.name for c in classes if _is_derived(c)}
-        stack = self.stack = [tree]
-        while stack:
-            item = stack.pop()
-            if item is _POP:
-                self.frames.pop()
-            elif type(item) is _Frame:
-                self.frames.append(item)
-                if item.derived:
-                    self.derived.add(self._qualname())
-            else:
-                handler = _HANDLERS.get(type(item))
-                if handler is None:
-                    self.children(item)
-                else:
-                    handler(self, item)
+        handlers = _HANDLERS
+        for item in walked.out:
+            handlers[type(item)](self, item)
 
     def result(self) -> FileFlows:
         for channel in self.attrs_produced:  # read dynamically: vars(self), fields(self)...
@@ -219,33 +194,19 @@ class _Analyzer(TopicRules):
     def _site(self, node: ast.AST) -> Site:
         return (self._qualname(), getattr(node, "lineno", 0))
 
-    def children(self, node: ast.AST) -> None:
-        """Queue ``node``'s children (so that they are handled in source order)."""
-        push = self.stack.append
-        for name in reversed(_child_fields(type(node))):
-            value = getattr(node, name, None)
-            if type(value) is list:
-                for item in reversed(value):
-                    if isinstance(item, ast.AST):
-                        push(item)
-            elif isinstance(value, ast.AST):
-                push(value)
+    def enter(self, _marker: Any) -> None:
+        """Enter the scope of the definition handled last."""
+        frame = self.pending.pop()
+        self.frames.append(frame)
+        if frame.derived:
+            self.derived.add(self._qualname())
 
-    def _enter(self, frame: _Frame, body: list[Any], *outer: Any) -> None:
-        """Queue ``outer`` nodes (in the current scope), then ``body`` inside ``frame``."""
-        stack = self.stack
-        stack.append(_POP)
-        stack.extend(reversed(body))
-        stack.append(frame)
-        stack.extend(reversed(outer))
-
-    def visit_leaf(self, node: ast.AST) -> None:
-        """Names and constants hold no attribute reads."""
+    def leave(self, _marker: Any) -> None:
+        self.frames.pop()
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         frame = _Frame(node.name, True, dict(self.frames[-1].bindings), _is_derived(node))
-        keywords = [k.value for k in node.keywords]
-        self._enter(frame, node.body, *node.decorator_list, *node.bases, *keywords)
+        self.pending.append(frame)  # entered after its decorators, bases and keywords
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         outer = self.frames[-1]
@@ -257,14 +218,13 @@ class _Analyzer(TopicRules):
         bindings = {k: v for k, v in outer.bindings.items() if k not in all_params}
         if outer.is_class and params and not _is_staticmethod(node):
             bindings[params[0]] = self._qualname()
-        frame = _Frame(node.name, False, bindings, params=frozenset(all_params))
-        self._enter(frame, node.body, *node.decorator_list, node.args)
+        self.pending.append(_Frame(node.name, False, bindings, params=frozenset(all_params)))
 
     def visit_Lambda(self, node: ast.Lambda) -> None:
         outer = self.frames[-1]
         names = {a.arg for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)}
         bindings = {k: v for k, v in outer.bindings.items() if k not in names}
-        self._enter(_Frame("<lambda>", False, bindings), [node.body], node.args)
+        self.pending.append(_Frame("<lambda>", False, bindings))
 
     # -- resolution ----------------------------------------------------------------------
     def _resolve(self, node: ast.Attribute) -> _Resolved:
@@ -321,7 +281,6 @@ class _Analyzer(TopicRules):
             if isinstance(attr, ast.Constant) and isinstance(attr.value, str):
                 fake = ast.Attribute(value=node.args[0], attr=attr.value, ctx=ast.Load())
                 self._consume_attr(fake)
-        self.children(node)
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
         if isinstance(node.ctx, ast.Store):
@@ -331,7 +290,6 @@ class _Analyzer(TopicRules):
             if isinstance(base, ast.Attribute):
                 self._produce_attr(base, node)
                 self.handled.add(id(base))
-        self.children(node)
 
     def visit_Assign(self, node: ast.Assign) -> None:
         frame = self.frames[-1]
@@ -348,7 +306,6 @@ class _Analyzer(TopicRules):
             for target in node.targets:
                 if isinstance(target, ast.Attribute):
                     self._produce_attr(target, node)
-        self.children(node)
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
         if (
@@ -357,7 +314,6 @@ class _Analyzer(TopicRules):
             and _is_runtime_collection(node.value)
         ):
             self._produce_attr(node.target, node)
-        self.children(node)
 
     def visit_AugAssign(self, node: ast.AugAssign) -> None:
         if (
@@ -366,7 +322,6 @@ class _Analyzer(TopicRules):
             and _is_collection(node.value)
         ):
             self._produce_attr(node.target, node)
-        self.children(node)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         if id(node) not in self.handled and isinstance(node.ctx, ast.Load):
@@ -376,7 +331,6 @@ class _Analyzer(TopicRules):
                 self._produce_attr(target, node)
                 self.handled.add(id(target))
             self._consume_attr(node)
-        self.children(node)
 
 
 _HANDLERS: dict[type, Callable[[_Analyzer, Any], None]] = {
@@ -397,9 +351,10 @@ _HANDLERS: dict[type, Callable[[_Analyzer, Any], None]] = {
     ast.GeneratorExp: _Analyzer.visit_Comp,
     ast.DictComp: _Analyzer.visit_Comp,
     ast.Compare: _Analyzer.visit_Compare,
-    ast.Name: _Analyzer.visit_leaf,
-    ast.Constant: _Analyzer.visit_leaf,
+    type(ENTER): _Analyzer.enter,
+    type(LEAVE): _Analyzer.leave,
 }
+"""What the analyzer does with each item of :attr:`~.flow_walk.Walked.out`."""
 
 
 __all__ = ["MAX_SITES", "FileFlows", "FlowConfig", "Site", "analyze_source", "attribute_of"]
