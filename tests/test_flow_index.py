@@ -230,3 +230,49 @@ def test_a_loose_read_in_a_module_of_the_same_package_reaches() -> None:
     delta = index.update("pkg/b.py", fl("pkg.b", "def drain(w):\n    return w.pending.pop()\n"))
     assert attr("pkg.a.Worker.pending") in delta.resolved
     assert not index.update("other/c.py", fl("other.c", "def f(w):\n    return w.pending\n"))
+
+
+def _real_flows() -> list[tuple[str, FileFlows]]:
+    """The flows of this repository's own package and tests: real, varied code."""
+    from pathlib import Path
+
+    from kloros_stream.analysis.pysource import SourceError
+
+    repo = Path(__file__).resolve().parent.parent
+    out = []
+    for path in sorted([*repo.glob("kloros_stream/**/*.py"), *repo.glob("tests/**/*.py")]):
+        module = ".".join(path.relative_to(repo).with_suffix("").parts)
+        try:
+            out.append((str(path), analyze_source(path.read_text(), module)))
+        except SourceError:
+            continue
+    return out
+
+
+def _state(index: FlowIndex) -> tuple[frozenset[Channel], dict[Channel, list[object]]]:
+    return index.orphans(), {c: index.producers(c) for c in sorted(index.orphans())}
+
+
+def test_a_bulk_load_ends_in_the_state_of_file_by_file_updates() -> None:
+    files = _real_flows()
+    assert len(files) > 100
+    one_by_one = FlowIndex()
+    for path, flows in files:
+        one_by_one.update(path, flows)
+    for path, _flows in files[::7]:
+        one_by_one.remove(path)
+    one_by_one.update("x.py", fl("x", PRODUCER))
+
+    bulk = FlowIndex()
+    bulk.update("x.py", fl("x", PRODUCER))  # state before the bulk load
+    bulk.update("gone.py", fl("gone", PRODUCER.replace("JOB_DONE", "GONE")))
+    bulk.begin_bulk()
+    for path, flows in files:
+        assert not bulk.update(path, flows)  # evaluated only at the end
+    for path, _flows in files[::7]:
+        bulk.remove(path)
+    bulk.remove("gone.py")
+    delta = bulk.end_bulk()
+    assert topic("GONE") in delta.resolved
+    assert _state(bulk) == _state(one_by_one)
+    assert one_by_one.orphans()  # the comparison is not between two empty states

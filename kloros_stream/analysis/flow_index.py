@@ -81,6 +81,8 @@ class FlowIndex(TopicMatching):
     _wrap: WrapperJoin = field(default_factory=WrapperJoin)
     _wrap_patterns: set[str] = field(default_factory=set)
     _json: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _deferred: set[Channel] | None = None
+    """Channels to evaluate at the end of a bulk load (:meth:`begin_bulk`)."""
     """Per-file JSON, built on first :meth:`to_json` and dropped when the file changes."""
 
     # -- queries -------------------------------------------------------------------------
@@ -128,6 +130,19 @@ class FlowIndex(TopicMatching):
         return count
 
     # -- updates -------------------------------------------------------------------------
+    def begin_bulk(self) -> None:
+        """Start a bulk load (an initial scan): updates count at once, and every channel
+        they touch is evaluated once, by :meth:`end_bulk`, instead of after each file."""
+        self._deferred = set()
+
+    def end_bulk(self) -> OrphanDelta:
+        """End a bulk load; the orphan changes of all its updates together (the same state
+        as updating file by file)."""
+        touched, self._deferred = self._deferred or set(), None
+        touched.update(self._guarded)
+        touched.update(self._attr_guarded)
+        return self._reevaluate(touched)
+
     def update(self, path: str, flows: FileFlows) -> OrphanDelta:
         """Replace ``path``'s flows with ``flows``; the orphan changes this caused."""
         old = self.files.get(path)
@@ -161,7 +176,7 @@ class FlowIndex(TopicMatching):
         if new is not None:
             self._count(path, new, +1)
             self.files[path] = new
-        if len(self._modules) != modules_before:
+        if len(self._modules) != modules_before and self._deferred is None:
             touched.update(self._guarded)
             touched.update(self._attr_guarded)
         for topic in self._wrap.replace(path, old, new):
@@ -190,6 +205,9 @@ class FlowIndex(TopicMatching):
                 touched.update(
                     Channel(ChannelKind.TOPIC, v) for v in self._values_of_name.get(ref, ())
                 )
+        if self._deferred is not None:
+            self._deferred |= touched
+            return OrphanDelta()
         return self._reevaluate(touched)
 
     def _attr_state(self, attr: str) -> tuple[bool, bool]:

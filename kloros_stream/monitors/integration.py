@@ -99,13 +99,17 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         started = time.monotonic()
         items = await sub.initial()
         seen: set[str] = set()
-        async for _root, event, record in paced(items):
-            if record is not None and record.is_python:
-                self.ctx.touch(event.observed_at)
-                seen.add(record.path)
-                self._apply(record)
-        for path in [p for p in self.files if p not in seen]:
-            self._forget(path)
+        self.index.begin_bulk()  # every channel evaluated once, not after every file
+        try:
+            async for _root, event, record in paced(items):
+                if record is not None and record.is_python:
+                    self.ctx.touch(event.observed_at)
+                    seen.add(record.path)
+                    self._apply(record)
+            for path in [p for p in self.files if p not in seen]:
+                self._forget(path)
+        finally:
+            self.index.end_bulk()
         self._reconcile_all(time.time())
         self.ctx.status.details["initial_scan_s"] = round(time.monotonic() - started, 3)
         if self.ctx.one_shot:

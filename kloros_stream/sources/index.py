@@ -5,10 +5,13 @@ so one inotify watch per directory whatever the number of monitors), keeps one
 :class:`FileRecord` per module file and fans every file event out to its subscribers with
 the record the event produced. A file is (re)loaded on CLOSED, MOVED, an EXISTING whose
 ``mtime``/size changed, or a CREATED with content once quiet for :data:`SETTLE_S`; a
-MODIFIED alone waits. Loading runs on :data:`PARSE_WORKER`, one thread for the whole
-process (CPython 3.11 cannot run two ``ast.parse`` at once), and skips the parse when the
-content hash is unchanged. Only ``.py`` files are read; other module files (``.so``,
-``.pyi``, ...) are recorded by their stat alone.
+MODIFIED alone waits. One file is loaded on :data:`PARSE_WORKER`, one thread for the
+whole process (CPython 3.11 cannot run two ``ast.parse`` at once in one interpreter); a
+large batch (the initial scan) or a very large file goes to parse processes
+(:mod:`.parse_processes`), so the event loop never waits for a parse. A load skips the
+parse when the content hash is unchanged. Only ``.py`` files are read; other module files
+(``.so``, ``.pyi``, ...) are recorded by their stat alone. What a record holds and how one
+file is loaded: :mod:`.records`.
 
 Records are checkpointed incrementally (:mod:`.index_journal`): a warm start with nothing
 changed stats every file and parses none. Subscribers (integration, module_discovery,
@@ -22,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hashlib
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -33,14 +35,21 @@ from typing import Any
 
 import structlog
 
-from ..analysis.capabilities import MODULE_SUFFIXES
-from ..analysis.flows import FlowConfig
-from ..analysis.pysource import SourceError, module_name
-from ..analysis.source_facts import SourceFacts, facts_of
 from ..checkpoint import CheckpointStore
 from ..progress import ScanProgress
 from .files import root_of
 from .index_journal import IndexJournal, Update, drained
+from .parse_processes import LARGE_FILE_BYTES, PROCESS_MIN_FILES, load_in_processes, load_large
+from .records import (
+    FileRecord,
+    Job,
+    Loaded,
+    SourceSpec,
+    is_module_file,
+    load_batch,
+    load_record,
+    stat_unchanged,
+)
 from .tree import SettleTimers, TreeEvents, scan_once
 from .watcher import FileEvent, FileEventKind
 
@@ -56,51 +65,6 @@ YIELD_EVERY = 128
 Item = tuple[Path, FileEvent, "FileRecord | None"]
 
 
-@dataclass(frozen=True, slots=True)
-class SourceSpec:
-    """What an index is built from; subscribers with equal specs share one index."""
-
-    roots: tuple[Path, ...]
-    exclude: tuple[str, ...]
-    max_file_bytes: int
-    flow_config: FlowConfig
-
-    @classmethod
-    def of(cls, config: Any, roots: Iterable[Path], exclude: Iterable[str]) -> SourceSpec:
-        """The spec for ``roots``/``exclude`` with the parse settings of ``config``'s
-        ``[monitors.integration]`` section (flows and file size limit)."""
-        section = config.monitors.integration
-        return cls(
-            tuple(Path(os.path.abspath(r)) for r in roots),
-            tuple(exclude),
-            section.max_file_bytes,
-            FlowConfig.from_section(section),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class FileRecord:
-    """One module file as last loaded."""
-
-    path: str
-    root: str
-    module: str
-    mtime_ns: int
-    size: int
-    sha256: str = ""
-    facts: SourceFacts | None = None
-    """The last good facts (kept while the file does not parse)."""
-    error: tuple[str, int | None] | None = None
-    """(message, line) while the file does not parse."""
-    skipped: str = ""
-    """Why the content was not analysed: ``too_large``, ``unreadable``, ``analysis_failed``."""
-    detail: str = ""
-
-    @property
-    def is_python(self) -> bool:
-        return self.path.endswith(".py")
-
-
 async def paced(items: Iterable[Any], every: int = YIELD_EVERY) -> AsyncIterator[Any]:
     """``items``, letting the event loop run other work every ``every`` of them: a
     subscriber folding a snapshot of 20 k files in never holds the loop for long."""
@@ -108,70 +72,6 @@ async def paced(items: Iterable[Any], every: int = YIELD_EVERY) -> AsyncIterator
         if i and i % every == 0:
             await asyncio.sleep(0)
         yield item
-
-
-def is_module_file(_root: Path, path: Path) -> bool:
-    return path.name.endswith(MODULE_SUFFIXES)
-
-
-def load_record(
-    path: Path, root: Path, previous: FileRecord | None, spec: SourceSpec, *, trust_stat: bool
-) -> tuple[FileRecord | None, bool]:
-    """Stat, read, hash and analyse one file (on the parse worker). Returns the record
-    (None if the file is gone) and whether it was parsed. ``trust_stat``: an unchanged
-    ``mtime``/size reuses ``previous`` without reading."""
-    key = str(path)
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None, False
-    if previous is not None and trust_stat and (st.st_mtime_ns, st.st_size) == (
-        previous.mtime_ns, previous.size
-    ):
-        return previous, False
-    module = module_name(path, root)
-    base = FileRecord(key, str(root), module, st.st_mtime_ns, st.st_size)
-    if not key.endswith(".py"):
-        return base, False
-    if st.st_size > spec.max_file_bytes:
-        return _skipped(base, previous, "too_large", str(st.st_size)), False
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(spec.max_file_bytes + 1)
-    except FileNotFoundError:
-        return None, False
-    except OSError as err:
-        return _skipped(base, previous, "unreadable", str(err)), False
-    if len(data) > spec.max_file_bytes:
-        return _skipped(base, previous, "too_large", str(len(data))), False
-    digest = hashlib.sha256(data).hexdigest()
-    if previous is not None and previous.sha256 == digest and not previous.skipped:
-        return _with(previous, mtime_ns=st.st_mtime_ns, size=len(data)), False
-    try:
-        facts = facts_of(data, module, spec.flow_config, key)
-    except SourceError as err:
-        kept = previous.facts if previous is not None else None
-        return _with(base, sha256=digest, facts=kept, error=(err.message, err.line)), True
-    except Exception as err:  # an analyser bug must not take the index down on one file
-        return _skipped(base, previous, "analysis_failed", repr(err)), True
-    return _with(base, size=len(data), sha256=digest, facts=facts), True
-
-
-def _with(record: FileRecord, **changes: Any) -> FileRecord:
-    fields = {name: getattr(record, name) for name in FileRecord.__slots__}
-    fields.update(changes)
-    return FileRecord(**fields)
-
-
-def _skipped(base: FileRecord, previous: FileRecord | None, why: str, detail: str) -> FileRecord:
-    kept = previous.facts if previous is not None else None
-    return _with(base, facts=kept, skipped=why, detail=detail)
-
-
-def _load_batch(
-    jobs: list[tuple[Path, Path, FileRecord | None]], spec: SourceSpec
-) -> list[tuple[Path, FileRecord | None, bool]]:
-    return [(p, *load_record(p, r, prev, spec, trust_stat=True)) for p, r, prev in jobs]
 
 
 @dataclass(eq=False)
@@ -341,25 +241,37 @@ class SourceIndex:
         self.ready.set()
 
     async def _load_all(self, found: list[tuple[Path, Path]], gone: set[str]) -> None:
-        """Load every file found, in worker batches; the cyclic GC is paused meanwhile
-        (the scan allocates many long-lived objects and no cycles) and the survivors are
-        frozen out of later collections."""
+        """Load every file found whose ``mtime``/size changed since its saved record: in
+        parse processes for a large batch, on the parse thread otherwise. The cyclic GC is
+        paused meanwhile (the scan allocates many long-lived objects and no cycles) and the
+        survivors are frozen out of later collections."""
         updates: list[Update] = [(key, None) for key in gone]
         for key in gone:
             self._drop(key)
         loop = asyncio.get_running_loop()
+
+        def take(chunk: list[Job], results: list[Loaded]) -> None:
+            for (_p, root, _prev), (path, record, parsed) in zip(chunk, results, strict=True):
+                if self._store(root, path, record, parsed):
+                    updates.append((str(path), record))
+            self._scan_progress.advance(len(chunk))
+
         was_enabled = gc.isenabled()
         gc.disable()
         self._scan_progress.start(len(found))
         try:
-            for start in range(0, len(found), BATCH_FILES):
-                chunk = [(p, r, self.records.get(str(p)))
-                         for r, p in found[start:start + BATCH_FILES]]
-                results = await loop.run_in_executor(PARSE_WORKER, _load_batch, chunk, self.spec)
-                for (_p, root, _prev), (path, record, parsed) in zip(chunk, results, strict=True):
-                    if self._store(root, path, record, parsed):
-                        updates.append((str(path), record))
-                self._scan_progress.advance(len(chunk))
+            jobs: list[Job] = [(p, r, self.records.get(str(p))) for r, p in found]
+            same = await loop.run_in_executor(PARSE_WORKER, _unchanged, jobs)
+            take([j for j, s in zip(jobs, same, strict=True) if s],
+                 [(p, prev, False) for (p, _r, prev), s in zip(jobs, same, strict=True) if s])
+            stale = [j for j, s in zip(jobs, same, strict=True) if not s]
+            if len(stale) >= PROCESS_MIN_FILES:
+                await load_in_processes(stale, self.spec, PARSE_WORKER, take)
+            else:
+                for start in range(0, len(stale), BATCH_FILES):
+                    chunk = stale[start:start + BATCH_FILES]
+                    take(chunk, await loop.run_in_executor(
+                        PARSE_WORKER, load_batch, chunk, self.spec))
             self._scan_progress.finish()
         finally:
             if was_enabled:
@@ -401,14 +313,18 @@ class SourceIndex:
             self.journal.append(updates)
 
     async def load(self, path: Path, *, trust_stat: bool = True) -> FileRecord | None:
-        """Load one file on the parse worker and keep the result."""
+        """Load one file (on the parse thread; a very large one in a parse process) and
+        keep the result."""
         root = root_of(path, self.spec.roots)
         if root is None:
             return None
         previous = self.records.get(str(path))
-        record, parsed = await asyncio.get_running_loop().run_in_executor(
-            PARSE_WORKER, lambda: load_record(path, root, previous, self.spec,
-                                              trust_stat=trust_stat))
+        if _size(path) >= LARGE_FILE_BYTES and not (trust_stat and stat_unchanged(path, previous)):
+            _path, record, parsed = await load_large(path, root, previous, self.spec, PARSE_WORKER)
+        else:
+            record, parsed = await asyncio.get_running_loop().run_in_executor(
+                PARSE_WORKER, lambda: load_record(path, root, previous, self.spec,
+                                                  trust_stat=trust_stat))
         if self._store(root, path, record, parsed):
             self._save([(str(path), record)])
         return record
@@ -441,6 +357,17 @@ class SourceIndex:
             self.settle.restart(path)
             record = self.records.get(str(path))
         self._fan_out((root, event, record))
+
+
+def _unchanged(jobs: list[Job]) -> list[bool]:
+    return [stat_unchanged(path, previous) for path, _root, previous in jobs]
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _has_content(path: Path) -> bool:

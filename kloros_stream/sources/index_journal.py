@@ -26,7 +26,7 @@ from ..analysis.source_facts import FACTS_VERSION, SourceFacts
 from ..checkpoint import CheckpointStore, atomic_write_bytes
 
 if TYPE_CHECKING:
-    from .index import FileRecord, SourceSpec
+    from .records import FileRecord, SourceSpec
 
 log = structlog.get_logger(__name__)
 
@@ -73,7 +73,7 @@ def record_to_json(record: FileRecord) -> dict[str, Any]:
 
 
 def record_from_json(data: dict[str, Any]) -> FileRecord:
-    from .index import FileRecord
+    from .records import FileRecord
 
     err = data["e"]
     return FileRecord(
