@@ -191,6 +191,8 @@ class LocalModules:
         self._names: dict[tuple[str, tuple[str, ...]], Counter[str]] = defaultdict(Counter)
         self._top: Counter[str] = Counter()
         self._root_names: set[str] = set()
+        self._roots: dict[str, str] = {}
+        """Every root seen -> its directory name."""
 
     @staticmethod
     def _entries(rel: PurePath) -> list[tuple[tuple[str, ...], str]]:
@@ -209,7 +211,9 @@ class LocalModules:
             counter[name] += 1
             if not directory:
                 self._top[name] += 1
-        self._root_names.add(PurePath(root).name)
+        if root not in self._roots:
+            self._roots[root] = PurePath(root).name
+            self._root_names.add(self._roots[root])
         return new
 
     def discard(self, root: str, rel: PurePath) -> set[str]:
@@ -231,17 +235,22 @@ class LocalModules:
                     del self._names[(root, directory)]
         return gone
 
+    def knows_root(self, root: str) -> bool:
+        return root in self._roots
+
     def has_path(self, parts: Sequence[str], root: str, rel: PurePath) -> bool:
         """Whether the dotted module ``parts`` exists in the roots as seen from ``rel``:
         from every place its first part is visible, descend package directories; a part
         below a plain module is an attribute of it."""
         top = parts[0]
         bases: list[tuple[str, tuple[str, ...], Sequence[str]]] = []
-        for (r, directory), counter in self._names.items():
-            if not directory and counter[top] > 0:
+        for r, name in self._roots.items():
+            counter = self._names.get((r, ()))
+            if counter is None:
+                continue  # no file left in this root
+            if counter[top] > 0:
                 bases.append((r, (), parts))
-        for r in {r for r, _ in self._names}:
-            if PurePath(r).name == top:
+            if name == top:
                 bases.append((r, (), parts[1:]))
         dirs = rel.parts[:-1]
         for i in range(1, len(dirs) + 1):
@@ -293,6 +302,8 @@ class ImportIndex:
         self._imports: dict[tuple[str, PurePath], frozenset[str]] = {}
         self._dotted: dict[tuple[str, PurePath], frozenset[str]] = {}
         self._importers: dict[str, set[tuple[str, PurePath]]] = defaultdict(set)
+        self._dotted_by_part: dict[str, set[str]] = defaultdict(set)
+        """Part -> the dotted modules ever imported that have it (``a.b`` under a and b)."""
 
     @property
     def modules(self) -> set[str]:
@@ -304,7 +315,12 @@ class ImportIndex:
         changed."""
         key = (root, rel)
         old = self._imports.get(key)
-        affected: set[str] = set() if old is not None else self.local.add(root, rel)
+        affected: set[str] = set()
+        if old is None:
+            new_root = not self.local.knows_root(root)
+            affected = self.local.add(root, rel)
+            if new_root:
+                affected.add(PurePath(root).name)
         new = old if imports is None else imports.required
         new = frozenset() if new is None else new
         old_dotted = self._dotted.get(key, frozenset())
@@ -314,8 +330,10 @@ class ImportIndex:
             self._importers[module].discard(key)
         for module in new_dotted:
             self._importers[module].add(key)
-        if affected:  # new names in the roots: dotted imports may resolve now
-            affected |= self._dotted_modules()
+            for part in module.split("."):
+                self._dotted_by_part[part].add(module)
+        if affected:  # new names in the roots: dotted imports of them may resolve now
+            affected |= self._dotted_modules(affected)
         for module in (old or frozenset()) - new:
             self._importers[module].discard(key)
         for module in new:
@@ -332,10 +350,15 @@ class ImportIndex:
         for module in old | dotted:
             self._importers[module].discard(key)
         gone = self.local.discard(root, rel)
-        return set(old) | set(dotted) | gone | (self._dotted_modules() if gone else set())
+        return set(old) | set(dotted) | gone | (self._dotted_modules(gone) if gone else set())
 
-    def _dotted_modules(self) -> set[str]:
-        return {m for m, files in self._importers.items() if files and "." in m}
+    def _dotted_modules(self, names: set[str]) -> set[str]:
+        """Imported dotted modules with one of ``names`` as a part: the only ones whose
+        resolution a change of those names can change."""
+        out: set[str] = set()
+        for name in names:
+            out.update(m for m in self._dotted_by_part.get(name, ()) if self._importers.get(m))
+        return out
 
     def missing_for(self, module: str) -> list[str]:
         """The files (``root/rel`` strings, sorted) for which ``module`` resolves nowhere;

@@ -109,8 +109,7 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
             async for root, event, record in paced(await sub.initial()):
                 self.on_file_event(root, event, record)
         self.check_tools()
-        async for module in paced(sorted(self._all_modules()), every=16):
-            self.check_modules((module,))
+        await self._check_all_modules()
         self.ledger.reconcile()
         self._update_details(initial_scan_s=round(time.monotonic() - started, 3))
         self.log.info(
@@ -235,11 +234,16 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
 
 
     # -- PATH and site directories --------------------------------------------------------
-    def _catch_up(self, modules: bool) -> None:
+    async def _catch_up(self, modules: bool) -> None:
         self.check_tools()
         if modules:
             self.resolver.invalidate()
-            self.check_modules(self._all_modules())
+            await self._check_all_modules()
+
+    async def _check_all_modules(self, observed_at: float | None = None) -> None:
+        """Every module, a few at a time: the event loop is never held for long."""
+        async for module in paced(sorted(self._all_modules()), every=16):
+            self.check_modules((module,), observed_at)
 
     async def _follow_dirs(self) -> None:
         path_set = {Path(os.path.realpath(d)) for d in self.path_dirs}
@@ -252,7 +256,7 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
             await asyncio.Event().wait()
         async with FlatWatcher(targets, on_error=self.watch_error) as watcher:
             self.ctx.status.details["watched_dirs"] = [str(d) for d in watcher.watched]
-            self._catch_up(watch_modules)  # changes between the initial scan and the watch
+            await self._catch_up(watch_modules)  # changes between the initial scan and the watch
             async for batch in watcher.batches():
                 observed_at = min(c.observed_at for c in batch)
                 self.ctx.touch(observed_at)
@@ -261,4 +265,4 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
                     self.check_tools(observed_at)
                 if changed & site_set and watch_modules:
                     self.resolver.invalidate()
-                    self.check_modules(self._all_modules(), observed_at)
+                    await self._check_all_modules(observed_at)
