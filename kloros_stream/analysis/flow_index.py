@@ -81,8 +81,8 @@ class FlowIndex(TopicMatching):
     _wrap: WrapperJoin = field(default_factory=WrapperJoin)
     _wrap_patterns: set[str] = field(default_factory=set)
     _json: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _deferred: set[Channel] | None = None
-    """Channels to evaluate at the end of a bulk load (:meth:`begin_bulk`)."""
+    _bulk: bool = False
+    """In a bulk load (:meth:`begin_bulk`): count only, evaluate at the end."""
     """Per-file JSON, built on first :meth:`to_json` and dropped when the file changes."""
 
     # -- queries -------------------------------------------------------------------------
@@ -131,17 +131,22 @@ class FlowIndex(TopicMatching):
 
     # -- updates -------------------------------------------------------------------------
     def begin_bulk(self) -> None:
-        """Start a bulk load (an initial scan): updates count at once, and every channel
-        they touch is evaluated once, by :meth:`end_bulk`, instead of after each file."""
-        self._deferred = set()
+        """Start a bulk load (an initial scan): updates only count, and every channel that
+        may be an orphan is evaluated once, by :meth:`end_bulk`, instead of the channels
+        each file touches after each file (quadratic in the tree)."""
+        self._bulk = True
 
     def end_bulk(self) -> OrphanDelta:
-        """End a bulk load; the orphan changes of all its updates together (the same state
-        as updating file by file)."""
-        touched, self._deferred = self._deferred or set(), None
-        touched.update(self._guarded)
-        touched.update(self._attr_guarded)
-        return self._reevaluate(touched)
+        """End a bulk load; the orphan changes of all its updates together. Every produced
+        channel and every orphan so far is evaluated: the state file-by-file updates
+        reach, since whether a channel is an orphan depends on the counts alone."""
+        self._bulk = False
+        channels = {*self._producer_files, *self._guarded, *self._attr_guarded, *self._orphans}
+        channels.update(Channel(ChannelKind.TOPIC, t) for t in self._wrap.produced)
+        for name in self._emit_refs:
+            channels.update(
+                Channel(ChannelKind.TOPIC, v) for v in self._values_of_name.get(name, ()))
+        return self._reevaluate(channels)
 
     def update(self, path: str, flows: FileFlows) -> OrphanDelta:
         """Replace ``path``'s flows with ``flows``; the orphan changes this caused."""
@@ -158,6 +163,9 @@ class FlowIndex(TopicMatching):
         return self._replace(path, old, None)
 
     def _replace(self, path: str, old: FileFlows | None, new: FileFlows | None) -> OrphanDelta:
+        if self._bulk:
+            self._recount(path, old, new)
+            return OrphanDelta()
         touched: set[Channel] = set()
         attrs: set[str] = set()
         refs: set[str] = set()
@@ -169,23 +177,12 @@ class FlowIndex(TopicMatching):
         subs_before = set(self._subs)
         before = {a: self._attr_state(a) for a in attrs}
         refs_before = {r: self._topic_refs[r] > 0 for r in refs}
-        self._json.pop(path, None)
-        if old is not None:
-            self._count(path, old, -1)
-            del self.files[path]
-        if new is not None:
-            self._count(path, new, +1)
-            self.files[path] = new
-        if len(self._modules) != modules_before and self._deferred is None:
+        for topic in self._recount(path, old, new):
+            touched.add(Channel(ChannelKind.TOPIC, topic))
+            touched.update(self._matching(topic))
+        if len(self._modules) != modules_before:
             touched.update(self._guarded)
             touched.update(self._attr_guarded)
-        for topic in self._wrap.replace(path, old, new):
-            touched.add(Channel(ChannelKind.TOPIC, topic))
-            if self._wrap.consumed[topic] > 0 and "*" in topic:
-                self._wrap_patterns.add(topic)
-            else:
-                self._wrap_patterns.discard(topic)
-            touched.update(self._matching(topic))
         for sub in subs_before.symmetric_difference(self._subs):
             touched.update(self._matching(sub))
         for flows in (old, new):
@@ -205,10 +202,24 @@ class FlowIndex(TopicMatching):
                 touched.update(
                     Channel(ChannelKind.TOPIC, v) for v in self._values_of_name.get(ref, ())
                 )
-        if self._deferred is not None:
-            self._deferred |= touched
-            return OrphanDelta()
         return self._reevaluate(touched)
+
+    def _recount(self, path: str, old: FileFlows | None, new: FileFlows | None) -> set[str]:
+        """Swap ``path``'s counts from ``old`` to ``new``; the wrapper topics that changed."""
+        self._json.pop(path, None)
+        if old is not None:
+            self._count(path, old, -1)
+            del self.files[path]
+        if new is not None:
+            self._count(path, new, +1)
+            self.files[path] = new
+        topics = self._wrap.replace(path, old, new)
+        for topic in topics:
+            if self._wrap.consumed[topic] > 0 and "*" in topic:
+                self._wrap_patterns.add(topic)
+            else:
+                self._wrap_patterns.discard(topic)
+        return set(topics)
 
     def _attr_state(self, attr: str) -> tuple[bool, bool]:
         return (self._loose[attr] > 0, self._exact_by_attr[attr] > 0)
