@@ -276,3 +276,26 @@ def test_a_bulk_load_ends_in_the_state_of_file_by_file_updates() -> None:
     assert topic("GONE") in delta.resolved
     assert _state(bulk) == _state(one_by_one)
     assert one_by_one.orphans()  # the comparison is not between two empty states
+
+
+def test_producing_in_holds_for_every_listed_producer() -> None:
+    """The cheap test the integration monitor filters evidence refreshes with: true for
+    every file :meth:`producers` lists (never skips a refresh), false for most others."""
+    index = FlowIndex()
+    files = _real_flows()
+    for path, flows in files:
+        index.update(path, flows)
+    wrapped = fl("w", "def send(topic):\n    emit(topic)\n")
+    index.update("w.py", wrapped)
+    index.update("u.py", fl("u", "from w import send\nsend('VIA_WRAPPER')\n"))
+    orphans = sorted(index.orphans())
+    assert topic("VIA_WRAPPER") in orphans
+    skipped = 0
+    for path in [p for p, _f in files[::5]] + ["u.py"]:
+        test = index.producing_in({path})
+        for channel in orphans:
+            if path in {site.path for site in index.producers(channel, 10)}:
+                assert test(channel), (path, channel)
+            else:
+                skipped += not test(channel)
+    assert skipped > 0.9 * len(orphans) * (len(files[::5]) + 1) - len(orphans)

@@ -31,6 +31,7 @@ from typing import Any
 
 from .flow_match import TopicMatching
 from .flow_model import Channel, ChannelKind, FileFlows, ProducerSite, Site, attribute_of
+from .flow_producers import ProducerQueries
 from .flow_wrappers import WrapperJoin
 
 INDEX_FORMAT = 2
@@ -48,7 +49,7 @@ class OrphanDelta:
 
 
 @dataclass(slots=True)
-class FlowIndex(TopicMatching):
+class FlowIndex(TopicMatching, ProducerQueries):
     """Flows per file and orphan state per channel, maintained incrementally."""
 
     files: dict[str, FileFlows] = field(default_factory=dict)
@@ -97,37 +98,6 @@ class FlowIndex(TopicMatching):
 
     def is_orphan(self, channel: Channel) -> bool:
         return channel in self._orphans
-
-    def producers(self, channel: Channel, limit: int = 10) -> list[ProducerSite]:
-        """Up to ``limit`` producer sites of ``channel``, by path then line."""
-        out: list[ProducerSite] = []
-        if channel.kind is ChannelKind.TOPIC:
-            for name in self._names_of_value.get(channel.name, ()):
-                for path in sorted(self._ref_files.get(name, ())):
-                    flows = self.files[path]
-                    for function, line in flows.emit_refs.get(name, ()):
-                        out.append(ProducerSite(path, flows.module, function, line))
-            for path, flows, function, line in self._wrap.sites(channel.name, limit):
-                out.append(ProducerSite(path, flows.module, function, line))
-        for path in sorted(self._producer_files.get(channel, ())):
-            flows = self.files[path]
-            table = (
-                flows.topics_produced if channel.kind is ChannelKind.TOPIC else flows.attrs_produced
-            )
-            for function, line in table.get(channel.name, ()):
-                out.append(ProducerSite(path, flows.module, function, line))
-                if len(out) >= limit:
-                    return out
-        return out
-
-    def producer_count(self, channel: Channel) -> int:
-        """Number of files producing ``channel``."""
-        count = len(self._producer_files.get(channel, ()))
-        if channel.kind is ChannelKind.TOPIC:
-            for name in self._names_of_value.get(channel.name, ()):
-                count += len(self._ref_files.get(name, ()))
-            count += len({s[0] for s in self._wrap.sites(channel.name, 100)})
-        return count
 
     # -- updates -------------------------------------------------------------------------
     def begin_bulk(self) -> None:

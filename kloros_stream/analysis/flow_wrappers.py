@@ -28,6 +28,10 @@ class WrapperJoin:
     """Callee name -> files calling it (path -> flows)."""
     _joined: dict[str, tuple[Counter[str], Counter[str]]] = field(default_factory=dict)
 
+    def callers(self, paths: set[str]) -> set[str]:
+        """Which of ``paths`` call a wrapper defined in another file."""
+        return {p for name in self._joined for p in paths if p in self._files.get(name, ())}
+
     def replace(self, path: str, old: FileFlows | None, new: FileFlows | None) -> set[str]:
         """Account for ``path`` changing from ``old`` to ``new``; the topics whose
         production or consumption through wrappers may have changed."""

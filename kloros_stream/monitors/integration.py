@@ -246,7 +246,10 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
     ) -> None:
         """An announced orphan whose producing code changed is announced again with the
         new code: the question's evidence follows the code."""
+        produced_here = self.index.producing_in(paths)
         for channel in sorted(self.announced_orphans - changed):
+            if not produced_here(channel):
+                continue  # none of these files produces it: its evidence is unchanged
             sites = self.index.producers(channel, MAX_FACT_ITEMS)
             if not any(site.path in paths for site in sites):
                 continue

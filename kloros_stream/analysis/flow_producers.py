@@ -1,0 +1,75 @@
+"""Where channels are produced, for :class:`~.flow_index.FlowIndex` (a mixin): the
+producer sites quoted in a question's evidence, their count, and which files produce a
+channel at all."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .flow_model import Channel, ChannelKind, ProducerSite
+
+if TYPE_CHECKING:
+    from .flow_model import FileFlows
+    from .flow_wrappers import WrapperJoin
+
+ALL_SITES = 1 << 30
+
+
+class ProducerQueries:
+    files: dict[str, FileFlows]
+    _producer_files: dict[Channel, set[str]]
+    _names_of_value: dict[str, Counter[str]]
+    _ref_files: dict[str, set[str]]
+    _wrap: WrapperJoin
+
+    def producers(self, channel: Channel, limit: int = 10) -> list[ProducerSite]:
+        """Up to ``limit`` producer sites of ``channel``, by path then line."""
+        out: list[ProducerSite] = []
+        if channel.kind is ChannelKind.TOPIC:
+            for name in self._names_of_value.get(channel.name, ()):
+                for path in sorted(self._ref_files.get(name, ())):
+                    flows = self.files[path]
+                    for function, line in flows.emit_refs.get(name, ()):
+                        out.append(ProducerSite(path, flows.module, function, line))
+            for path, flows, function, line in self._wrap.sites(channel.name, limit):
+                out.append(ProducerSite(path, flows.module, function, line))
+        for path in sorted(self._producer_files.get(channel, ())):
+            flows = self.files[path]
+            table = (
+                flows.topics_produced if channel.kind is ChannelKind.TOPIC else flows.attrs_produced
+            )
+            for function, line in table.get(channel.name, ()):
+                out.append(ProducerSite(path, flows.module, function, line))
+                if len(out) >= limit:
+                    return out
+        return out
+
+    def producing_in(self, paths: set[str]) -> Callable[[Channel], bool]:
+        """A test of whether one of ``paths`` is among the producers of a channel (what
+        :meth:`producers` lists), by set lookups: a change of those files leaves the
+        evidence of every other channel as it was."""
+        callers = self._wrap.callers(paths)
+
+        def test(channel: Channel) -> bool:
+            if not paths.isdisjoint(self._producer_files.get(channel, ())):
+                return True
+            if channel.kind is not ChannelKind.TOPIC:
+                return False
+            for name in self._names_of_value.get(channel.name, ()):
+                if not paths.isdisjoint(self._ref_files.get(name, ())):
+                    return True
+            return bool(callers) and any(
+                site[0] in callers for site in self._wrap.sites(channel.name, ALL_SITES))
+
+        return test
+
+    def producer_count(self, channel: Channel) -> int:
+        """Number of files producing ``channel``."""
+        count = len(self._producer_files.get(channel, ()))
+        if channel.kind is ChannelKind.TOPIC:
+            for name in self._names_of_value.get(channel.name, ()):
+                count += len(self._ref_files.get(name, ()))
+            count += len({s[0] for s in self._wrap.sites(channel.name, 100)})
+        return count
