@@ -132,6 +132,8 @@ class SourceIndex:
         self.events: TreeEvents | None = None
         self.settle = SettleTimers(None)
         self.initial_scan_s: float | None = None
+        """Walk, stat and load (not the journal's load)."""
+        self.journal_load_s: float | None = None
         self.failure: BaseException | None = None
         self.progress: dict[str, Any] | None = None
         self.on_progress: Callable[[SourceIndex], None] | None = None
@@ -200,12 +202,14 @@ class SourceIndex:
         """Scan, then follow the roots until cancelled; an error reaches every subscriber."""
         try:
             if self.journal is not None:
+                started = time.monotonic()
                 gc.disable()
                 try:
                     self.records = await asyncio.get_running_loop().run_in_executor(
                         PARSE_WORKER, self.journal.load)
                 finally:
                     gc.enable()
+                self.journal_load_s = round(time.monotonic() - started, 3)
             async with TreeEvents(self.spec.roots, exclude=self.spec.exclude,
                                   include=is_module_file, on_error=self._watch_error) as events:
                 self.events = events
@@ -237,7 +241,7 @@ class SourceIndex:
         await self._load_all(found, gone)
         self.initial_scan_s = round(time.monotonic() - started, 3)
         log.info("source_index_scanned", roots=[str(r) for r in self.spec.roots],
-                 seconds=self.initial_scan_s, **self.stats)
+                 seconds=self.initial_scan_s, journal_load_s=self.journal_load_s, **self.stats)
         self.ready.set()
 
     async def _load_all(self, found: list[tuple[Path, Path]], gone: set[str]) -> None:
