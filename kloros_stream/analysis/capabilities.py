@@ -22,6 +22,7 @@ from typing import Protocol
 
 import structlog
 
+from .compact import set_state_shared
 from .module_paths import install_dirs
 from .pysource import ImportSplit, SourceError, parse_module, split_imports, top_level
 
@@ -151,6 +152,9 @@ class FileImports:
     optional: frozenset[str]
     dotted: frozenset[str] = frozenset()
     """Required imports of a dotted path (``import a.b.c``, ``from a.b import x``)."""
+
+    def __setstate__(self, state: list[object]) -> None:
+        set_state_shared(self, state)  # from a parse process: empty containers shared
 
 
 def file_imports(source: bytes, filename: str = "<source>") -> FileImports:

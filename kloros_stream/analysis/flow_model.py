@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from .compact import set_state_shared, share_empties
+
 MAX_SITES = 20
 """Producer sites kept per channel per file."""
 
@@ -86,6 +88,9 @@ class FileFlows:
     """Classes producing channels here -> import sources of their bases (through the
     file's own classes): a base from outside the tree may read the attributes."""
 
+    def __setstate__(self, state: list[Any]) -> None:
+        set_state_shared(self, state)  # from a parse process: empty containers shared
+
     def to_json(self) -> dict[str, Any]:
         return {
             "module": self.module,
@@ -113,7 +118,7 @@ class FileFlows:
         def sites(raw: dict[str, Any]) -> dict[str, tuple[Site, ...]]:
             return {str(k): tuple((str(f), int(n)) for f, n in v) for k, v in raw.items()}
 
-        return cls(
+        return share_empties(cls(
             module=str(data["module"]),
             topics_produced=sites(data["topics_produced"]),
             topics_consumed=frozenset(map(str, data["topics_consumed"])),
@@ -142,7 +147,7 @@ class FileFlows:
             class_bases={
                 str(k): tuple(map(str, v)) for k, v in data.get("class_bases", {}).items()
             },
-        )
+        ))
 
 
 def attribute_of(channel: str) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .capabilities import FileImports, imports_of
+from .compact import share_empties
 from .flows import FileFlows, FlowConfig, analyze_tree
 from .pysource import ModuleSummary, parse_module, quick_scan, split_imports
 
@@ -52,11 +53,11 @@ class SourceFacts:
         classes, functions, doc, imports, truncated = data["summary"]
         return cls(
             flows=FileFlows.from_json(data["flows"]),
-            imports=FileImports(
+            imports=share_empties(FileImports(
                 required=frozenset(map(str, data["required"])),
                 optional=frozenset(map(str, data["optional"])),
                 dotted=frozenset(map(str, data["dotted"])),
-            ),
+            )),
             summary=ModuleSummary(
                 classes=tuple(map(str, classes)),
                 functions=tuple(map(str, functions)),
