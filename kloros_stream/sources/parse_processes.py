@@ -127,10 +127,11 @@ async def load_in_processes(
                 sent.append(chunk)
                 if len(sent) < IN_FLIGHT:
                     continue
-                _answer(sent.popleft(), await proc.receive(), on_loaded)
+                results = await proc.receive()  # a chunk leaves `sent` once answered
+                _answer(sent.popleft(), results, on_loaded)
             while sent:
-                _answer(sent[0], await proc.receive(), on_loaded)
-                sent.popleft()
+                results = await proc.receive()
+                _answer(sent.popleft(), results, on_loaded)
         except ParseProcessError as err:
             log.error("parse_process_failed", error=str(err), files=sum(map(len, sent)))
             left.extend(sent)
