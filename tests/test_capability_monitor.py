@@ -9,7 +9,6 @@ import asyncio
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,16 +18,7 @@ from kloros_stream.monitors.capability_discovery import CapabilityDiscoveryMonit
 from kloros_stream.sources.files import walk_files
 from kloros_stream.sources.flatwatch import FlatWatcher
 from tests.support.fakes import ListPublisher, make_context, running
-from tests.support.service import ServiceProcess, write_config
-
-
-def _install(directory: Path, name: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{name}.tmp"
-    tmp.write_text("#!/bin/sh\necho fake\n")
-    tmp.chmod(0o755)
-    tmp.rename(directory / name)
-    return directory / name
+from tests.support.inputs import install_executable
 
 
 def _config(tmp_path: Path, roots: list[str] | None = None, **section: object) -> dict:
@@ -93,13 +83,13 @@ async def test_missing_tool_follows_path_dirs(tmp_path: Path) -> None:
         gap = pub.open_gaps("missing_tool")["kloros-fake-tool"]
         assert gap.facts["searched"] == [str(bin1), str(bin2)]
         assert gap.facts["gap_category"] == "tooling"
-        tool = _install(bin1, "kloros-fake-tool")
+        tool = install_executable(bin1, "kloros-fake-tool")
         await _wait_state(pub, "missing_tool", {"other-tool"})
         tool.chmod(0o644)  # no longer executable: gap again (IN_ATTRIB)
         await _wait_state(pub, "missing_tool", {"kloros-fake-tool", "other-tool"})
         tool.chmod(0o755)
         await _wait_state(pub, "missing_tool", {"other-tool"})
-        _install(bin2, "other-tool")  # a PATH dir that did not exist at start
+        install_executable(bin2, "other-tool")  # a PATH dir that did not exist at start
         await _wait_state(pub, "missing_tool", set())
         tool.unlink()
         await _wait_state(pub, "missing_tool", {"kloros-fake-tool"})
@@ -217,80 +207,4 @@ async def test_nothing_to_check_is_unavailable(tmp_path: Path) -> None:
 
 
 # -- end to end: a real `kloros-stream run` ---------------------------------------------------
-def _q(qs: list[dict], gap_type: str, gap_name: str) -> dict | None:
-    return next(
-        (
-            q
-            for q in qs
-            if q["metadata"]["gap_type"] == gap_type and q["metadata"]["gap_name"] == gap_name
-        ),
-        None,
-    )
 
-
-def _status(gap_type: str, gap_name: str, resolved: bool):
-    def check(qs: list[dict]) -> bool:
-        q = _q(qs, gap_type, gap_name)
-        return q is not None and (q["status"] == "resolved") is resolved
-
-    return check
-
-
-def _scanned(svc: ServiceProcess, monitor: str) -> None:
-    deadline = time.monotonic() + 15
-    while "initial_scan_s" not in svc.health()["monitors"][monitor].get("details", {}):
-        assert time.monotonic() < deadline, svc.health()["monitors"][monitor]
-        time.sleep(0.05)
-
-
-@pytest.mark.e2e
-def test_e2e_path_tool_and_site_dist_info(tmp_path: Path) -> None:
-    bin_dir, site = tmp_path / "bin", tmp_path / "site"
-    bin_dir.mkdir()
-    site.mkdir()
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "job.py").write_text(
-        "import kloros_e2e_dist\ntry:\n    import kloros_e2e_optional\nexcept ImportError:\n"
-        "    kloros_e2e_optional = None\n"
-    )
-    cfg = write_config(
-        tmp_path,
-        {
-            "monitors": {
-                "integration": {"enabled": False, "roots": ["src"]},
-                "capability_discovery": {"required_executables": ["kloros-e2e-tool"]},
-            }
-        },
-    )
-    pythonpath = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
-    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": pythonpath}
-    with ServiceProcess(cfg, env=env) as svc:
-        qs = svc.wait_feed(
-            lambda qs: (
-                _status("missing_tool", "kloros-e2e-tool", False)(qs)
-                and _status("missing_library", "kloros_e2e_dist", False)(qs)
-            )
-        )
-        lib = _q(qs, "missing_library", "kloros_e2e_dist")
-        assert lib is not None and str(tmp_path / "src" / "job.py") in " ".join(lib["evidence"])
-        assert lib["metadata"]["monitor"] == "capability_discovery"
-        assert _q(qs, "missing_library", "kloros_e2e_optional") is None  # guarded import
-        _scanned(svc, "capability_discovery")
-        details = svc.health()["monitors"]["capability_discovery"]["details"]
-        assert str(bin_dir) in details["watched_dirs"] and str(site) in details["watched_dirs"]
-
-        tool = _install(bin_dir, "kloros-e2e-tool")
-        svc.wait_feed(_status("missing_tool", "kloros-e2e-tool", True))
-        dist = site / "kloros_e2e_dist-0.1.dist-info"
-        dist.mkdir()
-        (dist / "METADATA").write_text(
-            "Metadata-Version: 2.1\nName: kloros-e2e-dist\nVersion: 0.1\n"
-        )
-        (site / "kloros_e2e_dist.py").write_text("VALUE = 1\n")
-        svc.wait_feed(_status("missing_library", "kloros_e2e_dist", True))
-
-        tool.unlink()
-        svc.wait_feed(_status("missing_tool", "kloros-e2e-tool", False))
-        shutil.rmtree(dist)
-        (site / "kloros_e2e_dist.py").unlink()
-        svc.wait_feed(_status("missing_library", "kloros_e2e_dist", False))

@@ -6,32 +6,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
-
 from kloros_stream.monitors.exploration import ExplorationMonitor
 from tests.support.fakes import ListPublisher, make_context, make_monitor, running
-from tests.support.service import ServiceProcess, write_config
-
-IDLE = "0, GPU-5a1c0b3e-8f0e-4b8e-9c7c-2d6c1f0e9a11, NVIDIA GeForce RTX 3090, 2, 512, 24576\n"
-BUSY = "0, GPU-5a1c0b3e-8f0e-4b8e-9c7c-2d6c1f0e9a11, NVIDIA GeForce RTX 3090, 97, 20000, 24576\n"
-NA = "0, GPU-5a1c0b3e-8f0e-4b8e-9c7c-2d6c1f0e9a11, NVIDIA GeForce RTX 3090, [N/A], [N/A], 24576\n"
-
-
-def fake_nvidia_smi(directory: Path, exit_code: int = 0) -> tuple[Path, Path]:
-    """A script printing the content of ``gpus.csv`` (the test rewrites it), checking that
-    it is called with the real query arguments."""
-    state = directory / "gpus.csv"
-    state.write_text(IDLE)
-    script = directory / "nvidia-smi"
-    script.write_text(
-        "#!/bin/sh\n"
-        'case "$1" in --query-gpu=index,uuid,name,utilization.gpu,memory.used,memory.total) ;;'
-        ' *) echo "bad args: $*" >&2; exit 2;; esac\n'
-        f'[ "$2" = "--format=csv,noheader,nounits" ] || exit 3\n'
-        f'cat "{state}"\nexit {exit_code}\n'
-    )
-    script.chmod(0o755)
-    return script, state
+from tests.support.inputs import GPU_BUSY, GPU_IDLE, GPU_NA, fake_nvidia_smi
 
 
 def _monitor(
@@ -113,12 +90,12 @@ async def test_idle_accelerator_then_busy(tmp_path: Path) -> None:
         assert gap.facts["gap_category"] == "resource_utilization"
         assert monitor.ctx.status.details["gpus"][0]["memory_total_mib"] == 24576.0
         assert monitor.ctx.status.details["nvidia_smi"].startswith("ok")
-        state.write_text(NA)  # no figure: the gap stays
-        state.write_text(BUSY)
+        state.write_text(GPU_NA)  # no figure: the gap stays
+        state.write_text(GPU_BUSY)
         await pub.wait_for(lambda _: not pub.open_gaps("idle_accelerator"))
         resolved = pub.resolutions("idle_accelerator")
         assert len(resolved) == 1 and resolved[0].facts["utilization_pct"] == 97.0
-        state.write_text(IDLE)
+        state.write_text(GPU_IDLE)
         await pub.wait_for(lambda _: "gpu0" in pub.open_gaps("idle_accelerator"))
     assert len(pub.gaps("idle_accelerator")) == 2  # each idle period announced once
 
@@ -142,7 +119,7 @@ async def test_restarts_reannounce_neither_an_idle_gpu_nor_a_hardware_change(
             and "card1" in pub.open_gaps("hardware_change")
         )
     # still idle, with other readings of the moment (utilisation, memory)
-    state.write_text(IDLE.replace(", 2, 512,", ", 5, 600,"))
+    state.write_text(GPU_IDLE.replace(", 2, 512,", ", 5, 600,"))
     for _restart in range(2):
         monitor, pub = _monitor(tmp_path, **section)
         async with running(monitor):
@@ -176,41 +153,3 @@ async def test_one_shot_returns(tmp_path: Path) -> None:
     assert ctx.status.details["gpus"][0]["device"] == "gpu0"
     assert pub.signals == []
 
-
-@pytest.mark.e2e
-def test_e2e_fake_nvidia_smi_idle_then_busy(tmp_path: Path) -> None:
-    tools = tmp_path / "tools"
-    tools.mkdir()
-    script, state = fake_nvidia_smi(tools)
-    cfg = write_config(
-        tmp_path,
-        {
-            "monitors": {
-                "exploration": {
-                    "nvidia_smi": str(script),
-                    "interval_s": 0.2,
-                    "idle_window_s": 1.0,
-                    "idle_threshold_pct": 10,
-                }
-            }
-        },
-    )
-    with ServiceProcess(cfg) as svc:
-        qs = svc.wait_feed(
-            lambda qs: any(
-                q["metadata"]["gap_type"] == "idle_accelerator" and q["status"] != "resolved"
-                for q in qs
-            )
-        )
-        q = next(q for q in qs if q["metadata"]["gap_type"] == "idle_accelerator")
-        assert q["metadata"]["gap_name"] == "gpu0"
-        assert q["question"].startswith("NVIDIA GeForce RTX 3090 (gpu0) has been idle")
-        details = svc.health()["monitors"]["exploration"]["details"]
-        assert details["gpus"][0]["uuid"].startswith("GPU-5a1c")
-        assert details["inventory"]["cpu"]["logical_cores"] >= 1
-        state.write_text(BUSY)
-        svc.wait_feed(
-            lambda qs: any(
-                q["metadata"]["gap_name"] == "gpu0" and q["status"] == "resolved" for q in qs
-            )
-        )

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from pathlib import Path
 
-import pytest
-
-from kloros_stream.analysis.knowledge import sha256_hex
 from kloros_stream.monitors.knowledge_discovery import KnowledgeDiscoveryMonitor
 from tests.support.fakes import ListPublisher, make_monitor, running
-from tests.support.service import ServiceProcess, write_config
+from tests.support.inputs import write_index
 
 DAY = 86_400.0
 
@@ -32,17 +28,6 @@ def _monitor(
         }
     }
     return make_monitor(KnowledgeDiscoveryMonitor, tmp_path, data, one_shot=one_shot)
-
-
-def write_index(path: Path, docs: dict[str, bytes], *, atomic: bool = True) -> None:
-    body = json.dumps({"documents": {k: sha256_hex(v) for k, v in docs.items()}})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if atomic:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(body)
-        tmp.rename(path)
-    else:
-        path.write_text(body)
 
 
 async def _names(pub: ListPublisher, gap_type: str, names: set[str]) -> None:
@@ -162,44 +147,3 @@ async def test_stale_timer_fires_without_events(tmp_path: Path) -> None:
         await _names(pub, "stale_doc", {"a.md"})
     assert monitor.next_stale_due() is None
 
-
-@pytest.mark.e2e
-def test_e2e_doc_then_index(tmp_path: Path) -> None:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    cfg = write_config(
-        tmp_path,
-        {
-            "monitors": {
-                "knowledge_discovery": {
-                    "docs_dirs": ["docs"],
-                    "index_file": "var/knowledge_index.json",
-                }
-            }
-        },
-    )
-    with ServiceProcess(cfg) as svc:
-        deadline = time.monotonic() + 15
-        while "initial_scan_s" not in svc.health()["monitors"]["knowledge_discovery"].get(
-            "details", {}
-        ):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        body = b"# Runbook\nRestart the bridge with systemctl.\n"
-        (docs / "ops").mkdir()
-        (docs / "ops" / "runbook.md").write_bytes(body)
-        qs = svc.wait_feed(
-            lambda qs: any(
-                q["metadata"]["gap_name"] == "ops/runbook.md" and q["status"] != "resolved"
-                for q in qs
-            )
-        )
-        q = next(q for q in qs if q["metadata"]["gap_name"] == "ops/runbook.md")
-        assert q["metadata"]["gap_type"] == "unindexed_doc"
-        write_index(tmp_path / "var" / "knowledge_index.json", {"ops/runbook.md": body})
-        svc.wait_feed(
-            lambda qs: any(
-                q["metadata"]["gap_name"] == "ops/runbook.md" and q["status"] == "resolved"
-                for q in qs
-            )
-        )

@@ -25,6 +25,7 @@ that prints planned output and records its arguments) for exact edge cases.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -35,9 +36,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kloros_stream.sources.journal import JournalBatch
 
 JOURNALD = Path("/lib/systemd/systemd-journald")
 JOURNAL_ROOT = Path("/var/log/journal")
@@ -270,6 +274,25 @@ sys.exit(step.get("code", 0))
 def calls(tmp_path: Path) -> list[list[str]]:
     path = tmp_path / "calls.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def collect(
+    it: AsyncIterator[JournalBatch], count: int, timeout: float = 10.0, ident: str | None = None
+) -> list[dict[str, Any]]:
+    """Entries from ``it`` (only those of identifier ``ident`` if given) until ``count``
+    arrived (fails after ``timeout``)."""
+    got: list[dict[str, Any]] = []
+
+    async def run() -> None:
+        async for batch in it:
+            got.extend(
+                e for e in batch.entries if ident is None or e.get("SYSLOG_IDENTIFIER") == ident
+            )
+            if len(got) >= count:
+                return
+
+    await asyncio.wait_for(run(), timeout)
+    return got
 
 
 def _stream_main(argv: list[str]) -> int:

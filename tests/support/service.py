@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from kloros_stream.config import MONITOR_NAMES
 from kloros_stream.feed import read_feed
@@ -215,3 +218,29 @@ def failure(scenario: str, error: str = "service did not come back") -> dict[str
 
 def questions_of(feed: list[dict[str, Any]], gap_type: str) -> list[dict[str, Any]]:
     return [q for q in feed if q["metadata"]["gap_type"] == gap_type]
+
+
+def feed_lines(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def assert_no_duplicates(feed: Path) -> None:
+    """Every gap has one id, and each id was created once (restarts included)."""
+    created: dict[str, set[str]] = {}
+    ids: dict[tuple[str, str], set[str]] = {}
+    for q in feed_lines(feed):
+        created.setdefault(q["id"], set()).add(q["created_at"])
+        ids.setdefault((q["metadata"]["gap_type"], q["metadata"]["gap_name"]), set()).add(q["id"])
+    assert all(len(v) == 1 for v in created.values()), created
+    assert all(len(v) == 1 for v in ids.values()), ids
+
+
+def wait_file_contains(path: Path, needle: bytes, timeout: float = 10.0) -> None:
+    """Wait until ``path`` (a checkpoint) mentions ``needle``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError):
+            if needle in path.read_bytes():
+                return
+        assert time.monotonic() < deadline, f"{path} never mentioned {needle!r}"
+        time.sleep(0.01)
