@@ -9,35 +9,19 @@ under the quality cache.
 
 from __future__ import annotations
 
-import glob
-import shutil
 import subprocess
-from pathlib import Path
+
+from tests.support import pythons
 
 from .corpora import CorpusError, cache_dir
 
 
 def find_python(version: str) -> str:
     """A working ``python`` of ``version`` (``"3.13"``); CorpusError if there is none."""
-    pattern = f"versions/{version}.*/bin/python{version}"
-    candidates = sorted(glob.glob(f"/root/.pyenv/{pattern}"))
-    candidates += sorted(glob.glob(f"{Path.home()}/.pyenv/{pattern}"))
-    if found := shutil.which(f"python{version}"):
-        candidates.append(found)
-    for path in candidates:
-        try:
-            out = subprocess.run(
-                [path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-        except OSError:
-            continue
-        if out.returncode == 0 and out.stdout.strip() == version:
-            return path
-    raise CorpusError(f"no Python {version} on this machine (pyenv or python{version} on PATH)")
+    found = pythons.find_python(version)
+    if found is None:
+        raise CorpusError(f"no Python {version} on this machine (pyenv or python{version} on PATH)")
+    return found
 
 
 def empty_venv(version: str) -> str:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from kloros_stream.monitors.testresults import TestResultsMonitor
 from kloros_stream.sources.watcher import FileEvent, FileEventKind
 from tests.support.fakes import ListPublisher, make_context, running_monitor
 from tests.support.inputs import json_report, write_atomic
+from tests.support.pytest_runs import run_pytest
 from tests.support.scripted import wait_until
 
 CONFIG = {"monitors": {"test": {"results_dir": "results"}}}
@@ -121,26 +120,8 @@ async def test_real_pytest_junit_report_in_a_new_subdirectory(tmp_path: Path) ->
     report = tmp_path / "results" / "ci" / "run-1" / "junit.xml"
     async with running(tmp_path) as (_, pub):
         await asyncio.sleep(0.1)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
         await asyncio.to_thread(
-            subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "--rootdir",
-                ".",
-                f"--junitxml={report}",
-                "test_sample.py",
-            ],
-            cwd=proj,
-            env=env,
-            capture_output=True,
-            timeout=120,
-            check=False,
+            run_pytest, proj, f"--junitxml={report}", "test_sample.py", timeout=120
         )
         await pub.wait_for(lambda s: len(s) >= 1, timeout=15)
         assert names(pub.gaps()) == ["test_sample.py::test_bad"]

@@ -13,10 +13,7 @@ cause; passing tests are labelled false (no question may hold them).
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from kloros_stream.analysis.test_failures import FailureBook
 from kloros_stream.analysis.test_reports import parse_report
 from kloros_stream.analysis.test_storms import GapPlan
 from kloros_stream.config import TestMonitorConfig
+from tests.support.pytest_runs import run_pytest
 
 from ..corpora import Corpus, CorpusError
 from ..scoring import Outcome
@@ -121,28 +119,14 @@ def _run(project: Path, fmt: str) -> bytes:
         if fmt == "junit"
         else ["--json-report", f"--json-report-file={report}"]
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            ".",
-            "--continue-on-collection-errors",
-            "-o",
-            "pythonpath=tests",
-            *args,
-            "tests",
-        ],
-        cwd=project,
-        env=env,
-        capture_output=True,
+    run_pytest(
+        project,
+        "--continue-on-collection-errors",
+        "-o",
+        "pythonpath=tests",
+        *args,
+        "tests",
         timeout=600,
-        check=False,
     )
     if not report.exists():
         raise CorpusError(f"pytest wrote no {fmt} report")

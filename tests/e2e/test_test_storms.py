@@ -6,14 +6,12 @@ The suite is written to a temp dir at test time and run by real pytest with both
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.pytest_runs import run_pytest
 from tests.support.service import ServiceProcess, questions_of, write_config
 
 BROKEN_FIXTURE = """import pytest
@@ -45,30 +43,15 @@ def test_fine():
 """
 
 
-def run_pytest(project: Path, results: Path, run: int) -> None:
+def run_into_results(project: Path, results: Path, run: int) -> None:
     """Real pytest over the project; reports land atomically in ``results``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     staging = project / f".out{run}"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            ".",
-            f"--junitxml={staging}/junit.xml",
-            "--json-report",
-            f"--json-report-file={staging}/report.json",
-            "tests",
-        ],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        timeout=180,
-        check=False,
+    run_pytest(
+        project,
+        f"--junitxml={staging}/junit.xml",
+        "--json-report",
+        f"--json-report-file={staging}/report.json",
+        "tests",
     )
     target = results / f"run{run}"
     staging.rename(target)
@@ -90,7 +73,7 @@ def test_e2e_a_200_test_storm_is_one_question(tmp_path: Path) -> None:
     results.mkdir(parents=True)
     config = write_config(tmp_path, {"monitors": {"test": {"results_dir": "var/results"}}})
     with ServiceProcess(config) as svc:
-        run_pytest(project, results, 1)
+        run_into_results(project, results, 1)
         qs = svc.wait_feed(lambda qs: len(by_name(qs)) >= 3, timeout=30)
         named = by_name(qs)
         assert set(named) == {
@@ -112,7 +95,7 @@ def test_e2e_a_200_test_storm_is_one_question(tmp_path: Path) -> None:
 
         # The fixture is fixed: the whole group resolves; the other failures stay open.
         (project / "tests" / "conftest.py").write_text(GOOD_FIXTURE)
-        run_pytest(project, results, 2)
+        run_into_results(project, results, 2)
         qs = svc.wait_feed(
             lambda qs: (
                 by_name(qs)["ConnectionError at tests/conftest.py:5"]["status"] == "resolved"
