@@ -1,8 +1,9 @@
 """module_discovery monitor: a ``new_module`` gap for each module that appears.
 
 The modules present at the first start are the baseline; the set of known modules is
-checkpointed, so a module created while the service was down is announced at the next
-start and nothing known is announced again. A non-test ``.py`` file that appears later
+checkpointed (an append-only journal, one line per module that changed:
+:mod:`.module_journal`), so a module created while the service was down is announced at
+the next start and nothing known is announced again. A non-test ``.py`` file that appears later
 (created, or moved in from outside the roots) is announced once its content is complete
 (CLOSED, or quiet for a moment), with a quick scan of it in the facts: public classes and
 functions, the docstring's first line, imports. A rename within the tree is not a new
@@ -37,10 +38,8 @@ from ..sources.index import FileRecord, SourceSpec, Subscription, paced
 from ..sources.tree import SETTLE_S, SettleTimers
 from ..sources.watcher import FileEvent, FileEventKind
 from .base import Monitor, MonitorContext
-from .ledger import Debouncer
+from .module_journal import ModuleJournal, State
 
-CHECKPOINT = "modules"
-CHECKPOINT_FORMAT = 1
 EMPTY_SETTLE_S = 1.0
 """An empty new file is announced after this quiet period if no writer closes it."""
 SAVE_DELAY_S = 2.0
@@ -115,8 +114,10 @@ class ModuleDiscoveryMonitor(Monitor[ModuleDiscoveryConfig]):
         """Root -> known modules (absolute paths) kept while that root is missing."""
         self._root_check: asyncio.TimerHandle | None = None
         self.settle = SettleTimers(None)
-        self.saver = Debouncer(SAVE_DELAY_S, self._snapshot, self._write, self.log,
-                               delivered=ctx.delivered)
+        self.saver = ModuleJournal(
+            ctx.checkpoints, self._state, delay=SAVE_DELAY_S, delivered=ctx.delivered,
+            log=self.log,
+        )
         self.announced = 0
 
     async def run(self) -> None:
@@ -151,6 +152,7 @@ class ModuleDiscoveryMonitor(Monitor[ModuleDiscoveryConfig]):
         if self.known is None:
             self.known = set(present)
             self.log.info("module_baseline", modules=len(self.known))
+            self.saver.mark_all()
         else:
             for path in sorted(self.known - set(present)):
                 root = root_of(Path(path), self.roots)
@@ -164,7 +166,7 @@ class ModuleDiscoveryMonitor(Monitor[ModuleDiscoveryConfig]):
                 )
         # Saved once the bus acknowledges the gaps just published are in the feed: a
         # kill -9 before that repeats them (deduplicated) but loses none.
-        self.saver.mark()
+        self.saver.mark()  # what loading left pending (a compaction), if anything
         self._update_status()
         self.ctx.status.details["initial_scan_s"] = round(time.monotonic() - started, 3)
 
@@ -213,7 +215,8 @@ class ModuleDiscoveryMonitor(Monitor[ModuleDiscoveryConfig]):
         if old_gap is not None:
             self._resolve(old_gap, event.observed_at, f"renamed to {self._name(dst)}")
             await self._announce(dst, event.observed_at, reason=f"renamed from {old_gap}")
-        self.saver.mark()
+        self.saver.mark(str(src))
+        self.saver.mark(str(dst))
 
     def _deleted(self, root: Path, key: str, observed_at: float) -> None:
         """A module left the watcher's view: gone only if its root is there and it is not."""
@@ -264,7 +267,7 @@ class ModuleDiscoveryMonitor(Monitor[ModuleDiscoveryConfig]):
         gap = self.open.pop(key, None)
         if gap is not None:
             self._resolve(gap, observed_at, "the module is gone")
-        self.saver.mark()
+        self.saver.mark(key)
 
     # -- publishing ----------------------------------------------------------------------
     async def _announce(self, path: Path, observed_at: float, reason: str = "") -> None:
@@ -295,7 +298,7 @@ class ModuleDiscoveryMonitor(Monitor[ModuleDiscoveryConfig]):
         self.known.add(str(path))
         self.open[str(path)] = name
         self.announced += 1
-        self.saver.mark()
+        self.saver.mark(str(path))
 
     def _resolve(self, gap_name: str, observed_at: float, reason: str) -> None:
         self.ctx.resolve(
@@ -323,22 +326,12 @@ class ModuleDiscoveryMonitor(Monitor[ModuleDiscoveryConfig]):
 
     # -- checkpoint ----------------------------------------------------------------------
     def _load_checkpoint(self) -> None:
-        data = self.ctx.checkpoints.load(CHECKPOINT)
-        if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        loaded = self.saver.load()
+        if loaded is None:
             return
-        known, opened = data.get("known"), data.get("open")
-        if not isinstance(known, list) or not isinstance(opened, dict):
-            self.log.error("module_checkpoint_invalid")
-            return
-        self.known = {str(p) for p in known}
-        self.open = {str(k): str(v) for k, v in opened.items() if str(k) in self.known}
+        self.known, opened = loaded
+        self.open = {k: v for k, v in opened.items() if k in self.known}
         self.log.info("module_checkpoint_loaded", modules=len(self.known), open=len(self.open))
 
-    def _snapshot(self) -> dict[str, Any] | None:
-        if self.known is None:
-            return None
-        return {"format": CHECKPOINT_FORMAT, "known": sorted(self.known), "open": dict(self.open)}
-
-    def _write(self, data: dict[str, Any] | None) -> None:
-        if data is not None:
-            self.ctx.checkpoints.save(CHECKPOINT, data)
+    def _state(self) -> State | None:
+        return None if self.known is None else (self.known, self.open)
