@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kloros_stream.monitors.exploration import ExplorationMonitor
 from tests.support.fakes import ListPublisher, make_context, make_monitor, running
-from tests.support.inputs import GPU_BUSY, GPU_IDLE, GPU_NA, fake_nvidia_smi
+from tests.support.inputs import GPU_BUSY, GPU_IDLE, GPU_NA, fake_nvidia_smi, set_gpus
 
 
 def _monitor(
@@ -90,12 +90,12 @@ async def test_idle_accelerator_then_busy(tmp_path: Path) -> None:
         assert gap.facts["gap_category"] == "resource_utilization"
         assert monitor.ctx.status.details["gpus"][0]["memory_total_mib"] == 24576.0
         assert monitor.ctx.status.details["nvidia_smi"].startswith("ok")
-        state.write_text(GPU_NA)  # no figure: the gap stays
-        state.write_text(GPU_BUSY)
+        set_gpus(state, GPU_NA)  # no figure: the gap stays
+        set_gpus(state, GPU_BUSY)
         await pub.wait_for(lambda _: not pub.open_gaps("idle_accelerator"))
         resolved = pub.resolutions("idle_accelerator")
         assert len(resolved) == 1 and resolved[0].facts["utilization_pct"] == 97.0
-        state.write_text(GPU_IDLE)
+        set_gpus(state, GPU_IDLE)
         await pub.wait_for(lambda _: "gpu0" in pub.open_gaps("idle_accelerator"))
     assert len(pub.gaps("idle_accelerator")) == 2  # each idle period announced once
 
@@ -119,7 +119,7 @@ async def test_restarts_reannounce_neither_an_idle_gpu_nor_a_hardware_change(
             and "card1" in pub.open_gaps("hardware_change")
         )
     # still idle, with other readings of the moment (utilisation, memory)
-    state.write_text(GPU_IDLE.replace(", 2, 512,", ", 5, 600,"))
+    set_gpus(state, GPU_IDLE.replace(", 2, 512,", ", 5, 600,"))
     for _restart in range(2):
         monitor, pub = _monitor(tmp_path, **section)
         async with running(monitor):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.inputs import GPU_BUSY, fake_nvidia_smi
+from tests.support.inputs import GPU_BUSY, fake_nvidia_smi, set_gpus
 from tests.support.service import ServiceProcess, write_config
 
 
@@ -42,7 +42,7 @@ def test_e2e_fake_nvidia_smi_idle_then_busy(tmp_path: Path) -> None:
         details = svc.health()["monitors"]["exploration"]["details"]
         assert details["gpus"][0]["uuid"].startswith("GPU-5a1c")
         assert details["inventory"]["cpu"]["logical_cores"] >= 1
-        state.write_text(GPU_BUSY)
+        set_gpus(state, GPU_BUSY)
         svc.wait_feed(
             lambda qs: any(
                 q["metadata"]["gap_name"] == "gpu0" and q["status"] == "resolved" for q in qs

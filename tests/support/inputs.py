@@ -135,10 +135,10 @@ GPU_NA = f"{GPU}, [N/A], [N/A], 24576\n"
 
 
 def fake_nvidia_smi(directory: Path, exit_code: int = 0) -> tuple[Path, Path]:
-    """A script printing the content of ``gpus.csv`` (the test rewrites it), checking that
-    it is called with the real query arguments."""
+    """A script printing the content of ``gpus.csv`` (the test changes it with
+    :func:`set_gpus`), checking that it is called with the real query arguments."""
     state = directory / "gpus.csv"
-    state.write_text(GPU_IDLE)
+    set_gpus(state, GPU_IDLE)
     script = directory / "nvidia-smi"
     script.write_text(
         "#!/bin/sh\n"
@@ -149,3 +149,9 @@ def fake_nvidia_smi(directory: Path, exit_code: int = 0) -> tuple[Path, Path]:
     )
     script.chmod(0o755)
     return script, state
+
+
+def set_gpus(state: Path, csv: str) -> None:
+    """What the fake nvidia-smi prints from now on, replaced whole: the monitor samples it
+    at any moment, and a file rewritten in place can be read empty (no GPUs at all)."""
+    write_atomic(state, csv.encode())
