@@ -204,7 +204,3 @@ async def test_nothing_to_check_is_unavailable(tmp_path: Path) -> None:
     ctx, _ = make_context("capability_discovery", tmp_path, _config(tmp_path, scan_imports=False))
     with pytest.raises(MonitorUnavailable):
         await CapabilityDiscoveryMonitor(ctx).run()
-
-
-# -- end to end: a real `kloros-stream run` ---------------------------------------------------
-

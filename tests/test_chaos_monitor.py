@@ -198,7 +198,3 @@ async def test_state_and_offset_are_one_atomic_checkpoint(tmp_path: Path) -> Non
     assert saved["tail"]["offset"] == history.stat().st_size
     assert saved["stats"]["scenarios"][0][:3] == ["a", 1, 1]
     assert sorted(p.name for p in state_file.parent.iterdir()) == ["stats.json"]
-
-
-# -- end to end: a real `kloros-stream run` subprocess ---------------------------------------
-

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,51 @@ async def test_over_long_journal_lines_are_skipped_and_counted(tmp_path: Path) -
     assert ctx.status.counters["journal_lines_skipped"] == 1
 
 
+CHAINED = [
+    "Traceback (most recent call last):",
+    '  File "/srv/kloros/kloros/config.py", line 5, in load',
+    "    open(path)",
+    "FileNotFoundError: [Errno 2] No such file or directory: '/etc/kloros.toml'",
+    "",
+    "The above exception was the direct cause of the following exception:",
+    "",
+    "Traceback (most recent call last):",
+    '  File "/srv/kloros/kloros/config.py", line 9, in <module>',
+    '    load("/etc/kloros.toml")',
+    '  File "/srv/kloros/kloros/config.py", line 7, in load',
+    '    raise ConfigError("cannot load " + path) from err',
+    "ConfigError: cannot load /etc/kloros.toml",
+]
+
+
+async def test_a_chained_part_read_in_the_loop_turn_of_the_deadline_joins_its_head(
+    tmp_path: Path,
+) -> None:
+    """The loop is stalled past the chain grace right after the first part of a chain, and
+    the chained part reaches the pipe meanwhile: both become ready in one loop turn, and the
+    part is read before the quiet deadline is judged, so the inner cause is no question of
+    its own."""
+    j = Journal()
+    head = j.lines(CHAINED[:4])
+    tail = j.lines(CHAINED[4:])
+    jc = scripted_journalctl(
+        tmp_path, [{"stdout": j.text(head), "more": [[0.1, j.text(tail)]], "hang": True}]
+    )
+    async with following(tmp_path, config(jc)) as (monitor, pub):
+        take = monitor._on_journal_batch
+
+        def stalled(batch: Any) -> None:
+            take(batch)
+            if batch.entries[-1] is not None and batch.entries[-1]["MESSAGE"] == CHAINED[3]:
+                time.sleep(0.5)  # the chained part is written while the loop stands still
+
+        monitor._on_journal_batch = stalled  # type: ignore[method-assign]
+        await pub.wait_for(lambda s: len(s) >= 1)
+        await asyncio.sleep(0.3)  # a question of the inner cause alone would be here now
+    assert names(pub.gaps()) == ["ConfigError: cannot load /etc/kloros.toml"]
+    assert pub.gaps()[0].facts["chain"] == [CHAINED[3], CHAINED[-1]]
+
+
 # -- cursor, replay and memory across restarts ----------------------------------------------
 async def test_restart_resumes_before_a_half_read_traceback_without_duplicates(
     tmp_path: Path,
@@ -368,10 +414,3 @@ async def test_log_file_scan(tmp_path: Path) -> None:
         tmp_path, {"monitors": {"exception": {"journal": False, "log_files": [str(log)]}}}
     )
     assert names(gaps) == ["KeyError: 'job 17'"]
-
-
-# -- a real journald (the `journald` fixture is in conftest.py) ---------------------------
-
-
-# -- end to end: a real kloros-stream run --------------------------------------------------
-

@@ -163,6 +163,17 @@ async def test_exited_journalctl_is_restarted_after_the_last_cursor(tmp_path: Pa
     assert f.restarts == 1 and f.last_exit == "status 1: boom"
 
 
+async def test_unread_counts_what_no_batch_holds_yet(tmp_path: Path) -> None:
+    partial = '{"__CURSOR": "s=abc;i=2'
+    jc = scripted_journalctl(tmp_path, [{"stdout": jsonl(entry(1)) + partial, "hang": True}])
+    f = JournalFollower(journalctl=str(jc))
+    assert f.unread() == 0
+    it = f.batches()
+    assert len(await collect(it, 1)) == 1
+    assert f.unread() == len(partial)  # the partial line waits for the rest
+    await it.aclose()
+
+
 async def test_closing_the_stream_stops_journalctl(tmp_path: Path) -> None:
     jc = scripted_journalctl(tmp_path, [{"stdout": jsonl(entry(1)), "hang": True}])
     f = JournalFollower(journalctl=str(jc))
@@ -236,7 +247,3 @@ async def test_unavailable_while_following_is_raised(tmp_path: Path) -> None:
     with pytest.raises(JournalUnavailable, match="insufficient permissions"):
         async for _ in f.batches():
             pass
-
-
-# -- a real journald (the `journald` fixture is in conftest.py) ---------------------------
-

@@ -93,7 +93,3 @@ async def test_one_shot_scan(tmp_path: Path) -> None:
     assert [s.gap_name for s in pub.signals] == ["identical_metrics"]
     assert pub.signals[0].facts["examples"] == ["e1", "e2"]
     assert pub.signals[0].facts["affected_experiments"] == 2
-
-
-# -- end to end: a real `kloros-stream run` subprocess ---------------------------------------
-

@@ -215,7 +215,3 @@ async def test_many_reports_are_bounded_and_not_reparsed_after_restart(
         await pub2.wait_for(lambda s: len(s) == 1)
         assert names(pub2.resolutions()) == ["m::t0"]  # and none of r0..r7 re-announced
         assert monitor.counts["parsed"] == 1
-
-
-# -- end to end: a real `kloros-stream run` subprocess ---------------------------------------
-

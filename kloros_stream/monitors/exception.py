@@ -20,16 +20,13 @@ checkpointing :class:`~kloros_stream.sources.tailer.FileTailer` (:mod:`.exceptio
 If the journal is unavailable the log files are still followed (the reason is in
 ``/health`` details); with no source left the monitor is ``unavailable``.
 
-State (one checkpoint file ``state.json``, saved atomically at most once a second while
-something changed, and on stop; see :mod:`.exception_state`): the journal ``cursor`` up to
-which everything is *fully* processed (just before the first entry of the oldest traceback
-still being assembled, so a restart resumes there with ``--after-cursor`` and neither loses
-a half-read traceback nor skips an entry), the occurrence keys ``published`` after it and
-per log file (so a replay publishes nothing twice), and the bounded LRU of
-``fingerprints`` (``dedup_size``) behind the facts ``occurrences``, ``first_seen`` and
-``last_seen`` (eviction only resets those facts: the core still groups by fingerprint).
-Only the first sighting of a fingerprint since it entered the LRU is logged at warning
-level (repeats at debug), so a crash loop does not flood the log.
+State (``state.json``, :mod:`.exception_state`; saved at most once a second while something
+changed, and on stop): the journal ``cursor`` just before the first entry of the oldest
+traceback still being assembled (a restart resumes there: nothing lost, nothing skipped),
+the occurrence keys ``published`` after it and per log file (a replay publishes nothing
+twice), and the LRU of ``fingerprints`` (``dedup_size``) behind ``occurrences``,
+``first_seen``, ``last_seen``; a fingerprint's first sighting is logged at warning level,
+repeats at debug.
 
 One-shot (``scan``): ``journalctl --lines=10000`` without ``--follow`` (the scan's
 read-only checkpoint store has no cursor) and each log file from its start, then every
@@ -40,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -75,6 +73,7 @@ from .exception_journal import (
     line_occurrence,
     safe_cursor,
     stream_key,
+    sync_follower_status,
     whole_message_occurrences,
 )
 from .exception_state import FingerprintMemory, ReplayState
@@ -108,7 +107,11 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         self.replay = ReplayState()
         self._seq = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0
+        """When :attr:`_timer` is due (uvloop's handle of a due time has no ``when()``)."""
+        self._judging: asyncio.Handle | None = None
+        self._stalled = False
         self._dirty = False
         self._last_save = float("-inf")
         self._synced: dict[str, int] = {}
@@ -121,7 +124,10 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         if self.cfg.journal:
             sources["journal"] = self._follow_journal
         for path in self.cfg.log_files:
-            sources[str(path)] = self._file_source(Path(path))
+            sources[str(path)] = functools.partial(
+                follow_log_file, Path(path), self.ctx, self._on_file_batch,
+                max_line_bytes=self.max_line_bytes,
+            )
         if not sources:
             raise MonitorUnavailable("nothing to watch: journal = false and no log_files")
         unavailable: dict[str, str] = {}
@@ -149,9 +155,10 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
     def _stop(self) -> None:
         """Finish what is pending (all of it in one-shot; else the files', whose tailers
         have saved their offsets past it) and save the state."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for handle in (self._timer, self._judging):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._judging = None
         if self.ctx.one_shot:
             self.assembler.flush(0.0, force=True)
         else:
@@ -231,14 +238,6 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         self._publish(occ, where=unit or occ.facts["identifier"] or "journal")
 
     # -- log files -------------------------------------------------------------------------
-    def _file_source(self, path: Path) -> Callable[[], Awaitable[None]]:
-        async def follow() -> None:
-            await follow_log_file(
-                path, self.ctx, self._on_file_batch, max_line_bytes=self.max_line_bytes
-            )
-
-        return follow
-
     def _on_file_batch(self, batch: TailBatch) -> None:
         assert self._loop is not None
         now = self._loop.time()
@@ -333,14 +332,34 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         if deadline is None:
             return
         if self._timer is not None:
-            if self._timer.when() <= deadline:
+            if self._timer_at <= deadline:
                 return
             self._timer.cancel()
-        self._timer = loop.call_at(max(deadline, loop.time()), self._on_timer)
+        self._arm(max(deadline, loop.time()))
+
+    def _arm(self, at: float) -> None:
+        assert self._loop is not None
+        self._timer_at, self._timer = at, self._loop.call_at(at, self._on_timer)
 
     def _on_timer(self) -> None:
+        """Quiet counts only while the loop runs: a deadline passed in a stall is judged one
+        grace later (journalctl was likely starved too), and after the lines read in the same
+        turn (handed on callbacks later), so a chain's first part read late is no record."""
         assert self._loop is not None
         self._timer = None
+        if self._loop.time() - self._timer_at > CHAIN_GRACE_S and not self._stalled:
+            self._stalled = True
+            self._arm(self._loop.time() + CHAIN_GRACE_S)
+            return
+        self._stalled = False
+        self._judging = self._loop.call_soon(self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        assert self._loop is not None
+        self._judging = None
+        if self.follower is not None and self.follower.unread():
+            self._arm(self._loop.time() + CHAIN_GRACE_S)  # and its batch reschedules
+            return
         now = self._loop.time()
         try:
             self.assembler.flush(now)
@@ -368,28 +387,10 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         self.ctx.status.details["fingerprints"] = len(self.memory)
 
     def _load(self) -> None:
-        if not self.replay.load(self.ctx.checkpoints.load(CHECKPOINT), self.memory):
-            return
-        self.log.info(
-            "exception_state_loaded",
-            cursor=self.replay.cursor,
-            fingerprints=len(self.memory),
-            published=len(self.replay.published),
-        )
+        if self.replay.load(self.ctx.checkpoints.load(CHECKPOINT), self.memory):
+            self.log.info("exception_state_loaded", cursor=self.replay.cursor,
+                          fingerprints=len(self.memory), published=len(self.replay.published))
 
     def _sync_follower(self) -> None:
-        f = self.follower
-        if f is None:
-            return
-        details = self.ctx.status.details
-        details["journalctl"] = {"pid": f.pid, "restarts": f.restarts, "last_exit": f.last_exit}
-        for name, value in (
-            ("journalctl_restarts", f.restarts),
-            ("journal_lines_skipped", f.lines_skipped),
-            ("journal_lines_malformed", f.lines_malformed),
-        ):
-            delta = value - self._synced.get(name, 0)
-            if delta:
-                self.ctx.status.count(name, delta)
-                self._synced[name] = value
-
+        if self.follower is not None:
+            sync_follower_status(self.follower, self.ctx.status, self._synced)

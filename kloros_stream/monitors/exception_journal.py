@@ -6,7 +6,8 @@ restart must resume.
 - :func:`whole_message_occurrences`: a multi-line ``MESSAGE`` parsed whole;
 - :func:`entry_priority_occurrence`: an entry logged at an error priority;
 - :func:`add_journal_facts`: the journal facts of an occurrence and its latency origin;
-- :func:`safe_cursor`: just before the oldest traceback still being assembled.
+- :func:`safe_cursor`: just before the oldest traceback still being assembled;
+- :func:`sync_follower_status`: journalctl's process and counters in the monitor status.
 
 Field access is :mod:`kloros_stream.sources.journal`'s; building occurrences is
 :mod:`kloros_stream.analysis.occurrences`'s (pure); this module only joins them.
@@ -28,7 +29,8 @@ from ..analysis.occurrences import (
 )
 from ..analysis.tracebacks import assemble_text
 from ..core.identity import iso
-from ..sources.journal import entry_field, entry_key, entry_realtime
+from ..sources.journal import JournalFollower, entry_field, entry_key, entry_realtime
+from .base import MonitorStatus
 
 LIVE_WINDOW_S = 10.0
 """An entry read within this of its journal timestamp is live: its timestamp is the
@@ -126,3 +128,21 @@ def safe_cursor(pending_first_metas: Iterable[Any], cursor: str | None) -> str |
         if isinstance(meta, JournalMeta) and (oldest is None or meta.seq < oldest.seq):
             oldest = meta
     return oldest.prev_cursor if oldest is not None else cursor
+
+
+def sync_follower_status(
+    follower: JournalFollower, status: MonitorStatus, synced: dict[str, int]
+) -> None:
+    """journalctl's PID, restarts and last exit in ``/health`` details, and what its
+    counters gained since ``synced`` (updated) added to the monitor's counters."""
+    f = follower
+    status.details["journalctl"] = {"pid": f.pid, "restarts": f.restarts, "last_exit": f.last_exit}
+    for name, value in (
+        ("journalctl_restarts", f.restarts),
+        ("journal_lines_skipped", f.lines_skipped),
+        ("journal_lines_malformed", f.lines_malformed),
+    ):
+        delta = value - synced.get(name, 0)
+        if delta:
+            status.count(name, delta)
+            synced[name] = value

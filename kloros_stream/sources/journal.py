@@ -199,6 +199,8 @@ class JournalFollower:
         self.lines_malformed = 0
         self.entries_read = 0
         self.last_exit: str | None = None
+        self._stream: asyncio.StreamReader | None = None
+        self._lines: LineSplitter | None = None
 
     # -- command lines ---------------------------------------------------------------------
     def _base(self) -> list[str]:
@@ -318,8 +320,19 @@ class JournalFollower:
         await asyncio.wait({drain})
         self.pid = None
 
+    def unread(self) -> int:
+        """Bytes journalctl wrote that no batch holds yet: received but not read from the
+        stream (its buffer: asyncio has no public accessor) and a partial line held. A
+        reader that judges quiet by a timer asks this first: in a stalled loop, data and
+        deadline become ready in the same turn and the data is handed on callbacks later."""
+        stream, lines = self._stream, self._lines
+        if stream is None or lines is None:
+            return 0
+        return len(getattr(stream, "_buffer", b"")) + lines.held
+
     async def _read(self, stream: asyncio.StreamReader) -> AsyncIterator[JournalBatch]:
         lines = LineSplitter(self.max_line_bytes, lambda _offset, size: self._skip_long(size))
+        self._stream, self._lines = stream, lines
         loads = orjson.loads
         while True:
             chunk = await stream.read(CHUNK_BYTES)

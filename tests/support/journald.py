@@ -241,8 +241,9 @@ def scripted_journalctl(
     tmp_path: Path, runs: list[dict[str, Any]], probe: dict[str, Any] | None = None
 ) -> Path:
     """An executable that answers the probe with ``probe`` and its n-th reading run with
-    ``runs[n]`` (``stdout`` bytes as latin-1 text, ``stderr``, ``code``, ``hang``); every
-    call's argv is appended to ``calls.jsonl``."""
+    ``runs[n]`` (``stdout`` bytes as latin-1 text, then each ``[after_s, text]`` of
+    ``more`` after a pause, ``stderr``, ``code``, ``hang``); every call's argv is appended
+    to ``calls.jsonl``."""
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"runs": runs, "probe": probe or {}}))
     script = tmp_path / "journalctl"
@@ -261,6 +262,10 @@ else:
     step = plan["runs"][min(n, len(plan["runs"]) - 1)]
 sys.stdout.buffer.write(step.get("stdout", "").encode("latin-1"))
 sys.stdout.flush()
+for after_s, text in step.get("more", ()):
+    time.sleep(after_s)
+    sys.stdout.buffer.write(text.encode("latin-1"))
+    sys.stdout.flush()
 sys.stderr.write(step.get("stderr", ""))
 sys.stderr.flush()
 if step.get("hang"):
