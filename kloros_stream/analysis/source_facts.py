@@ -11,7 +11,10 @@ clock, the analysed code is never imported.
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+import marshal
+import zlib
+from dataclasses import dataclass, fields
+from types import MappingProxyType
 from typing import Any
 
 from .capabilities import FileImports, imports_of
@@ -47,6 +50,24 @@ class SourceFacts:
             ],
         }
 
+    def to_bytes(self) -> bytes:
+        """A compact, fast encoding for the index's journal: the fields' values as plain
+        containers, marshalled and compressed (read back by the same Python only: the
+        journal's key holds its version)."""
+        return zlib.compress(marshal.dumps((
+            _values(self.flows), _values(self.imports), _values(self.summary))), 1)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SourceFacts:
+        """Inverse of :meth:`to_bytes`; raises ValueError/TypeError/EOFError/zlib.error
+        if ``data`` is damaged."""
+        flows, imports, summary = marshal.loads(zlib.decompress(data))
+        return cls(
+            flows=share_empties(FileFlows(*flows)),
+            imports=share_empties(FileImports(*imports)),
+            summary=ModuleSummary(*summary),
+        )
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SourceFacts:
         """Inverse of :meth:`to_json`; raises KeyError/TypeError/ValueError if malformed."""
@@ -66,6 +87,14 @@ class SourceFacts:
                 truncated=bool(truncated),
             ),
         )
+
+
+def _values(obj: Any) -> tuple[Any, ...]:
+    """A dataclass's field values in order, read-only maps as plain dicts."""
+    return tuple(
+        dict(v) if isinstance(v, MappingProxyType) else v
+        for v in (getattr(obj, f.name) for f in fields(obj))
+    )
 
 
 def extract(tree: ast.Module, module: str, config: FlowConfig) -> SourceFacts:

@@ -14,6 +14,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import sys
+import zlib
+from base64 import b64decode, b64encode
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +33,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-JOURNAL_FORMAT = 1
+JOURNAL_FORMAT = 2
+"""2: facts as base64 of :meth:`SourceFacts.to_bytes` (marshal + zlib), not JSON."""
 COMPACT_SLACK = 1000
 """Compact at load when the journal holds more than twice the records plus this."""
 WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="source-journal")
@@ -55,7 +59,7 @@ def analysis_version() -> str:
 
 def spec_key(spec: SourceSpec) -> str:
     flows = spec.flow_config
-    text = repr((JOURNAL_FORMAT, FACTS_VERSION, analysis_version(),
+    text = repr((JOURNAL_FORMAT, FACTS_VERSION, analysis_version(), sys.version_info[:2],
                  [str(r) for r in spec.roots], list(spec.exclude), spec.max_file_bytes,
                  sorted(flows.emit_calls), sorted(flows.subscribe_calls),
                  list(getattr(flows, "subscriber_suffixes", ()))))
@@ -66,7 +70,7 @@ def record_to_json(record: FileRecord) -> dict[str, Any]:
     return {
         "p": record.path, "r": record.root, "m": record.module, "t": record.mtime_ns,
         "s": record.size, "h": record.sha256,
-        "f": record.facts.to_json() if record.facts is not None else None,
+        "f": b64encode(record.facts.to_bytes()).decode() if record.facts is not None else None,
         "e": list(record.error) if record.error else None,
         "k": record.skipped, "d": record.detail,
     }
@@ -79,7 +83,7 @@ def record_from_json(data: dict[str, Any]) -> FileRecord:
     return FileRecord(
         path=str(data["p"]), root=str(data["r"]), module=str(data["m"]),
         mtime_ns=int(data["t"]), size=int(data["s"]), sha256=str(data["h"]),
-        facts=SourceFacts.from_json(data["f"]) if data["f"] is not None else None,
+        facts=SourceFacts.from_bytes(b64decode(data["f"])) if data["f"] is not None else None,
         error=(str(err[0]), None if err[1] is None else int(err[1])) if err else None,
         skipped=str(data["k"]), detail=str(data["d"]),
     )
@@ -109,29 +113,27 @@ class IndexJournal:
             log.info("source_journal_ignored", path=str(self.path), reason="other settings")
             self._rewrite([])
             return {}
-        raw: dict[str, bytes] = {}
+        raw: dict[str, tuple[bytes, dict[str, Any]]] = {}
         invalid = 0
         for line in lines[1:]:
             if not line:
                 continue
             try:
-                path = orjson.loads(line)["p"]
+                item = orjson.loads(line)
+                raw[item["p"]] = (line, item)
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 invalid += 1
-                continue
-            raw[path] = line
         records: dict[str, FileRecord] = {}
-        for path, line in raw.items():
+        for path, (_line, item) in raw.items():
             try:
-                item = orjson.loads(line)
                 if not item.get("gone"):
                     records[path] = record_from_json(item)
-            except (KeyError, TypeError, ValueError, IndexError):
-                invalid += 1
+            except (KeyError, TypeError, ValueError, IndexError, EOFError, zlib.error):
+                invalid += 1  # a damaged line: that file is parsed again
         if invalid:
             log.warning("source_journal_invalid_lines", path=str(self.path), lines=invalid)
         if len(lines) > 2 * len(records) + COMPACT_SLACK or invalid:
-            self._rewrite([raw[p] for p in records])
+            self._rewrite([raw[p][0] for p in records])
         return records
 
     def _rewrite(self, lines: list[bytes]) -> None:
