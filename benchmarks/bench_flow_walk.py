@@ -132,8 +132,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.action == "time":
         got = measure(args.n)
-        print(f"{got['files']:.0f} files: ast.parse {got['parse']:.2f} s, analyze_tree "
-              f"{got['walk']:.2f} s, ratio {got['walk'] / got['parse']:.2f}")
+        print(
+            f"{got['files']:.0f} files: ast.parse {got['parse']:.2f} s, analyze_tree "
+            f"{got['walk']:.2f} s, ratio {got['walk'] / got['parse']:.2f}"
+        )
         return 0
     target = args.directory / "digests.json"
     found = digests(args.n)
@@ -144,12 +146,15 @@ def main(argv: list[str]) -> int:
         return 0
     before = orjson.loads(target.read_bytes())
     differ = sorted(k for k in before.keys() | found.keys() if before.get(k) != found.get(k))
-    order_only = [k for k in differ if before.get(k, "|").split("|")[0] == found.get(k, "|")
-                  .split("|")[0]]
+    order_only = [
+        k for k in differ if before.get(k, "|").split("|")[0] == found.get(k, "|").split("|")[0]
+    ]
     for key in differ[:50]:
         print("DIFFERS", key, "(insertion order only)" if key in order_only else "")
-    print(f"{len(found)} compared (of {len(before)} before), {len(differ)} differ, "
-          f"{len(order_only)} of them in dict insertion order only")
+    print(
+        f"{len(found)} compared (of {len(before)} before), {len(differ)} differ, "
+        f"{len(order_only)} of them in dict insertion order only"
+    )
     return 1 if differ else 0
 
 

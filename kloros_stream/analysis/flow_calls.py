@@ -45,6 +45,8 @@ def find_wrapper(
     if not names:
         return None
     for call in calls:
+        if not _may_name(call, names):
+            continue
         kind, index, keyword = call_kind(
             call, info, qual.rsplit(".", 1)[0] if "." in qual else None
         )
@@ -72,6 +74,19 @@ def find_wrapper(
     return None
 
 
+def _may_name(call: ast.Call, names: set[str]) -> bool:
+    """Whether an argument of ``call`` is one of ``names`` or an f-string (a topic taken
+    from a parameter can be nothing else)."""
+    for arg in call.args:
+        if (type(arg) is ast.Name and arg.id in names) or type(arg) is ast.JoinedStr:
+            return True
+    for k in call.keywords:
+        arg = k.value
+        if (type(arg) is ast.Name and arg.id in names) or type(arg) is ast.JoinedStr:
+            return True
+    return False
+
+
 def call_kind(
     call: ast.Call, info: ModuleInfo, cls: str | None
 ) -> tuple[str | None, int, str | None]:
@@ -81,7 +96,8 @@ def call_kind(
     this module), 0 when it is not (it may be a wrapper defined in another module)."""
     func = call.func
     emit_calls, sub_calls = info.emit_calls, info.subscribe_calls
-    if isinstance(func, ast.Name):
+    kind = type(func)
+    if kind is ast.Name:
         name = func.id
         if name in info.functions:
             w = info.wrappers.get(name)
@@ -89,10 +105,10 @@ def call_kind(
         if name in info.classes and f"{name}.__init__" in info.wrappers:
             w = info.wrappers[f"{name}.__init__"]
             return w.kind, w.index, w.param
-    elif isinstance(func, ast.Attribute):
+    elif kind is ast.Attribute:
         name = func.attr
         owner = func.value
-        if isinstance(owner, ast.Name) and owner.id in ("self", "cls") and cls is not None:
+        if type(owner) is ast.Name and owner.id in ("self", "cls") and cls is not None:
             w = info.wrappers.get(f"{cls}.{name}")
             if w is not None:
                 return w.kind, w.index, w.param

@@ -280,11 +280,13 @@ DYNAMIC_CALLS = frozenset({"vars", "fields", "asdict", "astuple", "getattr", "di
 def _dynamic_read(call: ast.Call) -> bool:
     """``vars(self)``, ``fields(self)``, ``asdict(self)``, ``getattr(self, name)`` with a
     name that is not a literal."""
-    name = (_dotted(call.func) or "").rsplit(".", 1)[-1]
-    if name not in DYNAMIC_CALLS or not call.args:
+    if not call.args:
         return False
     first = call.args[0]
     if not (isinstance(first, ast.Name) and first.id in ("self", "cls")):
+        return False
+    name = (_dotted(call.func) or "").rsplit(".", 1)[-1]
+    if name not in DYNAMIC_CALLS:
         return False
     if name == "getattr":
         return len(call.args) > 1 and not isinstance(call.args[1], ast.Constant)

@@ -27,7 +27,9 @@ NOT_WRAPPERS = frozenset(
     }
 )  # fmt: skip
 """Callees that are never wrappers: their calls are not kept."""
-_TOPIC_LIKE = (ast.Constant, ast.JoinedStr, ast.BinOp, ast.Name, ast.Attribute, ast.Subscript)
+_TOPIC_TYPES = frozenset(
+    {ast.Constant, ast.JoinedStr, ast.BinOp, ast.Name, ast.Attribute, ast.Subscript}
+)
 SIGNAL_FIELDS = ("signal", "topic", "channel", "subject")
 """Message fields holding the topic (``msg.get("signal") == "X"`` consumes X)."""
 
@@ -54,20 +56,18 @@ class TopicRules:
     def _top_class(self) -> str | None:
         """The enclosing class (``Outer.Inner`` for a nested one), if the module scan knows
         it (classes inside functions are not resolved)."""
-        parts: list[str] = []
-        for frame in self.frames[1:]:
-            if not frame.is_class:
-                break
-            parts.append(frame.name)
-        qual = ".".join(parts)
-        return qual if qual in self.info.classes else None
+        lead = self.frames[-1].lead
+        return lead if lead in self.info.classes else None
 
     def lookup(self, node: ast.expr) -> list[Any] | None:
         """Literal values of a Name/Attribute: local bindings, then module/class constants."""
-        if isinstance(node, ast.Name):
+        if type(node) is ast.Name:
+            name = node.id
             for frame in reversed(self.frames):
-                if node.id in frame.env:
-                    return frame.env[node.id]
+                if name in frame.env:
+                    return frame.env[name]
+            constants = self.info.constants
+            return [constants[name]] if name in constants else None
         return self.info.lookup_constant(node, self._top_class())
 
     def _bind(self, target: ast.expr, items: list[Any] | None) -> None:
@@ -164,18 +164,34 @@ class TopicRules:
             return
         args = [(str(i), a) for i, a in enumerate(node.args[:MAX_DEFERRED_ARGS])]
         args += [(k.arg, k.value) for k in node.keywords if k.arg is not None]
-        site = self._site(node)
+        site = None
         for key, arg in args:
-            if not isinstance(arg, _TOPIC_LIKE) or self._from_params(arg):
-                continue
-            vals = fv.strings(fv.values(arg, self.lookup))
-            if not vals:
-                pattern = fv.pattern(arg)
-                vals = [pattern] if pattern else []
-            for value in vals:
+            for value in self._deferred_values(arg):
                 if len(value) <= 200 and not any(c.isspace() for c in value):
+                    if site is None:
+                        site = self._site(node)
                     self.deferred.setdefault(name, []).append((key, value, *site))
                     self._deferred_count += 1
+
+    def _deferred_values(self, arg: ast.expr) -> list[str]:
+        """The topics a topic-like argument of a call can carry (none when it comes from
+        the function's parameters)."""
+        kind = type(arg)
+        if kind is ast.Constant:  # its value if a non-empty string
+            value = arg.value
+            return [value] if isinstance(value, str) and value else []
+        if kind is ast.Name or kind is ast.Attribute:  # no pattern in a bare name
+            if kind is ast.Name and arg.id in self.frames[-1].params:
+                return []
+            found = self.lookup(arg)
+            return fv.strings(found) if found is not None else []
+        if kind not in _TOPIC_TYPES or self._from_params(arg):
+            return []
+        vals = fv.strings(fv.values(arg, self.lookup))
+        if not vals:
+            pattern = fv.pattern(arg)
+            vals = [pattern] if pattern else []
+        return vals
 
     def _function_qual(self) -> str:
         """``Class.method`` for a method (as the module scan names it), else the name."""

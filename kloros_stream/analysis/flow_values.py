@@ -35,8 +35,16 @@ def values(node: ast.expr | None, lookup: Lookup) -> list[Any] | None:
     """Every value ``node`` can take, or None."""
     if node is None:
         return None
-    if isinstance(node, ast.Constant):
+    kind = type(node)  # the commonest shapes first
+    if kind is ast.Constant:
         return [node.value]
+    if kind is ast.Name or kind is ast.Attribute:
+        return lookup(node)
+    if kind is ast.Call:
+        func = node.func
+        if type(func) is ast.Attribute and func.attr == "get" and node.args:
+            return _lookup_in(values(func.value, lookup), node.args[0], lookup)
+        return None
     if isinstance(node, ast.List | ast.Tuple | ast.Set):
         items: list[Any] = []
         for elt in node.elts:

@@ -3,9 +3,10 @@
 :func:`walk` visits every node once and returns what the two halves of the analysis
 need, so neither walks the tree again:
 
-- ``out``: the nodes the flow analyzer handles, in the order it handles them (parent
-  first, in source order; a definition's decorators before its arguments, then its
-  scope's ``ENTER`` marker, its body, ``LEAVE``), without annotations and return types;
+- ``out``: the nodes the flow analyzer handles (of attributes, the reads), in the order
+  it handles them (parent first, in source order; a definition's decorators before its
+  arguments, then its scope's ``ENTER`` marker, its body, ``LEAVE``), without
+  annotations and return types;
 - ``post``: the facts :func:`~.flow_module.scan_module` records (calls per function,
   definitions, nested classes, imports, ``self.x = ...`` in classes) in post-order, so
   that ``reversed(post)`` is the order of a depth-first walk taking the last child
@@ -63,9 +64,7 @@ LEAVE = _Leave("LEAVE")
 """Leave the innermost scope."""
 
 # Codes of the main loop (see walk()).
-_PLAIN, _HANDLED, _ATTR, _CALL, _ASSIGN, _ANN, _DEF, _CLASSDEF, _LAMBDA, _IMPORT, _ARG = range(
-    11
-)
+_PLAIN, _HANDLED, _ATTR, _CALL, _ASSIGN, _ANN, _DEF, _CLASSDEF, _LAMBDA, _IMPORT, _ARG = range(11)
 _MARK = 11
 _CODES: dict[type, int] = {
     ast.Attribute: _ATTR,
@@ -162,9 +161,10 @@ class Walked:
         self.dynamic = dynamic
 
 
-_EXIT, _OUT, _CTX, _SCAN = range(4)
-"""Stack markers: (_EXIT, fact), (_OUT, ENTER|LEAVE), (_CTX, record, class, function),
-(_SCAN, nodes): walk ``nodes`` for the module scan only."""
+_OUT, _CTX, _SCAN = 10, 11, 12
+"""Stack markers besides the facts themselves (recorded when popped: after the node's
+children): (_OUT, ENTER|LEAVE), (_CTX, record, class, function), (_SCAN, nodes): walk
+``nodes`` for the module scan only."""
 _ENTER_OUT = (_OUT, ENTER)
 _LEAVE_OUT = (_OUT, LEAVE)
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
@@ -191,31 +191,33 @@ def walk(tree: ast.Module) -> Walked:
             if kids is not None:
                 ext(kids(node))
         elif code == _ATTR:
-            emit(node)
+            if type(node.ctx) is ast.Load:  # the analyzer reads no stored attribute
+                emit(node)
             if cls is not None and node.attr in _DUNDER:
                 dynamic.add(cls)
-            push(node.value)
+            if type(node.value) is not ast.Name:  # nothing to do with a name
+                push(node.value)
         elif code == _CALL:
             emit(node)
-            push((_EXIT, (CALL, node, fn, cls)))
-            ext(kids(node))  # type: ignore[misc]
-        elif code == _HANDLED:
-            emit(node)
+            push((CALL, node, fn, cls))
             ext(kids(node))  # type: ignore[misc]
         elif code == _MARK:
             op = node[0]
-            if op == _EXIT:
-                record(node[1])
+            if op < _OUT:
+                record(node)
             elif op == _OUT:
                 emit(node[1])
             elif op == _CTX:
                 _, record, cls, fn = node
             else:
                 _scan_only(node[1], record, cls, fn, dynamic)
+        elif code == _HANDLED:
+            emit(node)
+            ext(kids(node))  # type: ignore[misc]
         elif code == _ASSIGN:
             emit(node)
             if cls is not None:
-                push((_EXIT, (ASSIGN, node, cls)))
+                push((ASSIGN, node, cls))
             ext(kids(node))  # type: ignore[misc]
         elif code == _ARG:
             if node.annotation is not None:
@@ -223,7 +225,7 @@ def walk(tree: ast.Module) -> Walked:
         elif code == _ANN:
             emit(node)
             if cls is not None:
-                push((_EXIT, (ASSIGN, node, cls)))
+                push((ASSIGN, node, cls))
             if node.value is not None:
                 push(node.value)
             push((_SCAN, (node.annotation,)))
@@ -233,7 +235,7 @@ def walk(tree: ast.Module) -> Walked:
         elif code == _DEF:
             inner = f"{cls}.{node.name}" if cls and id(node) in members else node.name
             emit(node)
-            push((_EXIT, (DEF, node, inner)))
+            push((DEF, node, inner))
             push((_CTX, record, cls, fn))
             if node.returns is not None:
                 push((_SCAN, (node.returns,)))
@@ -244,7 +246,7 @@ def walk(tree: ast.Module) -> Walked:
                 qual = node.name
             elif cls and id(node) in members:
                 qual = f"{cls}.{node.name}"
-                push((_EXIT, (CLASS, node, qual)))
+                push((CLASS, node, qual))
             emit(node)
             push((_CTX, record, cls, fn))
             outer = [*node.bases, *node.keywords]
@@ -285,9 +287,7 @@ def _scope(
         push((_CTX, drop, None, None))
 
 
-def _scan_only(
-    roots: Any, record: Any, cls: str | None, fn: str | None, dynamic: set[str]
-) -> None:
+def _scan_only(roots: Any, record: Any, cls: str | None, fn: str | None, dynamic: set[str]) -> None:
     """The module scan's facts of expressions the analyzer does not read (annotations,
     return types, a second visit of decorators): calls and ``__dict__`` reads."""
     found: list[tuple[Any, ...]] = []

@@ -89,7 +89,18 @@ class _Frame:
     """Local names holding a message's signal field (``s = msg.get("signal")``)."""
     params: frozenset[str] = frozenset()
     """Parameters of the function (a topic taken from one comes from the callers)."""
+    path: str = ""
+    """Names of the scopes down to this one, dotted (set on entering it)."""
+    lead: str = ""
+    """Names of the leading class scopes down to this one, dotted (``Outer.Inner``)."""
+    all_class: bool = True
+    """Every scope down to this one is a class."""
 
+
+_COLLECTION_SHAPES = frozenset(
+    {ast.List, ast.Set, ast.Dict, ast.ListComp, ast.SetComp, ast.DictComp}
+)
+"""The only node types a run-time collection can be (a cheap test first)."""
 
 _Resolved = tuple[str, str, bool]
 """(channel, attribute, exact): exact channels are class-qualified, loose ones are not."""
@@ -189,7 +200,7 @@ class _Analyzer(TopicRules):
 
     # -- scopes --------------------------------------------------------------------------
     def _qualname(self) -> str:
-        return ".".join(f.name for f in self.frames[1:]) or "<module>"
+        return self.frames[-1].path or "<module>"
 
     def _site(self, node: ast.AST) -> Site:
         return (self._qualname(), getattr(node, "lineno", 0))
@@ -197,6 +208,13 @@ class _Analyzer(TopicRules):
     def enter(self, _marker: Any) -> None:
         """Enter the scope of the definition handled last."""
         frame = self.pending.pop()
+        parent = self.frames[-1]
+        frame.path = f"{parent.path}.{frame.name}" if parent.path else frame.name
+        frame.all_class = parent.all_class and frame.is_class
+        if frame.all_class:
+            frame.lead = f"{parent.lead}.{frame.name}" if parent.lead else frame.name
+        else:
+            frame.lead = parent.lead
         self.frames.append(frame)
         if frame.derived:
             self.derived.add(self._qualname())
@@ -266,8 +284,7 @@ class _Analyzer(TopicRules):
     def visit_Call(self, node: ast.Call) -> None:
         self.bus_call(node)
         func = node.func
-        name = _call_name(func)
-        if isinstance(func, ast.Attribute):
+        if type(func) is ast.Attribute:
             self.handled.add(id(func))  # a method call is not a read of a data attribute
             target = func.value
             if isinstance(target, ast.Attribute):
@@ -276,7 +293,7 @@ class _Analyzer(TopicRules):
                     self.handled.add(id(target))
                 elif func.attr in NEUTRAL_METHODS:
                     self.handled.add(id(target))
-        elif name == "getattr" and len(node.args) >= 2:
+        elif _call_name(func) == "getattr" and len(node.args) >= 2:
             attr = node.args[1]
             if isinstance(attr, ast.Constant) and isinstance(attr.value, str):
                 fake = ast.Attribute(value=node.args[0], attr=attr.value, ctx=ast.Load())
@@ -293,16 +310,18 @@ class _Analyzer(TopicRules):
 
     def visit_Assign(self, node: ast.Assign) -> None:
         frame = self.frames[-1]
+        value = node.value
         if not frame.is_class:
-            vals = fv.values(node.value, self.lookup)
-            signal = self._is_signal_read(node.value)
-            for target in node.targets:
-                if isinstance(target, ast.Name):
+            names = [t for t in node.targets if type(t) is ast.Name]
+            if names:  # values and signal reads only bind names
+                vals = fv.values(value, self.lookup)
+                signal = self._is_signal_read(value)
+                for target in names:
                     if vals is not None:
                         fv.bind(target, vals, frame.env)
                     if signal:
                         frame.signal_vars.add(target.id)
-        if _is_runtime_collection(node.value):
+        if type(value) in _COLLECTION_SHAPES and _is_runtime_collection(value):
             for target in node.targets:
                 if isinstance(target, ast.Attribute):
                     self._produce_attr(target, node)
