@@ -113,23 +113,23 @@ def scan_module(
     calls: dict[str, list[ast.Call]] = {}
     classes, functions, imports, dynamic = info.classes, info.functions, info.imports, info.dynamic
     dynamic.update(walked.dynamic)
-    for fact in reversed(walked.post):
-        kind, node = fact[0], fact[1]
-        if kind == CALL:
-            bucket = calls.get(fact[2] or "")
+    for kind, node, where, cls in reversed(walked.post):
+        if kind == CALL:  # where: the enclosing function ("" at module level)
+            bucket = calls.get(where)
             if bucket is None:
-                bucket = calls[fact[2] or ""] = []
-            bucket.append(node)
-            if fact[3] is not None and _dynamic_read(node):
-                dynamic.add(fact[3])
-        elif kind == ASSIGN:
-            if fact[2] in classes:
-                _self_assign(node, classes[fact[2]])
-        elif kind == DEF:
-            if fact[2] not in functions:
-                functions[fact[2]] = node
-        elif kind == CLASS:
-            classes[fact[2]] = _scan_class(node, lookup)
+                calls[where] = [node]
+            else:
+                bucket.append(node)
+            if cls is not None and node.args and _dynamic_read(node):
+                dynamic.add(cls)
+        elif kind == ASSIGN:  # where: the enclosing class
+            if where in classes:
+                _self_assign(node, classes[where])
+        elif kind == DEF:  # where: the function's qualname
+            if where not in functions:
+                functions[where] = node
+        elif kind == CLASS:  # where: the nested class's qualname
+            classes[where] = _scan_class(node, lookup)
         elif type(node) is ast.Import:
             for alias in node.names:
                 local = alias.asname or alias.name.split(".")[0]

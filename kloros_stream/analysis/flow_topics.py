@@ -7,6 +7,7 @@ results): the bus half of the walk, kept apart from the attribute (queue) half.
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any
 
 from . import flow_values as fv
@@ -30,6 +31,8 @@ NOT_WRAPPERS = frozenset(
 _TOPIC_TYPES = frozenset(
     {ast.Constant, ast.JoinedStr, ast.BinOp, ast.Name, ast.Attribute, ast.Subscript}
 )
+_SPACE = re.compile(r"\s")
+"""Whitespace as ``str.isspace`` has it (a value holding some is no topic)."""
 SIGNAL_FIELDS = ("signal", "topic", "channel", "subject")
 """Message fields holding the topic (``msg.get("signal") == "X"`` consumes X)."""
 
@@ -162,15 +165,31 @@ class TopicRules:
         name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
         if not name or name in NOT_WRAPPERS or self._deferred_count >= MAX_DEFERRED:
             return
-        args = [(str(i), a) for i, a in enumerate(node.args[:MAX_DEFERRED_ARGS])]
+        args: list[tuple[Any, ast.expr]] = list(enumerate(node.args[:MAX_DEFERRED_ARGS]))
         args += [(k.arg, k.value) for k in node.keywords if k.arg is not None]
+        params = self.frames[-1].params
         site = None
         for key, arg in args:
-            for value in self._deferred_values(arg):
-                if len(value) <= 200 and not any(c.isspace() for c in value):
+            kind = type(arg)  # the commonest shapes inline (as _deferred_values has them)
+            if kind is ast.Constant:
+                value = arg.value
+                if not isinstance(value, str) or not value:
+                    continue
+                vals: list[str] = [value]
+            elif kind is ast.Name or kind is ast.Attribute:
+                if kind is ast.Name and arg.id in params:
+                    continue
+                found = self.lookup(arg)
+                if found is None:
+                    continue
+                vals = fv.strings(found)
+            else:
+                vals = self._deferred_values(arg)
+            for value in vals:
+                if len(value) <= 200 and _SPACE.search(value) is None:
                     if site is None:
                         site = self._site(node)
-                    self.deferred.setdefault(name, []).append((key, value, *site))
+                    self.deferred.setdefault(name, []).append((str(key), value, *site))
                     self._deferred_count += 1
 
     def _deferred_values(self, arg: ast.expr) -> list[str]:

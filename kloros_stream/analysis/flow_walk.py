@@ -26,8 +26,9 @@ from collections.abc import Callable
 from typing import Any
 
 CALL, DEF, CLASS, IMPORT, ASSIGN = range(5)
-"""Kinds of ``post`` facts: (CALL, node, function, class), (DEF, node, qualname),
-(CLASS, node, qualname), (IMPORT, node), (ASSIGN, node, class)."""
+"""Kinds of ``post`` facts, all 4-tuples: (CALL, node, function or "", class),
+(DEF, node, qualname, None), (CLASS, node, qualname, None), (IMPORT, node, None, None),
+(ASSIGN, node, class, None)."""
 
 _NOT_NODES = frozenset(
     {"identifier", "int", "string", "constant", "expr_context", "boolop", "operator",
@@ -179,29 +180,34 @@ def walk(tree: ast.Module) -> Walked:
     top = {id(s) for s in tree.body if type(s) is ast.ClassDef}
     members: set[int] = set()  # definitions directly in the body of a resolved class
     cls: str | None = None
-    fn: str | None = None
+    fn: str | None = ""  # the enclosing function ("": none)
     emit, record = out.append, post.append
     specs = _SPECS
+    load, name_t, call_t = ast.Load, ast.Name, CALL  # locals: the loop is hot
+    plain, attr, call, mark, handled, assign = _PLAIN, _ATTR, _CALL, _MARK, _HANDLED, _ASSIGN
     stack: list[Any] = [tree]
     pop, push, ext = stack.pop, stack.append, stack.extend
-    while stack:
-        node = pop()
+    while True:
+        try:
+            node = pop()
+        except IndexError:
+            break
         code, kids = specs.get(type(node)) or _spec(type(node))
-        if code == _PLAIN:
+        if code == plain:
             if kids is not None:
                 ext(kids(node))
-        elif code == _ATTR:
-            if type(node.ctx) is ast.Load:  # the analyzer reads no stored attribute
+        elif code == attr:
+            if type(node.ctx) is load:  # the analyzer reads no stored attribute
                 emit(node)
             if cls is not None and node.attr in _DUNDER:
                 dynamic.add(cls)
-            if type(node.value) is not ast.Name:  # nothing to do with a name
+            if type(node.value) is not name_t:  # nothing to do with a name
                 push(node.value)
-        elif code == _CALL:
+        elif code == call:
             emit(node)
-            push((CALL, node, fn, cls))
+            push((call_t, node, fn, cls))
             ext(kids(node))  # type: ignore[misc]
-        elif code == _MARK:
+        elif code == mark:
             op = node[0]
             if op < _OUT:
                 record(node)
@@ -211,13 +217,13 @@ def walk(tree: ast.Module) -> Walked:
                 _, record, cls, fn = node
             else:
                 _scan_only(node[1], record, cls, fn, dynamic)
-        elif code == _HANDLED:
+        elif code == handled:
             emit(node)
             ext(kids(node))  # type: ignore[misc]
-        elif code == _ASSIGN:
+        elif code == assign:
             emit(node)
             if cls is not None:
-                push((ASSIGN, node, cls))
+                push((ASSIGN, node, cls, None))
             ext(kids(node))  # type: ignore[misc]
         elif code == _ARG:
             if node.annotation is not None:
@@ -225,17 +231,17 @@ def walk(tree: ast.Module) -> Walked:
         elif code == _ANN:
             emit(node)
             if cls is not None:
-                push((ASSIGN, node, cls))
+                push((ASSIGN, node, cls, None))
             if node.value is not None:
                 push(node.value)
             push((_SCAN, (node.annotation,)))
             push(node.target)
         elif code == _IMPORT:
-            record((IMPORT, node))
+            record((IMPORT, node, None, None))
         elif code == _DEF:
             inner = f"{cls}.{node.name}" if cls and id(node) in members else node.name
             emit(node)
-            push((DEF, node, inner))
+            push((DEF, node, inner, None))
             push((_CTX, record, cls, fn))
             if node.returns is not None:
                 push((_SCAN, (node.returns,)))
@@ -246,7 +252,7 @@ def walk(tree: ast.Module) -> Walked:
                 qual = node.name
             elif cls and id(node) in members:
                 qual = f"{cls}.{node.name}"
-                push((CLASS, node, qual))
+                push((CLASS, node, qual, None))
             emit(node)
             push((_CTX, record, cls, fn))
             outer = [*node.bases, *node.keywords]
