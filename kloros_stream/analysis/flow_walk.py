@@ -3,10 +3,10 @@
 :func:`walk` visits every node once and returns what the two halves of the analysis
 need, so neither walks the tree again:
 
-- ``out``: the nodes the flow analyzer handles (of attributes, the reads), in the order
-  it handles them (parent first, in source order; a definition's decorators before its
-  arguments, then its scope's ``ENTER`` marker, its body, ``LEAVE``), without
-  annotations and return types;
+- ``out``: the nodes the flow analyzer handles (of attributes, the reads that are not
+  a method called; of subscripts, the stores), in the order it handles them (parent
+  first, in source order; a definition's decorators before its arguments, then its
+  scope's ``ENTER`` marker, its body, ``LEAVE``), without annotations and return types;
 - ``post``: the facts :func:`~.flow_module.scan_module` records (calls per function,
   definitions, nested classes, imports, ``self.x = ...`` in classes) in post-order, so
   that ``reversed(post)`` is the order of a depth-first walk taking the last child
@@ -15,7 +15,7 @@ need, so neither walks the tree again:
 
 Children come from getters compiled once per node type from the AST's own field types
 (no per-node lists, no getattr by name); names, constants and other leaves are popped
-and dropped without work.
+and dropped without work (or not pushed at all where the parent is handled here).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ LEAVE = _Leave("LEAVE")
 
 # Codes of the main loop (see walk()).
 _PLAIN, _HANDLED, _ATTR, _CALL, _ASSIGN, _ANN, _DEF, _CLASSDEF, _LAMBDA, _IMPORT, _ARG = range(11)
-_MARK = 11
+_SUBSCRIPT, _MARK = 11, 12
 _CODES: dict[type, int] = {
     ast.Attribute: _ATTR,
     ast.Call: _CALL,
@@ -79,10 +79,11 @@ _CODES: dict[type, int] = {
     ast.Import: _IMPORT,
     ast.ImportFrom: _IMPORT,
     ast.arg: _ARG,
+    ast.Subscript: _SUBSCRIPT,
     tuple: _MARK,
 }
 HANDLED: frozenset[type] = frozenset(
-    {ast.Subscript, ast.AugAssign, ast.For, ast.AsyncFor, ast.ListComp, ast.SetComp,
+    {ast.AugAssign, ast.For, ast.AsyncFor, ast.ListComp, ast.SetComp,
      ast.GeneratorExp, ast.DictComp, ast.Compare}
 )  # fmt: skip
 """Types the analyzer handles besides those with their own code above."""
@@ -183,7 +184,7 @@ def walk(tree: ast.Module) -> Walked:
     fn: str | None = ""  # the enclosing function ("": none)
     emit, record = out.append, post.append
     specs = _SPECS
-    load, name_t, call_t = ast.Load, ast.Name, CALL  # locals: the loop is hot
+    load, name_t, attr_t, call_t = ast.Load, ast.Name, ast.Attribute, CALL  # locals: hot loop
     plain, attr, call, mark, handled, assign = _PLAIN, _ATTR, _CALL, _MARK, _HANDLED, _ASSIGN
     stack: list[Any] = [tree]
     pop, push, ext = stack.pop, stack.append, stack.extend
@@ -206,7 +207,16 @@ def walk(tree: ast.Module) -> Walked:
         elif code == call:
             emit(node)
             push((call_t, node, fn, cls))
-            ext(kids(node))  # type: ignore[misc]
+            ext(reversed(node.keywords))
+            ext(reversed(node.args))
+            func = node.func
+            if type(func) is attr_t:  # a method, not a data attribute read: not emitted
+                if cls is not None and func.attr in _DUNDER:
+                    dynamic.add(cls)
+                if type(func.value) is not name_t:
+                    push(func.value)
+            elif type(func) is not name_t:
+                push(func)
         elif code == mark:
             op = node[0]
             if op < _OUT:
@@ -224,6 +234,10 @@ def walk(tree: ast.Module) -> Walked:
             emit(node)
             if cls is not None:
                 push((ASSIGN, node, cls, None))
+            ext(kids(node))  # type: ignore[misc]
+        elif code == _SUBSCRIPT:
+            if type(node.ctx) is ast.Store:  # the analyzer handles stores only
+                emit(node)
             ext(kids(node))  # type: ignore[misc]
         elif code == _ARG:
             if node.annotation is not None:

@@ -284,8 +284,7 @@ class _Analyzer(TopicRules):
     def visit_Call(self, node: ast.Call) -> None:
         self.bus_call(node)
         func = node.func
-        if type(func) is ast.Attribute:
-            self.handled.add(id(func))  # a method call is not a read of a data attribute
+        if type(func) is ast.Attribute:  # a method: not a read (the walk leaves it out)
             target = func.value
             if isinstance(target, ast.Attribute):
                 if func.attr in PRODUCE_METHODS:
