@@ -264,6 +264,20 @@ async def test_a_chained_part_read_in_the_loop_turn_of_the_deadline_joins_its_he
     assert pub.gaps()[0].facts["chain"] == [CHAINED[3], CHAINED[-1]]
 
 
+async def test_a_partial_journal_line_delays_a_traceback_at_most_flush_after_s(
+    tmp_path: Path,
+) -> None:
+    j = Journal()
+    j.lines(traceback_lines())
+    partial = j.text([j.add("half a line")])[:40]  # journalctl stuck mid-line
+    jc = scripted_journalctl(tmp_path, [{"stdout": j.text(j.entries[:-1]) + partial,
+                                         "hang": True}])
+    async with following(tmp_path, config(jc, flush_after_s=0.3)) as (monitor, pub):
+        await pub.wait_for(lambda s: len(s) == 1, timeout=10)
+        assert monitor.follower is not None and monitor.follower.unread() == len(partial)
+    assert names(pub.gaps()) == ["KeyError: 'job 17'"]
+
+
 # -- cursor, replay and memory across restarts ----------------------------------------------
 async def test_restart_resumes_before_a_half_read_traceback_without_duplicates(
     tmp_path: Path,

@@ -108,10 +108,10 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         self._seq = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Handle | None = None
-        self._timer_at = 0.0
-        """When :attr:`_timer` is due (uvloop's handle of a due time has no ``when()``)."""
+        self._timer_at = 0.0  # when it is due (uvloop's handle of a due time has no when())
         self._judging: asyncio.Handle | None = None
         self._stalled = False
+        self._waiting = 0.0  # since when a judgement waits for lines already received
         self._dirty = False
         self._last_save = float("-inf")
         self._synced: dict[str, int] = {}
@@ -357,10 +357,13 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
     def _on_deadline(self) -> None:
         assert self._loop is not None
         self._judging = None
-        if self.follower is not None and self.follower.unread():
-            self._arm(self._loop.time() + CHAIN_GRACE_S)  # and its batch reschedules
-            return
         now = self._loop.time()
+        if self.follower is not None and self.follower.unread():
+            self._waiting = self._waiting or now
+            if now - self._waiting < self.cfg.flush_after_s:  # a partial line at most that long
+                self._arm(now + CHAIN_GRACE_S)  # and its batch reschedules
+                return
+        self._waiting = 0.0
         try:
             self.assembler.flush(now)
             self._drain()
