@@ -52,6 +52,8 @@ class TopicRules:
     deferred: dict[str, list[tuple[str, str, str, int]]]
     consumed_sites: dict[str, Any]
     _deferred_count: int = 0
+    signals_bound: bool = False
+    """Some scope has bound a local name to a message's signal field."""
 
     def _site(self, node: ast.AST) -> Any:  # provided by the analyzer
         raise NotImplementedError
@@ -80,7 +82,7 @@ class TopicRules:
     def _is_signal_read(self, node: ast.expr) -> bool:
         """``msg.get("signal")``, ``msg["signal"]`` or a local name holding one."""
         if isinstance(node, ast.Name):
-            return any(node.id in f.signal_vars for f in self.frames)
+            return self.signals_bound and any(node.id in f.signal_vars for f in self.frames)
         key = None
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             if node.func.attr == "get" and node.args:
@@ -165,6 +167,8 @@ class TopicRules:
         name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
         if not name or name in NOT_WRAPPERS or self._deferred_count >= MAX_DEFERRED:
             return
+        if not node.args and not node.keywords:
+            return
         args: list[tuple[Any, ast.expr]] = list(enumerate(node.args[:MAX_DEFERRED_ARGS]))
         args += [(k.arg, k.value) for k in node.keywords if k.arg is not None]
         params = self.frames[-1].params
@@ -239,10 +243,16 @@ class TopicRules:
             self._bind(gen.target, fv.iter_values(gen.iter, self.lookup))
 
     def visit_Compare(self, node: ast.Compare) -> None:
+        if self.is_test:
+            return
         sides = [node.left, *node.comparators]
-        if not self.is_test and any(self._is_signal_read(e) for e in sides):
-            for expr in sides:
-                self._consume_topics(fv.strings(fv.values(expr, self.lookup), flatten=True), node)
+        for side in sides:
+            if self._is_signal_read(side):
+                break
+        else:
+            return
+        for expr in sides:
+            self._consume_topics(fv.strings(fv.values(expr, self.lookup), flatten=True), node)
 
 
 def is_test_module(module: str) -> bool:

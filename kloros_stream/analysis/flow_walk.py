@@ -66,7 +66,7 @@ LEAVE = _Leave("LEAVE")
 
 # Codes of the main loop (see walk()).
 _PLAIN, _HANDLED, _ATTR, _CALL, _ASSIGN, _ANN, _DEF, _CLASSDEF, _LAMBDA, _IMPORT, _ARG = range(11)
-_SUBSCRIPT, _MARK = 11, 12
+_SUBSCRIPT, _ARGUMENTS, _MARK = 11, 12, 13
 _CODES: dict[type, int] = {
     ast.Attribute: _ATTR,
     ast.Call: _CALL,
@@ -79,6 +79,7 @@ _CODES: dict[type, int] = {
     ast.Import: _IMPORT,
     ast.ImportFrom: _IMPORT,
     ast.arg: _ARG,
+    ast.arguments: _ARGUMENTS,
     ast.Subscript: _SUBSCRIPT,
     tuple: _MARK,
 }
@@ -89,19 +90,19 @@ HANDLED: frozenset[type] = frozenset(
 """Types the analyzer handles besides those with their own code above."""
 
 
-def _node_fields(kind: type) -> list[tuple[str, bool]] | None:
-    """(field, is a list) of the fields of ``kind`` that can hold nodes, from the
-    signature in its docstring (``Call(expr func, expr* args, keyword* keywords)``);
-    None if it cannot be read."""
+def _node_fields(kind: type) -> list[tuple[str, str]] | None:
+    """(field, "*" a list | "?" optional | "") of the fields of ``kind`` that can hold
+    nodes, from the signature in its docstring (``Call(expr func, expr* args, keyword*
+    keywords)``); None if it cannot be read."""
     match = re.fullmatch(r"\w+\((.*)\)", (kind.__doc__ or "").strip(), re.S)
     fields = getattr(kind, "_fields", None)
     if match is None or fields is None:
         return None
-    out: list[tuple[str, bool]] = []
+    out: list[tuple[str, str]] = []
     for part in filter(None, (p.strip() for p in match.group(1).split(","))):
         typ, _, name = part.rpartition(" ")
         if typ.rstrip("*?") not in _NOT_NODES:
-            out.append((name, typ.endswith("*")))
+            out.append((name, typ[-1] if typ[-1] in "*?" else ""))
     return out if {n for n, _ in out} <= set(fields) else None
 
 
@@ -123,13 +124,20 @@ def _generic(kind: type) -> Getter:
 
 def _getter(kind: type) -> Getter | None:
     """A function returning the children of a ``kind`` node, last first (None entries
-    possible), or None for a leaf."""
+    possible in lists), or None for a leaf."""
     fields = _node_fields(kind)
     if fields is None:
         return _generic(kind)
     if not fields:
         return None
-    parts = [f"*n.{name}[::-1]" if many else f"n.{name}" for name, many in reversed(fields)]
+    parts = [
+        f"*n.{name}[::-1]"
+        if how == "*"
+        else f"*(() if n.{name} is None else (n.{name},))"
+        if how == "?"
+        else f"n.{name}"
+        for name, how in reversed(fields)
+    ]
     # Our own code, compiled once per node type: the names were checked against _fields.
     getter: Getter = eval(f"lambda n: ({', '.join(parts)},)")
     return getter
@@ -163,10 +171,11 @@ class Walked:
         self.dynamic = dynamic
 
 
-_OUT, _CTX, _SCAN = 10, 11, 12
+_OUT, _CTX, _SCAN, _CLOSE = 10, 11, 12, 13
 """Stack markers besides the facts themselves (recorded when popped: after the node's
 children): (_OUT, ENTER|LEAVE), (_CTX, record, class, function), (_SCAN, nodes): walk
-``nodes`` for the module scan only."""
+``nodes`` for the module scan only, (_CLOSE, record, class, function, fact | None): the
+end of a definition (its scope left, the outer context back, its fact recorded)."""
 _ENTER_OUT = (_OUT, ENTER)
 _LEAVE_OUT = (_OUT, LEAVE)
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
@@ -221,31 +230,40 @@ def walk(tree: ast.Module) -> Walked:
             op = node[0]
             if op < _OUT:
                 record(node)
-            elif op == _OUT:
-                emit(node[1])
+            elif op == _CLOSE:
+                _, record, cls, fn, fact = node
+                emit(LEAVE)
+                if fact is not None:
+                    record(fact)
             elif op == _CTX:
                 _, record, cls, fn = node
+            elif op == _OUT:
+                emit(node[1])
             else:
                 _scan_only(node[1], record, cls, fn, dynamic)
         elif code == handled:
             emit(node)
             ext(kids(node))  # type: ignore[misc]
-        elif code == assign:
+        elif code == assign:  # its fact now: no ASSIGN or CLASS fact can be inside it
             emit(node)
             if cls is not None:
-                push((ASSIGN, node, cls, None))
+                record((ASSIGN, node, cls, None))
             ext(kids(node))  # type: ignore[misc]
         elif code == _SUBSCRIPT:
             if type(node.ctx) is ast.Store:  # the analyzer handles stores only
                 emit(node)
             ext(kids(node))  # type: ignore[misc]
-        elif code == _ARG:
-            if node.annotation is not None:
-                _scan_only((node.annotation,), record, cls, fn, dynamic)
+        elif code == _ARGUMENTS:  # the annotations of the arguments for the scan only
+            _annotations(node, record, cls, fn, dynamic)
+            ext(reversed(node.defaults))
+            extra = node.kwarg
+            if extra is not None and extra.annotation is not None:
+                push((_SCAN, (extra.annotation,)))
+            ext(reversed(node.kw_defaults))
         elif code == _ANN:
             emit(node)
             if cls is not None:
-                push((ASSIGN, node, cls, None))
+                record((ASSIGN, node, cls, None))
             if node.value is not None:
                 push(node.value)
             push((_SCAN, (node.annotation,)))
@@ -255,22 +273,29 @@ def walk(tree: ast.Module) -> Walked:
         elif code == _DEF:
             inner = f"{cls}.{node.name}" if cls and id(node) in members else node.name
             emit(node)
-            push((DEF, node, inner, None))
-            push((_CTX, record, cls, fn))
+            push((_CLOSE, record, cls, fn, (DEF, node, inner, None)))
             if node.returns is not None:
                 push((_SCAN, (node.returns,)))
-            _scope(stack, node.decorator_list, [node.args], node.body, (record, cls, inner), drop)
+            args = node.args
+            quiet = not args.defaults and not any(args.kw_defaults)
+            if _scope(stack, node, [args], quiet, (record, cls, inner), drop):
+                emit(ENTER)
+                fn = inner
         elif code == _CLASSDEF:
             qual: str | None = None
+            fact = None
             if id(node) in top:
                 qual = node.name
             elif cls and id(node) in members:
                 qual = f"{cls}.{node.name}"
-                push((CLASS, node, qual, None))
+                fact = (CLASS, node, qual, None)
+            push((_CLOSE, record, cls, fn, fact))
             emit(node)
-            push((_CTX, record, cls, fn))
             outer = [*node.bases, *node.keywords]
-            _scope(stack, node.decorator_list, outer, node.body, (record, qual, fn), drop)
+            quiet = all(type(n) is name_t for n in outer)
+            if _scope(stack, node, outer, quiet, (record, qual, fn), drop):
+                emit(ENTER)
+                cls = qual
             if qual is not None:
                 members.update(id(s) for s in node.body if isinstance(s, _DEFS))
         elif code == _LAMBDA:
@@ -284,27 +309,47 @@ def walk(tree: ast.Module) -> Walked:
 
 def _scope(
     stack: list[Any],
-    decorators: list[Any],
+    node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef,
     outer: list[Any],
-    body: list[Any],
+    quiet: bool,
     ctx: tuple[Any, str | None, str | None],
     drop: Any,
-) -> None:
+) -> bool:
     """Queue a definition's children. The analyzer takes the decorators first, then
-    ``outer``, then the body in the new scope; the module scan takes ``outer``, the body,
-    then the decorators: so the decorators are walked twice, once for each (the other's
-    facts dropped)."""
+    ``outer`` (arguments; bases and keywords), then the body in the new scope; the module
+    scan takes ``outer``, the body, then the decorators: so the decorators are walked
+    twice, once for each (the other's facts dropped). True if the new scope and context
+    ``ctx`` are to be entered right away (no decorators, and ``outer`` is ``quiet``: it
+    holds nothing for the analyzer)."""
     push = stack.append
+    decorators = node.decorator_list
     if decorators:
         push((_SCAN, decorators))
-    push(_LEAVE_OUT)
-    stack.extend(reversed(body))
+    stack.extend(reversed(node.body))
+    if quiet and not decorators:
+        stack.extend(reversed(outer))
+        return True
     push(_ENTER_OUT)
     stack.extend(reversed(outer))
     push((_CTX, *ctx))
     if decorators:
         stack.extend(reversed(decorators))
         push((_CTX, drop, None, None))
+    return False
+
+
+def _annotations(
+    node: ast.arguments, record: Any, cls: str | None, fn: str | None, dynamic: set[str]
+) -> None:
+    """The scan's facts of the annotations of the arguments before the defaults."""
+    for arg in (*node.posonlyargs, *node.args):
+        if arg.annotation is not None:
+            _scan_only((arg.annotation,), record, cls, fn, dynamic)
+    if node.vararg is not None and node.vararg.annotation is not None:
+        _scan_only((node.vararg.annotation,), record, cls, fn, dynamic)
+    for arg in node.kwonlyargs:
+        if arg.annotation is not None:
+            _scan_only((arg.annotation,), record, cls, fn, dynamic)
 
 
 def _scan_only(roots: Any, record: Any, cls: str | None, fn: str | None, dynamic: set[str]) -> None:

@@ -277,7 +277,8 @@ class _Analyzer(TopicRules):
             self.loose.add(attr)
             return
         self.attrs_consumed.add(channel)
-        self.consumed_sites.setdefault(channel, self._site(node))
+        if channel not in self.consumed_sites:
+            self.consumed_sites[channel] = self._site(node)
         if self._class_of(channel) in self.derived:
             self.loose.add(attr)
 
@@ -320,6 +321,7 @@ class _Analyzer(TopicRules):
                         fv.bind(target, vals, frame.env)
                     if signal:
                         frame.signal_vars.add(target.id)
+                        self.signals_bound = True
         if type(value) in _COLLECTION_SHAPES and _is_runtime_collection(value):
             for target in node.targets:
                 if isinstance(target, ast.Attribute):
