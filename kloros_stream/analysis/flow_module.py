@@ -148,7 +148,7 @@ def scan_module(
                     changed = True
         if not changed:
             break
-    for qual, found_calls in calls.items():
+    for qual, found_calls in calls.items() if info.wrappers else ():
         cls = qual.rsplit(".", 1)[0] if "." in qual else None
         for call in found_calls:
             func = call.func

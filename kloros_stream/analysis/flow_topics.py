@@ -81,15 +81,19 @@ class TopicRules:
 
     def _is_signal_read(self, node: ast.expr) -> bool:
         """``msg.get("signal")``, ``msg["signal"]`` or a local name holding one."""
-        if isinstance(node, ast.Name):
+        kind = type(node)
+        if kind is ast.Name:
             return self.signals_bound and any(node.id in f.signal_vars for f in self.frames)
-        key = None
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            if node.func.attr == "get" and node.args:
-                key = node.args[0]
-        elif isinstance(node, ast.Subscript):
+        if kind is ast.Call:
+            func = node.func
+            if type(func) is not ast.Attribute or func.attr != "get" or not node.args:
+                return False
+            key = node.args[0]
+        elif kind is ast.Subscript:
             key = node.slice
-        return isinstance(key, ast.Constant) and key.value in SIGNAL_FIELDS
+        else:
+            return False
+        return type(key) is ast.Constant and key.value in SIGNAL_FIELDS
 
     # -- patterns ------------------------------------------------------------------------
     def _topic_values(self, arg: ast.expr | None, *, subscribe: bool, template: str) -> list[str]:
@@ -121,7 +125,8 @@ class TopicRules:
 
     def bus_call(self, node: ast.Call) -> None:
         """A publish or a subscription: record its topics."""
-        cls = self._top_class()
+        lead = self.frames[-1].lead  # self._top_class(), inline: this runs for every call
+        cls = lead if lead in self.info.classes else None
         kind, index, keyword = call_kind(node, self.info, cls)
         if kind is None:
             if index == 0:
@@ -167,10 +172,12 @@ class TopicRules:
         name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
         if not name or name in NOT_WRAPPERS or self._deferred_count >= MAX_DEFERRED:
             return
-        if not node.args and not node.keywords:
+        keywords = node.keywords
+        if not node.args and not keywords:
             return
         args: list[tuple[Any, ast.expr]] = list(enumerate(node.args[:MAX_DEFERRED_ARGS]))
-        args += [(k.arg, k.value) for k in node.keywords if k.arg is not None]
+        if keywords:
+            args += [(k.arg, k.value) for k in keywords if k.arg is not None]
         params = self.frames[-1].params
         site = None
         for key, arg in args:
@@ -193,7 +200,10 @@ class TopicRules:
                 if len(value) <= 200 and _SPACE.search(value) is None:
                     if site is None:
                         site = self._site(node)
-                    self.deferred.setdefault(name, []).append((str(key), value, *site))
+                        bucket = self.deferred.get(name)
+                        if bucket is None:
+                            bucket = self.deferred[name] = []
+                    bucket.append((str(key), value, *site))
                     self._deferred_count += 1
 
     def _deferred_values(self, arg: ast.expr) -> list[str]:

@@ -154,10 +154,9 @@ def _spec(kind: type) -> tuple[int, Getter | None]:
     return spec
 
 
-def children(node: Any) -> tuple[Any, ...]:
-    """The child nodes of ``node`` that can hold nodes, last first (None entries kept)."""
-    getter = _spec(type(node))[1]
-    return getter(node) if getter is not None else ()
+for _kind in [tuple, *(k for k in vars(ast).values() if isinstance(k, type))]:
+    if _kind is tuple or issubclass(_kind, ast.AST):
+        _spec(_kind)  # every node type known up front
 
 
 class Walked:
@@ -202,7 +201,10 @@ def walk(tree: ast.Module) -> Walked:
             node = pop()
         except IndexError:
             break
-        code, kids = specs.get(type(node)) or _spec(type(node))
+        try:
+            code, kids = specs[type(node)]
+        except KeyError:
+            code, kids = _spec(type(node))
         if code == plain:
             if kids is not None:
                 ext(kids(node))
