@@ -187,9 +187,20 @@ class TopicRules:
                 if not isinstance(value, str) or not value:
                     continue
                 vals: list[str] = [value]
-            elif kind is ast.Name or kind is ast.Attribute:
-                if kind is ast.Name and arg.id in params:
+            elif kind is ast.Name:  # self.lookup(arg), inline: a hot path
+                ident = arg.id
+                if ident in params:
                     continue
+                for frame in reversed(self.frames):
+                    if ident in frame.env:
+                        found = frame.env[ident]
+                        break
+                else:
+                    if ident not in self.info.constants:
+                        continue
+                    found = [self.info.constants[ident]]
+                vals = fv.strings(found)
+            elif kind is ast.Attribute:
                 found = self.lookup(arg)
                 if found is None:
                     continue

@@ -228,9 +228,14 @@ class _Analyzer(TopicRules):
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         outer = self.frames[-1]
-        params = [a.arg for a in (*node.args.posonlyargs, *node.args.args)]
-        all_params = {*params, *(a.arg for a in node.args.kwonlyargs)}
-        for extra in (node.args.vararg, node.args.kwarg):
+        args = node.args
+        params = [a.arg for a in args.args]
+        if args.posonlyargs:
+            params[:0] = [a.arg for a in args.posonlyargs]
+        all_params = set(params)
+        if args.kwonlyargs:
+            all_params.update(a.arg for a in args.kwonlyargs)
+        for extra in (args.vararg, args.kwarg):
             if extra is not None:
                 all_params.add(extra.arg)
         bindings = {k: v for k, v in outer.bindings.items() if k not in all_params}
@@ -272,10 +277,16 @@ class _Analyzer(TopicRules):
             self.inherited.add(channel)
 
     def _consume_attr(self, node: ast.Attribute) -> None:
-        channel, attr, exact = self._resolve(node)
-        if not exact:
+        owner, attr = node.value, node.attr  # self._resolve(node), inline: a hot path
+        cls = None
+        if type(owner) is ast.Name:
+            cls = self.frames[-1].bindings.get(owner.id)
+            if cls is None and owner.id in self.module_classes:
+                cls = owner.id
+        if cls is None:
             self.loose.add(attr)
             return
+        channel = f"{self.module}.{cls}.{attr}"
         self.attrs_consumed.add(channel)
         if channel not in self.consumed_sites:
             self.consumed_sites[channel] = self._site(node)
