@@ -1,4 +1,4 @@
-"""A parse process (``python -m kloros_stream.sources.parse_child``): loads batches of
+"""A parse process (:func:`main`, started by :mod:`.parse_processes`): loads batches of
 files for the source index, one request at a time.
 
 Frames on stdin and stdout: an 8-byte little-endian length, then a pickle. A request is

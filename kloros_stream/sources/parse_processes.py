@@ -39,7 +39,13 @@ CHUNK_FILES = 16
 IN_FLIGHT = 2
 """Requests queued per process, so that it never waits for the service between two."""
 MAX_PROCESSES = 4
-PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+BOOT = (
+    "import sys; sys.path[:] = {path!r}; "
+    "from kloros_stream.sources.parse_child import main; raise SystemExit(main())"
+)
+"""A child imports from the service's own ``sys.path``: the same code, however the service
+was started (installed, a source checkout, ``python -m``), and nothing put before the
+standard library that the service itself did not have."""
 
 
 def process_count() -> int:
@@ -63,12 +69,10 @@ class ParseProcess:
 
     @classmethod
     async def start(cls) -> ParseProcess:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, (PACKAGE_ROOT, env.get("PYTHONPATH"))))
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "kloros_stream.sources.parse_child",
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
+                sys.executable, "-c", BOOT.format(path=sys.path),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             )
         except OSError as err:
             raise ParseProcessError(f"cannot start: {err}") from err
