@@ -299,3 +299,30 @@ def test_producing_in_holds_for_every_listed_producer() -> None:
             else:
                 skipped += not test(channel)
     assert skipped > 0.9 * len(orphans) * (len(files[::5]) + 1) - len(orphans)
+
+
+def test_wrapper_join_kept_incrementally_equals_a_fresh_join() -> None:
+    from kloros_stream.analysis.flow_wrappers import WrapperJoin
+
+    wrapper = "def send(topic):\n    emit(topic)\n"
+    caller = "from w import send\nsend('T{n}')\nsend('SHARED')\n"
+    files = {f"c{n}.py": fl(f"c{n}", caller.format(n=n)) for n in range(30)}
+    files["w.py"] = fl("w", wrapper)
+    live = WrapperJoin()
+    for path, flows in files.items():
+        live.replace(path, None, flows)
+    for n in range(0, 30, 3):  # edits and deletions of callers, the wrapper going and back
+        path = f"c{n}.py"
+        new = fl(f"c{n}", caller.format(n=n + 100))
+        live.replace(path, files[path], new)
+        files[path] = new
+    live.replace("w.py", files["w.py"], None)
+    live.replace("w.py", None, files["w.py"])
+    for path in ("c1.py", "c2.py"):
+        live.replace(path, files.pop(path), None)
+    fresh = WrapperJoin()
+    for path, flows in files.items():
+        fresh.replace(path, None, flows)
+    assert live.produced == fresh.produced and live.consumed == fresh.consumed
+    assert live.produced["SHARED"] == 28 and "T100" in live.produced and "T1" not in live.produced
+    assert live.sites("T103", 5) == fresh.sites("T103", 5)

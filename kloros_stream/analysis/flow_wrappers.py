@@ -34,8 +34,11 @@ class WrapperJoin:
 
     def replace(self, path: str, old: FileFlows | None, new: FileFlows | None) -> set[str]:
         """Account for ``path`` changing from ``old`` to ``new``; the topics whose
-        production or consumption through wrappers may have changed."""
-        names: set[str] = set()
+        production or consumption through wrappers may have changed. A name whose wrappers
+        changed is joined again over all its callers; a name only called here has just
+        this file's share swapped (a popular callee costs no more than a rare one)."""
+        respecced: set[str] = set()
+        called: set[str] = set()
         for flows, sign in ((old, -1), (new, +1)):
             if flows is None:
                 continue
@@ -46,7 +49,7 @@ class WrapperJoin:
                     del counter[spec]
                 if not counter:
                     del self._specs[name]
-                names.add(name)
+                respecced.add(name)
             for name in flows.calls:
                 files = self._files.setdefault(name, {})
                 if sign > 0:
@@ -55,10 +58,12 @@ class WrapperJoin:
                     files.pop(path, None)
                     if not files:
                         del self._files[name]
-                names.add(name)
+                called.add(name)
         touched: set[str] = set()
-        for name in names:
+        for name in respecced:
             touched |= self._rejoin(name)
+        for name in called - respecced:
+            touched |= self._swap_share(name, old, new)
         return touched
 
     def _rejoin(self, name: str) -> set[str]:
@@ -75,6 +80,27 @@ class WrapperJoin:
             self._joined[name] = (new_p, new_c)
         return {*old_p, *old_c, *new_p, *new_c}
 
+    def _swap_share(self, name: str, old: FileFlows | None, new: FileFlows | None) -> set[str]:
+        specs = self._specs.get(name)
+        if not specs:
+            return set()
+        old_p, old_c = self._share(name, old, specs)
+        new_p, new_c = self._share(name, new, specs)
+        if not (old_p or old_c or new_p or new_c):
+            return set()
+        joined = self._joined.setdefault(name, (Counter(), Counter()))
+        for mine, total, minus, plus in (
+            (joined[0], self.produced, old_p, new_p), (joined[1], self.consumed, old_c, new_c)
+        ):
+            for counter in (mine, total):
+                counter.subtract(minus)
+                counter.update(plus)
+                for topic in [t for t in minus if counter[t] <= 0]:
+                    del counter[topic]
+        if not joined[0] and not joined[1]:
+            del self._joined[name]
+        return {*old_p, *old_c, *new_p, *new_c}
+
     def _join(self, name: str) -> tuple[Counter[str], Counter[str]]:
         produced: Counter[str] = Counter()
         consumed: Counter[str] = Counter()
@@ -82,14 +108,28 @@ class WrapperJoin:
         if not specs:
             return produced, consumed
         for flows in self._files.get(name, {}).values():
-            for key, value, _function, _line in flows.calls.get(name, ()):
-                for kind, index, param, template in specs:
-                    if key == str(index) or key == param:
-                        try:
-                            topic = template.format(value)
-                        except (ValueError, IndexError, KeyError):
-                            continue
-                        (produced if kind == "emit" else consumed)[topic] += 1
+            p, c = self._share(name, flows, specs)
+            produced.update(p)
+            consumed.update(c)
+        return produced, consumed
+
+    @staticmethod
+    def _share(
+        name: str, flows: FileFlows | None, specs: Counter[Spec]
+    ) -> tuple[Counter[str], Counter[str]]:
+        """The topics one file's calls of ``name`` publish and subscribe through it."""
+        produced: Counter[str] = Counter()
+        consumed: Counter[str] = Counter()
+        if flows is None:
+            return produced, consumed
+        for key, value, _function, _line in flows.calls.get(name, ()):
+            for kind, index, param, template in specs:
+                if key == str(index) or key == param:
+                    try:
+                        topic = template.format(value)
+                    except (ValueError, IndexError, KeyError):
+                        continue
+                    (produced if kind == "emit" else consumed)[topic] += 1
         return produced, consumed
 
     def sites(
