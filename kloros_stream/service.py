@@ -48,7 +48,8 @@ from .reconcile import Reconciler
 from .reload import plan_reload
 from .sdnotify import Notifier, watchdog_loop
 from .sinks import build_sinks, chembus_sink, history_sink
-from .sources.index import SourceIndex, SourceIndexes
+from .sources.index import SourceIndex
+from .sources.indexes import SourceIndexes
 from .store import FeedStore
 from .stream import QuestionStream
 from .supervisor import BackoffPolicy, Supervised

@@ -187,3 +187,19 @@ def test_a_file_does_not_make_its_own_name_visible_to_itself() -> None:
     assert index.missing_for("kloros_missing_lib") == [
         "/r/pkg/extensions/kloros_missing_lib.py"
     ]  # a sibling file sees the local module
+
+
+def test_a_module_turning_into_a_package_rechecks_dotted_imports_below_it() -> None:
+    """``pkg.py`` makes ``pkg.sub`` an attribute (resolves); a first file in ``pkg/``
+    makes ``pkg`` a package without ``sub`` (missing), and its removal undoes that: both
+    changes are reported, so the monitor checks ``pkg.sub`` again."""
+    index = ImportIndex(ModuleResolver())
+    root = "/src"
+    index.set_file(root, PurePath("pkg.py"), file_imports(b"", "pkg.py"))
+    index.set_file(root, PurePath("user.py"), file_imports(b"import pkg.sub\n", "user.py"))
+    assert index.missing_for("pkg.sub") == []
+    affected = index.set_file(root, PurePath("pkg/other.py"), file_imports(b"", "o.py"))
+    assert "pkg.sub" in affected
+    assert index.missing_for("pkg.sub") == ["/src/user.py"]
+    assert "pkg.sub" in index.remove_file(root, PurePath("pkg/other.py"))
+    assert index.missing_for("pkg.sub") == []

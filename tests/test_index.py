@@ -11,7 +11,8 @@ from pathlib import Path
 from kloros_stream.analysis.flows import FlowConfig
 from kloros_stream.checkpoint import CheckpointStore
 from kloros_stream.monitors.base import MonitorStatus
-from kloros_stream.sources.index import SourceIndexes, SourceSpec, Subscription
+from kloros_stream.sources.index import SourceSpec, Subscription
+from kloros_stream.sources.indexes import SourceIndexes
 from kloros_stream.sources.watcher import FileEventKind
 from tests.support.scripted import wait_until
 

@@ -92,10 +92,13 @@ def test_a_child_killed_mid_batch_loses_nothing(tmp_path: Path, caplog: object) 
     files = _tree(tmp_path, copies=3)
     spec = _spec(tmp_path)
     out: dict[str, Loaded] = {}
+    deliveries: dict[str, int] = {}
     killed: list[int] = []
 
     def on_loaded(_chunk: list[Job], loaded: list[Loaded]) -> None:
         out.update((str(x[0]), x) for x in loaded)
+        for x in loaded:
+            deliveries[str(x[0])] = deliveries.get(str(x[0]), 0) + 1
         if not killed:  # the first answer: kill every parse process now
             for child in psutil.Process().children():
                 if "parse_child" in " ".join(child.cmdline()):
@@ -110,6 +113,7 @@ def test_a_child_killed_mid_batch_loses_nothing(tmp_path: Path, caplog: object) 
     asyncio.run(main())
     assert killed
     assert set(out) == {str(p) for p in files}
+    assert set(deliveries.values()) == {1}  # each file exactly once
     assert all(loaded[1] is not None and loaded[1].facts is not None for loaded in out.values())
 
 
@@ -134,3 +138,56 @@ def test_a_large_file_is_loaded_in_a_process_of_its_own(tmp_path: Path) -> None:
     path, record, parsed = asyncio.run(main())
     assert path == big and parsed and record is not None and record.facts is not None
     assert "T19999" in record.facts.flows.topics_produced
+
+
+def _children() -> list[psutil.Process]:
+    return [c for c in psutil.Process().children(recursive=True)
+            if "parse_child" in " ".join(c.cmdline())]
+
+
+def test_a_cancel_mid_batch_stops_every_child_at_once(tmp_path: Path) -> None:
+    files = _tree(tmp_path, copies=4)
+    spec = _spec(tmp_path)
+    answered: list[int] = []
+
+    async def main() -> float:
+        with ThreadPoolExecutor(1) as fallback:
+            task = asyncio.create_task(load_in_processes(
+                _jobs(tmp_path, files), spec, fallback,
+                lambda _c, loaded: answered.append(len(loaded)), workers=2))
+            while not answered:  # the children are at work
+                await asyncio.sleep(0.01)
+            started = asyncio.get_running_loop().time()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return asyncio.get_running_loop().time() - started
+
+    took = asyncio.run(main())
+    assert took < parse_processes.STOP_TIMEOUT_S + 1
+    assert sum(answered) < len(files)  # it was cut short
+    assert _children() == []
+
+
+def test_a_large_file_in_a_small_batch_is_parsed_in_a_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kloros_stream.sources import index as index_module
+    from kloros_stream.sources.index import SourceIndex
+
+    big = tmp_path / "big.py"
+    big.write_text("".join(f"def f{i}(bus):\n    bus.emit('T{i}')\n" for i in range(20_000)))
+    (tmp_path / "small.py").write_text("X = 1\n")
+    sent: list[list[str]] = []
+    real = index_module.load_in_processes
+
+    async def spy(jobs: list[Job], *args: object, **kw: object) -> None:
+        sent.append([str(j[0]) for j in jobs])
+        await real(jobs, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(index_module, "load_in_processes", spy)
+    index = SourceIndex(_spec(tmp_path), None)
+    asyncio.run(index.scan_once())
+    assert sent == [[str(big)]]  # the small file stayed on the parse thread
+    assert "T19999" in index.records[str(big)].facts.flows.topics_produced  # type: ignore[union-attr]
+    assert index.records[str(tmp_path / "small.py")].facts is not None

@@ -22,7 +22,7 @@ from ..checkpoint import CheckpointStore
 from ..config import Config, MonitorConfig
 from ..escape import clean_facts
 from ..models import CAPABILITY_GAP, CAPABILITY_GAP_RESOLVED, Signal
-from ..sources.index import SourceIndexes
+from ..sources.indexes import SourceIndexes
 
 GapKey = tuple[str, str]
 """``(gap_type, gap_name)``."""

@@ -16,7 +16,7 @@ file is loaded: :mod:`.records`.
 Records are checkpointed incrementally (:mod:`.index_journal`): a warm start with nothing
 changed stats every file and parses none. Subscribers (integration, module_discovery,
 capability_discovery, knowledge_discovery) take the records from here and never parse a
-file themselves. :class:`SourceIndexes` shares one index between the subscribers of the
+file themselves. :class:`~.indexes.SourceIndexes` shares one index between the subscribers of the
 same roots and settings, starts it with the first and stops it with the last.
 """
 
@@ -35,10 +35,9 @@ from typing import Any
 
 import structlog
 
-from ..checkpoint import CheckpointStore
 from ..progress import ScanProgress
 from .files import root_of
-from .index_journal import IndexJournal, Update, drained
+from .index_journal import IndexJournal, Update
 from .parse_processes import LARGE_FILE_BYTES, PROCESS_MIN_FILES, load_in_processes, load_large
 from .records import (
     FileRecord,
@@ -269,13 +268,17 @@ class SourceIndex:
             take([j for j, s in zip(jobs, same, strict=True) if s],
                  [(p, prev, False) for (p, _r, prev), s in zip(jobs, same, strict=True) if s])
             stale = [j for j, s in zip(jobs, same, strict=True) if not s]
+            large = [j for j in stale if self._is_large(j[0])]
             if len(stale) >= PROCESS_MIN_FILES:
-                await load_in_processes(stale, self.spec, PARSE_WORKER, take)
+                large, small = stale, []
             else:
-                for start in range(0, len(stale), BATCH_FILES):
-                    chunk = stale[start:start + BATCH_FILES]
-                    take(chunk, await loop.run_in_executor(
-                        PARSE_WORKER, load_batch, chunk, self.spec))
+                small = [j for j in stale if j not in large]
+            if large:
+                await load_in_processes(large, self.spec, PARSE_WORKER, take)
+            for start in range(0, len(small), BATCH_FILES):
+                chunk = small[start:start + BATCH_FILES]
+                take(chunk, await loop.run_in_executor(
+                    PARSE_WORKER, load_batch, chunk, self.spec))
             self._scan_progress.finish()
         finally:
             if was_enabled:
@@ -323,7 +326,7 @@ class SourceIndex:
         if root is None:
             return None
         previous = self.records.get(str(path))
-        if _size(path) >= LARGE_FILE_BYTES and not (trust_stat and stat_unchanged(path, previous)):
+        if self._is_large(path) and not (trust_stat and stat_unchanged(path, previous)):
             _path, record, parsed = await load_large(path, root, previous, self.spec, PARSE_WORKER)
         else:
             record, parsed = await asyncio.get_running_loop().run_in_executor(
@@ -332,6 +335,11 @@ class SourceIndex:
         if self._store(root, path, record, parsed):
             self._save([(str(path), record)])
         return record
+
+    def _is_large(self, path: Path) -> bool:
+        """A ``.py`` file big enough to parse in a process (and not too big to read)."""
+        return path.name.endswith(".py") and (
+            LARGE_FILE_BYTES <= _size(path) <= self.spec.max_file_bytes)
 
     def _forget(self, path: Path) -> None:
         if self._drop(str(path)):
@@ -379,65 +387,3 @@ def _has_content(path: Path) -> bool:
         return os.stat(path).st_size > 0
     except OSError:
         return False
-
-
-class SourceIndexes:
-    """The indexes of a process (or of one monitor in unit tests), shared by spec.
-
-    ``one_shot`` (the ``scan`` command): each index scans once, watches and saves nothing,
-    and is kept for the registry's life, so every subscriber of a spec shares one scan."""
-
-    def __init__(self, store: CheckpointStore | None = None, *, one_shot: bool = False,
-                 on_progress: Callable[[SourceIndex], None] | None = None) -> None:
-        self.store = store
-        self.one_shot = one_shot
-        self.on_progress = on_progress
-        """Given to every index this registry starts (``scan``'s progress bar)."""
-        self.indexes: dict[SourceSpec, tuple[SourceIndex, asyncio.Task[None]]] = {}
-        self.retired: dict[str, int] = {}
-        """Counters of indexes already stopped, so totals in /metrics never go down."""
-
-    def _journal(self, spec: SourceSpec) -> IndexJournal | None:
-        if self.one_shot or self.store is None or not self.store.writable:
-            return None
-        return IndexJournal(self.store.directory / "sources", spec, self.store)
-
-    @contextlib.asynccontextmanager
-    async def subscribe(
-        self, spec: SourceSpec, on_error: Callable[[str], None] | None = None,
-        status: Any = None,
-    ) -> AsyncIterator[Subscription]:
-        """Subscribe to the index of ``spec``, starting it if needed; the last subscriber
-        to leave stops it."""
-        entry = self.indexes.get(spec)
-        if entry is None or (entry[1].done() and not self.one_shot):
-            index = SourceIndex(spec, self._journal(spec))
-            index.on_progress = self.on_progress
-            work = index.scan_once() if self.one_shot else index.run()
-            task = asyncio.create_task(work, name=f"source-index-{len(self.indexes)}")
-            entry = self.indexes[spec] = (index, task)
-        index, task = entry
-        sub = index.subscribe(on_error, status)
-        try:
-            if self.one_shot:
-                await task  # its failure is every subscriber's
-            yield sub
-        finally:
-            index.unsubscribe(sub)
-            if not index.subscribers and not self.one_shot and self.indexes.get(spec) is entry:
-                del self.indexes[spec]
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-                await drained()  # a clean stop leaves the journal complete
-                for name, n in index.stats.items():
-                    if name not in ("files", "watched_dirs"):
-                        self.retired[name] = self.retired.get(name, 0) + n
-
-    def totals(self) -> dict[str, int]:
-        """Counters summed over every index, running or stopped."""
-        out = dict(self.retired)
-        for index, _task in self.indexes.values():
-            for name, n in index.stats.items():
-                out[name] = out.get(name, 0) + n
-        return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import signal
 import sys
 from typing import BinaryIO
 
@@ -35,6 +36,7 @@ def frame(body: bytes) -> bytes:
 
 
 def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the service ends it (Ctrl-C: no traceback)
     gc.disable()  # syntax trees hold no cycles: the collector would only rescan them
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print or log line lands on stderr, not in an answer

@@ -39,22 +39,55 @@ CHUNK_FILES = 16
 IN_FLIGHT = 2
 """Requests queued per process, so that it never waits for the service between two."""
 MAX_PROCESSES = 4
+STOP_TIMEOUT_S = 1.0
+"""How long a child may take to exit once told to (then it is killed)."""
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 BOOT = (
     "import sys; sys.path[:] = {path!r}; "
     "from kloros_stream.sources.parse_child import main; raise SystemExit(main())"
 )
-"""A child imports from the service's own ``sys.path``: the same code, however the service
-was started (installed, a source checkout, ``python -m``), and nothing put before the
-standard library that the service itself did not have."""
+"""A child runs isolated (``-I``: no environment, no working directory on its path) with
+the service's own ``sys.path`` (:func:`_child_path`): the same code however the service was
+started (installed, a source checkout, ``python -m``)."""
 
 
 def process_count() -> int:
-    """Parse processes for a batch: the cores this process may run on, at most 4."""
+    """Parse processes for a batch: the cores this process may run on (its affinity and
+    its cgroup's CPU quota: a unit with ``CPUQuota=50%`` gets one), at most 4."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
+    quota = _cgroup_cpus()
+    if quota is not None:
+        cores = min(cores, quota)
     return max(1, min(cores, MAX_PROCESSES))
+
+
+def _cgroup_cpus() -> int | None:
+    """Whole CPUs the cgroup v2 ``cpu.max`` of this process allows; None if unlimited or
+    unknown."""
+    try:
+        with open("/proc/self/cgroup") as fh:
+            group = next((line.split("::", 1)[1].strip() for line in fh
+                          if line.startswith("0::")), None)
+        if group is None:
+            return None
+        with open(f"/sys/fs/cgroup{group.rstrip('/')}/cpu.max") as fh:
+            quota, period = fh.read().split()
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return max(1, int(quota) // max(1, int(period)))
+
+
+def _child_path() -> list[str]:
+    """The service's ``sys.path`` without its working directory (a watched tree's
+    ``ast.py`` there must never be imported), this package's root appended if missing."""
+    cwd = os.getcwd()
+    path = [p for p in sys.path if p and os.path.abspath(p) != cwd]
+    return path if PACKAGE_ROOT in path else [*path, PACKAGE_ROOT]
 
 
 class ParseProcessError(Exception):
@@ -71,7 +104,7 @@ class ParseProcess:
     async def start(cls) -> ParseProcess:
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", BOOT.format(path=sys.path),
+                sys.executable, "-I", "-c", BOOT.format(path=_child_path()),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             )
         except OSError as err:
@@ -89,18 +122,33 @@ class ParseProcess:
             head = await self.proc.stdout.readexactly(HEADER)
             body = await self.proc.stdout.readexactly(int.from_bytes(head, "little"))
         except (asyncio.IncompleteReadError, ConnectionError) as err:
-            raise ParseProcessError(f"ended (exit {self.proc.returncode}): {err}") from err
+            raise ParseProcessError(f"its output ended: {err}") from err
         return pickle.loads(body)  # type: ignore[no-any-return]
 
-    async def stop(self) -> None:
+    async def stop(self, *, graceful: bool) -> None:
+        """End the child. ``graceful`` (the batch is done): it reads the end of its input
+        and exits. Otherwise (a cancel, a failure) it is killed at once: its answers are
+        not wanted. Its output is drained either way, so the pipe closes and the exit is
+        seen; a child slower than :data:`STOP_TIMEOUT_S` is killed."""
         if self.proc.stdin is not None:
             self.proc.stdin.close()
+        if not graceful:
+            self._kill()
         try:
-            await asyncio.wait_for(self.proc.wait(), 5)
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await self._reap()
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            await self.proc.wait()
+            self._kill()
+            await self._reap()
+
+    def _kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+
+    async def _reap(self) -> None:
+        if self.proc.stdout is not None:
+            await self.proc.stdout.read()
+        await self.proc.wait()
 
 
 def _chunks(jobs: list[Job], size: int) -> Iterator[list[Job]]:
@@ -125,6 +173,7 @@ async def load_in_processes(
             log.error("parse_process_failed", error=str(err))
             return
         sent: deque[list[Job]] = deque()
+        graceful = False
         try:
             for chunk in chunks:
                 proc.send([(p, r, without_facts(prev)) for p, r, prev in chunk], spec)
@@ -136,13 +185,16 @@ async def load_in_processes(
             while sent:
                 results = await proc.receive()
                 _answer(sent.popleft(), results, on_loaded)
+            graceful = True
         except ParseProcessError as err:
             log.error("parse_process_failed", error=str(err), files=sum(map(len, sent)))
             left.extend(sent)
         finally:
-            await proc.stop()
+            await proc.stop(graceful=graceful)
 
-    await asyncio.gather(*(share() for _ in range(workers or process_count())))
+    async with asyncio.TaskGroup() as group:  # a cancel or a failure stops every child
+        for _ in range(workers or process_count()):
+            group.create_task(share())
     left.extend(chunks)  # every process failed before the end
     reload = functools.partial(load_batch, spec=spec, trust_stat=False)
     loop = asyncio.get_running_loop()

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..analysis.capabilities import MODULE_SUFFIXES
 from ..analysis.flows import FlowConfig
+from ..analysis.local_modules import MODULE_SUFFIXES
 from ..analysis.pysource import SourceError, module_name
 from ..analysis.source_facts import SourceFacts, facts_of
 
