@@ -4,6 +4,7 @@ damaged line costs only its own file."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import orjson
@@ -61,3 +62,26 @@ def test_journal_round_trip_and_a_damaged_line(tmp_path: Path) -> None:
     again = journal.load()
     assert set(again) == set(records) - {damaged["p"]}
     assert journal.load().keys() == again.keys()  # the damage was compacted away
+
+
+def test_a_file_name_that_is_not_utf8_is_journaled_and_costs_no_other_record(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "good.py").write_text("X = 1\n")
+    bad = os.fsdecode(b"bad\xff.py")
+    (root / bad).write_text("def f(bus):\n    bus.emit('T')\n")
+    spec = SourceSpec((root,), (), 2_000_000, FlowConfig())
+    records = _records(root)
+    assert str(root / bad) in records
+    journal = IndexJournal(tmp_path / "sources", spec, CheckpointStore(tmp_path / "state"))
+
+    async def write() -> None:
+        journal.append(list(records.items()))  # type: ignore[arg-type]
+        await drained()
+
+    asyncio.run(write())
+    loaded = journal.load()
+    assert set(loaded) == set(records)
+    assert "T" in loaded[str(root / bad)].facts.flows.topics_produced  # type: ignore[union-attr]

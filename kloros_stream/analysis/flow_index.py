@@ -82,9 +82,9 @@ class FlowIndex(TopicMatching, ProducerQueries):
     _wrap: WrapperJoin = field(default_factory=WrapperJoin)
     _wrap_patterns: set[str] = field(default_factory=set)
     _json: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-file JSON, built on first :meth:`to_json` and dropped when the file changes."""
     _bulk: bool = False
     """In a bulk load (:meth:`begin_bulk`): count only, evaluate at the end."""
-    """Per-file JSON, built on first :meth:`to_json` and dropped when the file changes."""
 
     # -- queries -------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -100,16 +100,14 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         items = await sub.initial()
         seen: set[str] = set()
         self.index.begin_bulk()  # every channel evaluated once, not after every file
-        try:
-            async for _root, event, record in paced(items):
-                if record is not None and record.is_python:
-                    self.ctx.touch(event.observed_at)
-                    seen.add(record.path)
-                    self._apply(record)
-            for path in [p for p in self.files if p not in seen]:
-                self._forget(path)
-        finally:
-            self.index.end_bulk()
+        async for _root, event, record in paced(items):
+            if record is not None and record.is_python:
+                self.ctx.touch(event.observed_at)
+                seen.add(record.path)
+                self._apply(record)
+        for path in [p for p in self.files if p not in seen]:
+            self._forget(path)
+        self.index.end_bulk()  # (a cancel above leaves an index that is thrown away)
         self._reconcile_all(time.time())
         self.ctx.status.details["initial_scan_s"] = round(time.monotonic() - started, 3)
         if self.ctx.one_shot:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import sys
 import zlib
 from base64 import b64decode, b64encode
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +90,22 @@ def record_from_json(data: dict[str, Any]) -> FileRecord:
     )
 
 
+def _dumps(item: dict[str, Any]) -> bytes:
+    """One journal line. A file name that is not UTF-8 (its undecodable bytes held as
+    surrogates) cannot be orjson: the standard library writes it escaped (``\\udcff``)."""
+    try:
+        return orjson.dumps(item)
+    except TypeError:
+        return json.dumps(item, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def _loads(line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)  # a line with escaped surrogates (see _dumps)
+
+
 class IndexJournal:
     """The journal file of one spec under ``directory``."""
 
@@ -119,9 +136,9 @@ class IndexJournal:
             if not line:
                 continue
             try:
-                item = orjson.loads(line)
+                item = _loads(line)
                 raw[item["p"]] = (line, item)
-            except (orjson.JSONDecodeError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError):
                 invalid += 1
         records: dict[str, FileRecord] = {}
         for path, (_line, item) in raw.items():
@@ -152,15 +169,23 @@ class IndexJournal:
 
     def append(self, updates: list[Update]) -> None:
         if self._saving:
-            WRITER.submit(self._write, list(updates))
+            WRITER.submit(self._write, list(updates)).add_done_callback(self._check)
+
+    def _check(self, future: Future[None]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            log.error("source_journal_write_failed", path=str(self.path),
+                      error=repr(future.exception()))
 
     def _write(self, updates: list[Update]) -> None:
         if not self._saving:
             return
-        body = b"".join(
-            orjson.dumps(record_to_json(r) if r is not None else {"p": p, "gone": 1}) + b"\n"
-            for p, r in updates
-        )
+        lines = []
+        for p, r in updates:
+            try:
+                lines.append(_dumps(record_to_json(r) if r is not None else {"p": p, "gone": 1}))
+            except (TypeError, ValueError) as err:  # one record never costs the batch
+                log.error("source_journal_record_skipped", path=repr(p), error=str(err))
+        body = b"".join(line + b"\n" for line in lines)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fresh = not self.path.exists() or self.path.stat().st_size == 0
