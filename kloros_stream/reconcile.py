@@ -16,6 +16,7 @@ When: after a monitor's initial scan (start-up, restart: the monitor calls
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -105,6 +106,10 @@ class Reconciler:
         bus.drop_listeners.append(self._dropped)
 
     def level_ready(self, name: str) -> None:
+        # What an initial scan built lives long: frozen out of the cyclic collector's
+        # passes, which would walk it again and again (a full pass over a 20 k-file
+        # tree's state holds the event loop for hundreds of milliseconds).
+        gc.freeze()
         monitor = self.monitors().get(name)
         if monitor is not None:
             self.ready[name] = monitor
