@@ -18,6 +18,7 @@ import ast
 import contextlib
 import gc
 import hashlib
+import json
 import sys
 import time
 from pathlib import Path, PurePath
@@ -108,6 +109,14 @@ def run(report: Report) -> None:
     )
 
 
+def _dumps(data: Any, *, sort: bool) -> bytes:
+    """orjson; the standard library's json for strings orjson refuses (lone surrogates)."""
+    try:
+        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS if sort else None)
+    except TypeError:
+        return json.dumps(data, sort_keys=sort).encode()
+
+
 def digests(n: int) -> dict[str, str]:
     """Per file and config: sha256 of the flows JSON (sorted keys | insertion order)."""
     out: dict[str, str] = {}
@@ -118,8 +127,8 @@ def digests(n: int) -> dict[str, str]:
             continue
         for name, config in CONFIGS.items():
             data = analyze_tree(tree, module, config).to_json()
-            a = hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
-            b = hashlib.sha256(orjson.dumps(data)).hexdigest()
+            a = hashlib.sha256(_dumps(data, sort=True)).hexdigest()
+            b = hashlib.sha256(_dumps(data, sort=False)).hexdigest()
             out[f"{name}:{key}"] = f"{a}|{b}"
     return out
 
