@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from kloros_stream.monitors.exception_journal import (
+    DeliveryLag,
     JournalMeta,
     add_journal_facts,
     line_occurrence,
@@ -10,6 +13,7 @@ from kloros_stream.monitors.exception_journal import (
     stream_key,
     whole_message_occurrences,
 )
+from kloros_stream.sources.journal import JournalBatch
 
 TB = (
     "Traceback (most recent call last):\n"
@@ -77,3 +81,17 @@ def test_safe_cursor_is_before_the_oldest_pending_traceback() -> None:
     assert safe_cursor(metas, "s=x;i=9") == "s=x;i=2"
     assert safe_cursor([object()], "s=x;i=9") == "s=x;i=9"
     assert safe_cursor([], None) is None
+
+
+def test_delivery_lag_widens_the_grace_then_decays() -> None:
+    lag = DeliveryLag(floor=0.02, cap=0.5)
+
+    def batch(written: float, read: float) -> JournalBatch:
+        return JournalBatch([{"__REALTIME_TIMESTAMP": str(int(written * 1e6))}], read)
+
+    assert lag.grace(batch(100.0, 100.002), now=0.0) == 0.02  # idle: the short grace
+    assert lag.grace(batch(100.0, 100.2), now=1.0) == pytest.approx(0.2)  # loaded
+    assert lag.grace(batch(106.0, 106.001), now=6.0) == pytest.approx(0.1)  # one half-life
+    assert lag.grace(batch(200.0, 260.0), now=7.0) < 0.1  # a replay tells nothing
+    assert lag.grace(JournalBatch([{}], 300.0), now=8.0) < 0.1
+    assert lag.grace(batch(400.0, 400.9), now=9.0) < 0.1  # a backlog past the cap neither

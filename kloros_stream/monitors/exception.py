@@ -68,6 +68,7 @@ from ..sources.tailer import TailBatch
 from .base import Monitor, MonitorContext, MonitorUnavailable
 from .exception_files import FileMeta, batch_lines, follow_log_file
 from .exception_journal import (
+    DeliveryLag,
     JournalMeta,
     add_journal_facts,
     line_occurrence,
@@ -83,10 +84,10 @@ __all__ = ["ExceptionMonitor", "FingerprintMemory"]
 CHECKPOINT = "state"
 CHECKPOINT_INTERVAL_S = 1.0
 CHAIN_GRACE_S = 0.02
-"""Quiet after an exception line before the traceback counts as complete (a chained
-exception's next part comes in the same write burst). A stream whose lines arrive with
-jitter (the journal interleaving processes) waits longer: a few of its own gaps, see
-:data:`~kloros_stream.analysis.tracebacks.JITTER_FACTOR`."""
+"""Quiet after an exception line before the traceback counts as complete (a chained part
+comes in the same write burst); longer for a stream whose lines arrive with jitter
+(:data:`~kloros_stream.analysis.tracebacks.JITTER_FACTOR`) and while entries reach us late
+(:class:`.exception_journal.DeliveryLag`: a loaded machine)."""
 GAP_CATEGORY = "error_handling"
 
 
@@ -98,9 +99,9 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         super().__init__(ctx)
         cfg = self.cfg
         self.max_line_bytes = ctx.config.service.max_line_bytes
-        self.assembler = TracebackAssembler(
-            flush_after_s=cfg.flush_after_s, chain_grace_s=min(CHAIN_GRACE_S, cfg.flush_after_s)
-        )
+        grace = min(CHAIN_GRACE_S, cfg.flush_after_s)
+        self.assembler = TracebackAssembler(flush_after_s=cfg.flush_after_s, chain_grace_s=grace)
+        self.lag = DeliveryLag(grace, cfg.flush_after_s)
         self.memory = FingerprintMemory(cfg.dedup_size)
         self.follower: JournalFollower | None = None
         self._accept = entry_filter(cfg.units, cfg.identifiers)
@@ -112,8 +113,7 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         self._judging: asyncio.Handle | None = None
         self._stalled = False
         self._waiting = 0.0  # since when a judgement waits for lines already received
-        self._dirty = False
-        self._last_save = float("-inf")
+        self._dirty, self._last_save = False, float("-inf")
         self._synced: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -187,8 +187,8 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
     def _on_journal_batch(self, batch: JournalBatch) -> None:
         assert self._loop is not None
         now = self._loop.time()
-        accept = self._accept
-        prev = self.replay.cursor
+        self.assembler.chain_grace_s = self.lag.grace(batch, now)
+        accept, prev = self._accept, self.replay.cursor
         for entry in batch.entries:
             self._seq += 1
             unit = accept(entry)

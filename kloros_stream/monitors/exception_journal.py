@@ -7,7 +7,8 @@ restart must resume.
 - :func:`entry_priority_occurrence`: an entry logged at an error priority;
 - :func:`add_journal_facts`: the journal facts of an occurrence and its latency origin;
 - :func:`safe_cursor`: just before the oldest traceback still being assembled;
-- :func:`sync_follower_status`: journalctl's process and counters in the monitor status.
+- :func:`sync_follower_status`: journalctl's process and counters in the monitor status;
+- :class:`DeliveryLag`: how late entries reach the monitor, which widens the chain grace.
 
 Field access is :mod:`kloros_stream.sources.journal`'s; building occurrences is
 :mod:`kloros_stream.analysis.occurrences`'s (pure); this module only joins them.
@@ -29,12 +30,20 @@ from ..analysis.occurrences import (
 )
 from ..analysis.tracebacks import assemble_text
 from ..core.identity import iso
-from ..sources.journal import JournalFollower, entry_field, entry_key, entry_realtime
+from ..sources.journal import (
+    JournalBatch,
+    JournalFollower,
+    entry_field,
+    entry_key,
+    entry_realtime,
+)
 from .base import MonitorStatus
 
 LIVE_WINDOW_S = 10.0
 """An entry read within this of its journal timestamp is live: its timestamp is the
 latency origin (``observed_at``); older entries (replays) use the time they were read."""
+LAG_HALF_LIFE_S = 5.0
+"""How fast a delivery lag seen once is forgotten."""
 
 
 @dataclass(slots=True)
@@ -146,3 +155,28 @@ def sync_follower_status(
         if delta:
             status.count(name, delta)
             synced[name] = value
+
+
+class DeliveryLag:
+    """How late entries reach the monitor (journald, journalctl, the event loop), as a
+    maximum that halves every :data:`LAG_HALF_LIFE_S`. On a loaded machine every process
+    waits for a CPU: a service between the parts of a chained traceback (or between a
+    logged exception and the one it raises next) about as long as the pipe to us, so the
+    chain grace is at least this lag; an idle machine keeps the short grace. Entries older
+    than ``cap`` (a backlog, a replay) tell nothing about the machine and are left out."""
+
+    def __init__(self, floor: float, cap: float) -> None:
+        self.floor, self.cap = floor, cap
+        self.value = 0.0
+        self._at: float | None = None
+
+    def grace(self, batch: JournalBatch, now: float) -> float:
+        """The chain grace after ``batch`` (read at loop time ``now``)."""
+        ts = entry_realtime(batch.entries[-1]) if batch.entries else None
+        decayed = 0.0
+        if self._at is not None:
+            decayed = self.value * 0.5 ** ((now - self._at) / LAG_HALF_LIFE_S)
+        lag = batch.observed_at - ts if ts is not None else -1.0
+        self.value = max(decayed, lag) if 0.0 <= lag <= self.cap else decayed
+        self._at = now
+        return min(self.cap, max(self.floor, self.value))
