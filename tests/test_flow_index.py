@@ -326,3 +326,23 @@ def test_wrapper_join_kept_incrementally_equals_a_fresh_join() -> None:
     assert live.produced == fresh.produced and live.consumed == fresh.consumed
     assert live.produced["SHARED"] == 28 and "T100" in live.produced and "T1" not in live.produced
     assert live.sites("T103", 5) == fresh.sites("T103", 5)
+
+
+def test_produced_by_lists_every_channel_a_file_is_a_listed_producer_of() -> None:
+    index = FlowIndex()
+    files = _real_flows()
+    for path, flows in files:
+        index.update(path, flows)
+    orphans = sorted(index.orphans())
+    checked = 0
+    for path, _flows in files:
+        here = index.produced_by({path})
+        assert here is not None  # no wrapper calls in this code
+        for channel in orphans:
+            if path in {site.path for site in index.producers(channel, 10)}:
+                assert channel in here, (path, channel)
+                checked += 1
+    assert checked > 0
+    index.update("w.py", fl("w", "def send(topic):\n    emit(topic)\n"))
+    index.update("u.py", fl("u", "from w import send\nsend('VIA_WRAPPER')\n"))
+    assert index.produced_by({"u.py"}) is None

@@ -21,6 +21,7 @@ class ProducerQueries:
     files: dict[str, FileFlows]
     _producer_files: dict[Channel, set[str]]
     _names_of_value: dict[str, Counter[str]]
+    _values_of_name: dict[str, Counter[str]]
     _ref_files: dict[str, set[str]]
     _wrap: WrapperJoin
 
@@ -44,6 +45,24 @@ class ProducerQueries:
                 out.append(ProducerSite(path, flows.module, function, line))
                 if len(out) >= limit:
                     return out
+        return out
+
+    def produced_by(self, paths: set[str]) -> set[Channel] | None:
+        """Every channel :meth:`producers` may list one of ``paths`` for, from their
+        current flows alone (cost: the size of those files, not of the tree); None when one
+        of them calls a wrapper of another file (then use :meth:`producing_in`)."""
+        if self._wrap.callers(paths):
+            return None
+        out: set[Channel] = set()
+        for path in paths:
+            flows = self.files.get(path)
+            if flows is None:
+                continue
+            out.update(Channel(ChannelKind.TOPIC, t) for t in flows.topics_produced)
+            out.update(Channel(ChannelKind.ATTRIBUTE, a) for a in flows.attrs_produced)
+            for name in flows.emit_refs:
+                out.update(
+                    Channel(ChannelKind.TOPIC, v) for v in self._values_of_name.get(name, ()))
         return out
 
     def producing_in(self, paths: set[str]) -> Callable[[Channel], bool]:

@@ -244,10 +244,14 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
     ) -> None:
         """An announced orphan whose producing code changed is announced again with the
         new code: the question's evidence follows the code."""
-        produced_here = self.index.producing_in(paths)
-        for channel in sorted(self.announced_orphans - changed):
-            if not produced_here(channel):
-                continue  # none of these files produces it: its evidence is unchanged
+        candidates = self.announced_orphans - changed
+        here = self.index.produced_by(paths)
+        if here is not None:
+            candidates &= here  # only what these files produce: its evidence may change
+        else:  # they call a wrapper: test each orphan (set lookups)
+            produced_here = self.index.producing_in(paths)
+            candidates = {c for c in candidates if produced_here(c)}
+        for channel in sorted(candidates):
             sites = self.index.producers(channel, MAX_FACT_ITEMS)
             if not any(site.path in paths for site in sites):
                 continue
