@@ -24,6 +24,19 @@ def _records(root: Path) -> dict[str, object]:
     return {str(p): r for p, r, _ in load_batch([(p, root, None) for p in files], spec)}
 
 
+def _journal_of(tmp_path: Path, root: Path, records: dict[str, object]) -> IndexJournal:
+    """A journal under ``tmp_path`` holding ``records`` (written through its writer)."""
+    spec = SourceSpec((root,), (), 2_000_000, FlowConfig())
+    journal = IndexJournal(tmp_path / "sources", spec, CheckpointStore(tmp_path / "state"))
+
+    async def write() -> None:
+        journal.append(list(records.items()))  # type: ignore[arg-type]
+        await drained()
+
+    asyncio.run(write())
+    return journal
+
+
 def test_facts_bytes_round_trip_on_real_code() -> None:
     records = _records(PACKAGE)
     assert len(records) > 100
@@ -41,15 +54,8 @@ def test_journal_round_trip_and_a_damaged_line(tmp_path: Path) -> None:
     for name in ("a", "b", "c"):
         (root / "pkg").mkdir(parents=True, exist_ok=True)
         (root / "pkg" / f"{name}.py").write_text(f"def {name}(bus):\n    bus.emit('{name}')\n")
-    spec = SourceSpec((root,), (), 2_000_000, FlowConfig())
     records = _records(root)
-    journal = IndexJournal(tmp_path / "sources", spec, CheckpointStore(tmp_path / "state"))
-
-    async def write() -> None:
-        journal.append(list(records.items()))  # type: ignore[arg-type]
-        await drained()
-
-    asyncio.run(write())
+    journal = _journal_of(tmp_path, root, records)
     loaded = journal.load()
     assert {p: r.facts.to_json() for p, r in loaded.items()} == {  # type: ignore[union-attr]
         p: r.facts.to_json() for p, r in records.items()}  # type: ignore[attr-defined]
@@ -72,16 +78,8 @@ def test_a_file_name_that_is_not_utf8_is_journaled_and_costs_no_other_record(
     (root / "good.py").write_text("X = 1\n")
     bad = os.fsdecode(b"bad\xff.py")
     (root / bad).write_text("def f(bus):\n    bus.emit('T')\n")
-    spec = SourceSpec((root,), (), 2_000_000, FlowConfig())
     records = _records(root)
     assert str(root / bad) in records
-    journal = IndexJournal(tmp_path / "sources", spec, CheckpointStore(tmp_path / "state"))
-
-    async def write() -> None:
-        journal.append(list(records.items()))  # type: ignore[arg-type]
-        await drained()
-
-    asyncio.run(write())
-    loaded = journal.load()
+    loaded = _journal_of(tmp_path, root, records).load()
     assert set(loaded) == set(records)
     assert "T" in loaded[str(root / bad)].facts.flows.topics_produced  # type: ignore[union-attr]
