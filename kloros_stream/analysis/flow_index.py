@@ -26,15 +26,15 @@ class (a guard) is a publish only when that import is a module of the tree.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .flow_index_json import FlowIndexJson
 from .flow_match import TopicMatching
 from .flow_model import Channel, ChannelKind, FileFlows, ProducerSite, Site, attribute_of
 from .flow_producers import ProducerQueries
 from .flow_wrappers import WrapperJoin
-
-INDEX_FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ class OrphanDelta:
 
 
 @dataclass(slots=True)
-class FlowIndex(TopicMatching, ProducerQueries):
+class FlowIndex(TopicMatching, ProducerQueries, FlowIndexJson):
     """Flows per file and orphan state per channel, maintained incrementally."""
 
     files: dict[str, FileFlows] = field(default_factory=dict)
@@ -110,13 +110,23 @@ class FlowIndex(TopicMatching, ProducerQueries):
         """End a bulk load; the orphan changes of all its updates together. Every produced
         channel and every orphan so far is evaluated: the state file-by-file updates
         reach, since whether a channel is an orphan depends on the counts alone."""
+        return self._reevaluate(set(self.end_bulk_channels()))
+
+    def end_bulk_channels(self) -> list[Channel]:
+        """End a bulk load, leaving its evaluation to the caller: every channel to pass
+        to :meth:`reevaluate` (in parts, to hand the event loop back in between)."""
         self._bulk = False
         channels = {*self._producer_files, *self._guarded, *self._attr_guarded, *self._orphans}
         channels.update(Channel(ChannelKind.TOPIC, t) for t in self._wrap.produced)
         for name in self._emit_refs:
             channels.update(
                 Channel(ChannelKind.TOPIC, v) for v in self._values_of_name.get(name, ()))
-        return self._reevaluate(channels)
+        return sorted(channels)
+
+    def reevaluate(self, channels: Iterable[Channel]) -> OrphanDelta:
+        """Whether each of ``channels`` is an orphan now (a channel's state depends on the
+        counts alone, so any part of them can be evaluated on its own)."""
+        return self._reevaluate(set(channels))
 
     def update(self, path: str, flows: FileFlows) -> OrphanDelta:
         """Replace ``path``'s flows with ``flows``; the orphan changes this caused."""
@@ -326,35 +336,6 @@ class FlowIndex(TopicMatching, ProducerQueries):
                 self._orphans.discard(channel)
                 resolved.append(channel)
         return OrphanDelta(tuple(sorted(appeared)), tuple(sorted(resolved)))
-
-    # -- persistence ---------------------------------------------------------------------
-    def to_json(self) -> dict[str, Any]:
-        """Plain data for a checkpoint. Per-file parts are cached: after the first call this
-        costs a dict copy plus the files changed since. Treat the result as read-only."""
-        cache = self._json
-        for path, flows in self.files.items():
-            if path not in cache:
-                cache[path] = flows.to_json()
-        return {"format": INDEX_FORMAT, "files": dict(cache)}
-
-    @classmethod
-    def from_json(cls, data: Any, prefix_match: bool = True) -> tuple[FlowIndex, list[str]]:
-        """Rebuild an index; malformed file entries are skipped and their paths returned."""
-        index = cls(prefix_match=prefix_match)
-        skipped: list[str] = []
-        if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:
-            return index, skipped
-        files = data.get("files")
-        if not isinstance(files, dict):
-            return index, skipped
-        for path, raw in files.items():
-            try:
-                flows = FileFlows.from_json(raw)
-            except (KeyError, TypeError, ValueError, AttributeError):
-                skipped.append(str(path))
-                continue
-            index.update(str(path), flows)
-        return index, skipped
 
 
 def _bump(counter: Counter[Any], key: Any, sign: int) -> None:

@@ -13,6 +13,7 @@ changed. Checkpoint writes are coalesced by :class:`~kloros_stream.monitors.ledg
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ from ..analysis.flow_index import Channel, ChannelKind, FlowIndex, ProducerSite
 from ..analysis.flows import FileFlows
 from ..config import IntegrationMonitorConfig
 from ..sources.files import root_of
-from ..sources.index import FileRecord, SourceSpec, Subscription, paced
+from ..sources.index import YIELD_EVERY, FileRecord, SourceSpec, Subscription, paced
 from ..sources.interpreter import SyntaxConfirmer
 from ..sources.watcher import FileEvent, FileEventKind
 from .base import Monitor, MonitorContext
@@ -107,7 +108,10 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
                 self._apply(record)
         for path in [p for p in self.files if p not in seen]:
             self._forget(path)
-        self.index.end_bulk()  # (a cancel above leaves an index that is thrown away)
+        channels = self.index.end_bulk_channels()  # (a cancel above: an index thrown away)
+        for start in range(0, len(channels), YIELD_EVERY):
+            self.index.reevaluate(channels[start:start + YIELD_EVERY])
+            await asyncio.sleep(0)
         self._reconcile_all(time.time())
         self.ctx.status.details["initial_scan_s"] = round(time.monotonic() - started, 3)
         if self.ctx.one_shot:
