@@ -68,6 +68,12 @@ def test_the_same_records_as_the_parse_thread(tmp_path: Path) -> None:
     for path, loaded in here.items():
         assert _facts(there[path]) == _facts(loaded), path
         assert there[path][2] is True  # parsed
+        mine, theirs = loaded[1], there[path][1]
+        assert mine is not None and theirs is not None
+        assert (theirs.path, theirs.root, theirs.module, theirs.size, theirs.mtime_ns,
+                theirs.sha256, theirs.skipped, theirs.detail) == (
+                    mine.path, mine.root, mine.module, mine.size, mine.mtime_ns,
+                    mine.sha256, mine.skipped, mine.detail), path
     assert there[str(tmp_path / "broken.py")][1].error is not None  # type: ignore[union-attr]
 
 
@@ -86,6 +92,30 @@ def test_previous_facts_come_back_for_unchanged_and_broken_files(tmp_path: Path)
     kept = again[str(broken)][1]
     assert kept is not None and kept.error is not None
     assert kept.facts is previous[str(broken)].facts
+
+
+def test_previous_facts_come_back_for_skipped_files(tmp_path: Path) -> None:
+    """A file that grew past ``max_file_bytes`` or cannot be read keeps its last facts
+    when a parse process loads it (the child never sees them)."""
+    files = _tree(tmp_path)
+    spec = _spec(tmp_path)
+    previous = {str(p): r for p, r, _ in load_batch(_jobs(tmp_path, files), spec) if r}
+    big, locked = files[0], files[1]
+    big.write_text(big.read_text() + "#" * 3_000_000)
+    locked.chmod(0)
+    try:
+        again = asyncio.run(_in_processes(_jobs(tmp_path, [big, locked], previous), spec))
+    finally:
+        locked.chmod(0o644)
+    grown = again[str(big)][1]
+    assert grown is not None and grown.skipped == "too_large"
+    assert grown.facts is previous[str(big)].facts
+    unreadable = again[str(locked)][1]
+    assert unreadable is not None
+    if os.geteuid() != 0:  # root reads a mode-0 file anyway
+        assert unreadable.skipped == "unreadable"
+    assert unreadable.facts is not None
+    assert unreadable.facts.to_json() == previous[str(locked)].facts.to_json()
 
 
 def test_a_child_killed_mid_batch_loses_nothing(tmp_path: Path, caplog: object) -> None:
