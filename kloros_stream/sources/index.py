@@ -265,18 +265,18 @@ class SourceIndex:
         try:
             jobs: list[Job] = [(p, r, self.records.get(str(p))) for r, p in found]
             same = await loop.run_in_executor(PARSE_WORKER, _unchanged, jobs)
-            take([j for j, s in zip(jobs, same, strict=True) if s],
-                 [(p, prev, False) for (p, _r, prev), s in zip(jobs, same, strict=True) if s])
+            reused = [j for j, s in zip(jobs, same, strict=True) if s]
             stale = [j for j, s in zip(jobs, same, strict=True) if not s]
-            large = [j for j in stale if self._is_large(j[0])]
+            take(reused, [(p, prev, False) for p, _r, prev in reused])
             if len(stale) >= PROCESS_MIN_FILES:
-                large, small = stale, []
-            else:
-                small = [j for j in stale if j not in large]
-            if large:
-                await load_in_processes(large, self.spec, PARSE_WORKER, take)
-            for start in range(0, len(small), BATCH_FILES):
-                chunk = small[start:start + BATCH_FILES]
+                in_processes, on_thread = stale, []
+            else:  # a few files: only the large ones are worth a process
+                in_processes = [j for j in stale if self._is_large(j[0])]
+                on_thread = [j for j in stale if j not in in_processes]
+            if in_processes:
+                await load_in_processes(in_processes, self.spec, PARSE_WORKER, take)
+            for start in range(0, len(on_thread), BATCH_FILES):
+                chunk = on_thread[start:start + BATCH_FILES]
                 take(chunk, await loop.run_in_executor(
                     PARSE_WORKER, load_batch, chunk, self.spec))
             self._scan_progress.finish()
@@ -354,7 +354,7 @@ class SourceIndex:
         elif kind is FileEventKind.EXISTING:
             record = await self.load(path)
         elif kind is FileEventKind.CREATED:
-            if _has_content(path):
+            if _size(path) > 0:
                 self.settle.start(root, path, event.observed_at)
             record = self.records.get(str(path))
         elif kind is FileEventKind.MOVED:
@@ -380,10 +380,3 @@ def _size(path: Path) -> int:
         return os.stat(path).st_size
     except OSError:
         return 0
-
-
-def _has_content(path: Path) -> bool:
-    try:
-        return os.stat(path).st_size > 0
-    except OSError:
-        return False
