@@ -25,50 +25,43 @@
 
 Use ``async with contextlib.aclosing(tailer.batches()) as it`` so the final checkpoint is
 written when the consumer stops.
+
+File identity and checkpoint matching are in :mod:`.tail_identity`, lines made into records
+(and :class:`TailBatch`, re-exported here) in :mod:`.tail_records`; this module follows the
+file: opening, rotation, truncation, reading, saving checkpoints.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
-import stat
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import structlog
 
 from ..checkpoint import CheckpointStore
 from .lines import LineSplitter
+from .tail_identity import (
+    FINGERPRINT_BYTES,
+    Checkpoint,
+    checkpoint_fields,
+    fingerprint,
+    open_regular,
+    resume_verdict,
+)
+from .tail_records import RecordParser, TailBatch
 from .watcher import FileEvent, FileEventKind, RecursiveWatcher
+
+__all__ = ["FINGERPRINT_BYTES", "READ_CHUNK_BYTES", "FileTailer", "TailBatch", "fingerprint"]
 
 log = structlog.get_logger(__name__)
 
-FINGERPRINT_BYTES = 256
 READ_CHUNK_BYTES = 65536
 _YIELD_EVERY = 16
-_LOG_FIRST = 20
-_LOG_EVERY = 1000
-
-
-@dataclass(slots=True)
-class TailBatch:
-    records: list[Any]
-    """bytes lines (newline stripped) or, with ``parse_json=True``, dicts."""
-    observed_at: float
-    """``time.time()`` of the inotify event (or read) that produced the batch."""
-    path: Path
-    offset: int = 0
-    """File offset just past the batch's last line."""
-
-
-def fingerprint(head: bytes) -> str:
-    return hashlib.sha256(head).hexdigest()
 
 
 class FileTailer:
@@ -88,8 +81,6 @@ class FileTailer:
         self.path = Path(os.path.abspath(path))
         self._checkpoints = checkpoints
         self._name = name
-        self._max_line = max_line_bytes
-        self._parse_json = parse_json
         self._interval = checkpoint_interval_s
         self._chunk = read_chunk_bytes
         self.stats: dict[str, int] = {
@@ -104,15 +95,17 @@ class FileTailer:
         self._dev = 0
         self._ino = 0
         self._head = b""
-        self._lines = LineSplitter(max_line_bytes, self._too_long)
+        self._parser = RecordParser(
+            self.path, self.stats, parse_json=parse_json, max_line_bytes=max_line_bytes
+        )
+        self._lines = LineSplitter(max_line_bytes, self._parser.too_long)
         """Offsets (past the last complete line handed on; how far the file was read) and
         the partial last line."""
         self._checkpoint_applied = False
         self._had_file = False
         self._unreadable = False
-        self._saved: tuple[int, int, str, int, int] | None = None
+        self._saved: Checkpoint | None = None
         self._last_save = float("-inf")
-        self._log_counts: dict[str, int] = {}
         self.watching = False
         """True while the inotify watch (on the parent or the nearest existing ancestor) is
         in place: a file created from then on will be read."""
@@ -140,20 +133,8 @@ class FileTailer:
         state = self._state()
         if state is None or state == self._saved:
             return
-        dev, ino, digest, head_len, offset = state
         try:
-            self._checkpoints.save(
-                self._name,
-                {
-                    "path": str(self.path),
-                    "dev": dev,
-                    "ino": ino,
-                    "fingerprint": digest,
-                    "fingerprint_len": head_len,
-                    "offset": offset,
-                    "saved_at": time.time(),
-                },
-            )
+            self._checkpoints.save(self._name, checkpoint_fields(self.path, state, time.time()))
         except OSError as err:
             log.error("checkpoint_save_failed", name=self._name, error=str(err))
             return
@@ -257,25 +238,15 @@ class FileTailer:
 
     def _open(self) -> bool:
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return False
+            opened = open_regular(self.path)
         except OSError as err:
             self._unreadable_once(err)
             return False
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                os.close(fd)
-                self._unreadable_once(OSError("not a regular file"))
-                return False
-            head = os.pread(fd, FINGERPRINT_BYTES, 0)
-        except OSError as err:
-            os.close(fd)
-            self._unreadable_once(err)
+        if opened is None:
             return False
+        st = opened.st
         self._unreadable = False
-        self._fd, self._dev, self._ino, self._head = fd, st.st_dev, st.st_ino, head
+        self._fd, self._dev, self._ino, self._head = opened.fd, st.st_dev, st.st_ino, opened.head
         self._reset(0)
         if self._had_file:
             self.stats["rotations"] += 1
@@ -307,25 +278,16 @@ class FileTailer:
         if data is None:
             return
         try:
-            offset = int(data["offset"])
-            digest = str(data["fingerprint"])
-            head_len = int(data["fingerprint_len"])
-            same_inode = (int(data["dev"]), int(data["ino"])) == (st.st_dev, st.st_ino)
+            offset, reason = resume_verdict(data, st, self._head)
         except (KeyError, TypeError, ValueError) as err:
             log.warning("tail_checkpoint_invalid", name=self._name, error=str(err))
             return
-        head = self._head[:head_len]
-        if st.st_size < offset:
-            reason = "truncated"
-            self.stats["truncations"] += 1
-        elif len(head) < head_len or fingerprint(head) != digest:
-            reason = "different_file"
-        elif not same_inode and head_len < FINGERPRINT_BYTES:
-            reason = "different_inode"
-        else:
+        if reason == "resumed":
             self._reset(offset)
             log.info("tail_resumed", path=str(self.path), offset=offset)
             return
+        if reason == "truncated":
+            self.stats["truncations"] += 1
         log.info(
             "tail_checkpoint_mismatch",
             path=str(self.path),
@@ -362,8 +324,12 @@ class FileTailer:
             try:
                 chunk = os.pread(self._fd, self._chunk, self._lines.position)
             except OSError as err:
-                log.error("tail_read_failed", path=str(self.path),
-                          offset=self._lines.position, error=str(err))
+                log.error(
+                    "tail_read_failed",
+                    path=str(self.path),
+                    offset=self._lines.position,
+                    error=str(err),
+                )
                 return
             if not chunk:
                 return
@@ -390,56 +356,10 @@ class FileTailer:
     def _consume(self, chunk: bytes) -> list[Any]:
         """Complete lines of a chunk (:class:`~.lines.LineSplitter`), parsed."""
         self.stats["bytes"] += len(chunk)
-        return self._records([line for _offset, line in self._lines.feed(chunk)])
-
-    def _too_long(self, offset: int, seen: int) -> None:
-        self.stats["skipped_long"] += 1
-        self._log_limited(
-            "line_too_long",
-            path=str(self.path),
-            offset=offset,
-            bytes_seen=seen,
-            max_line_bytes=self._max_line,
-        )
-
-    def _records(self, lines: list[bytes]) -> list[Any]:
-        if not self._parse_json:
-            self.stats["lines"] += len(lines)
-            return lines
-        records = []
-        loads = orjson.loads
-        for line in lines:
-            try:
-                obj = loads(line)
-            except orjson.JSONDecodeError as err:
-                if line.strip():
-                    self._malformed(line, str(err))
-                continue
-            if type(obj) is dict:
-                records.append(obj)
-            else:
-                self._malformed(line, f"not an object: {type(obj).__name__}")
-        self.stats["lines"] += len(records)
-        return records
-
-    def _malformed(self, line: bytes, error: str) -> None:
-        self.stats["skipped_malformed"] += 1
-        self._log_limited(
-            "malformed_json",
-            path=str(self.path),
-            sample=repr(line[:80]),
-            length=len(line),
-            error=error[:120],
-        )
-
-    def _log_limited(self, event: str, **fields: Any) -> None:
-        count = self._log_counts.get(event, 0) + 1
-        self._log_counts[event] = count
-        if count <= _LOG_FIRST or count % _LOG_EVERY == 0:
-            log.warning(event, count=count, **fields)
+        return self._parser.records([line for _offset, line in self._lines.feed(chunk)])
 
     # -- checkpoints ---------------------------------------------------------------------
-    def _state(self) -> tuple[int, int, str, int, int] | None:
+    def _state(self) -> Checkpoint | None:
         """What a checkpoint would hold now; None with no file open (the last one stays)."""
         if self._fd is None:
             return None
