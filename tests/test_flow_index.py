@@ -302,7 +302,11 @@ def test_producing_in_holds_for_every_listed_producer() -> None:
 
 
 def test_wrapper_join_kept_incrementally_equals_a_fresh_join() -> None:
+    from kloros_stream.analysis.flow_model import FileHead
     from kloros_stream.analysis.flow_wrappers import WrapperJoin
+
+    def swap(join: WrapperJoin, path: str, old: FileFlows | None, new: FileFlows | None) -> None:
+        join.replace(path, old, new, FileHead.of(new) if new is not None else None)
 
     wrapper = "def send(topic):\n    emit(topic)\n"
     caller = "from w import send\nsend('T{n}')\nsend('SHARED')\n"
@@ -310,22 +314,28 @@ def test_wrapper_join_kept_incrementally_equals_a_fresh_join() -> None:
     files["w.py"] = fl("w", wrapper)
     live = WrapperJoin()
     for path, flows in files.items():
-        live.replace(path, None, flows)
+        swap(live, path, None, flows)
     for n in range(0, 30, 3):  # edits and deletions of callers, the wrapper going and back
         path = f"c{n}.py"
         new = fl(f"c{n}", caller.format(n=n + 100))
-        live.replace(path, files[path], new)
+        swap(live, path, files[path], new)
         files[path] = new
-    live.replace("w.py", files["w.py"], None)
-    live.replace("w.py", None, files["w.py"])
+    swap(live, "w.py", files["w.py"], None)
+    swap(live, "w.py", None, files["w.py"])
     for path in ("c1.py", "c2.py"):
-        live.replace(path, files.pop(path), None)
+        swap(live, path, files.pop(path), None)
     fresh = WrapperJoin()
     for path, flows in files.items():
-        fresh.replace(path, None, flows)
-    assert live.produced == fresh.produced and live.consumed == fresh.consumed
+        swap(fresh, path, None, flows)
+    bulk = WrapperJoin()  # joins deferred to the end of a bulk load
+    bulk.begin_bulk()
+    for path, flows in files.items():
+        swap(bulk, path, None, flows)
+    assert "T103" in bulk.end_bulk()
+    for join in (fresh, bulk):
+        assert live.produced == join.produced and live.consumed == join.consumed
+        assert live.sites("T103", 5) == join.sites("T103", 5)
     assert live.produced["SHARED"] == 28 and "T100" in live.produced and "T1" not in live.produced
-    assert live.sites("T103", 5) == fresh.sites("T103", 5)
 
 
 def test_produced_by_lists_every_channel_a_file_is_a_listed_producer_of() -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
+import sys
 from pathlib import Path
 
 import orjson
 
 from kloros_stream.analysis.flows import FlowConfig
-from kloros_stream.analysis.source_facts import SourceFacts
+from kloros_stream.analysis.pysource import module_name
+from kloros_stream.analysis.source_facts import PackedFacts, facts_of
 from kloros_stream.checkpoint import CheckpointStore
 from kloros_stream.sources.index_journal import IndexJournal, drained
 from kloros_stream.sources.records import SourceSpec, load_batch
@@ -37,16 +40,18 @@ def _journal_of(tmp_path: Path, root: Path, records: dict[str, object]) -> Index
     return journal
 
 
-def test_facts_bytes_round_trip_on_real_code() -> None:
-    records = _records(PACKAGE)
-    assert len(records) > 100
-    for record in records.values():
-        facts = record.facts  # type: ignore[attr-defined]
-        if facts is None:
-            continue
-        back = SourceFacts.from_bytes(facts.to_bytes())
-        assert back.to_json() == facts.to_json()
-        assert SourceFacts.from_bytes(back.to_bytes()).to_json() == facts.to_json()
+def test_packed_facts_round_trip_on_real_code() -> None:
+    files = sorted(PACKAGE.rglob("*.py"))
+    assert len(files) > 100
+    for path in files:
+        facts = facts_of(path.read_bytes(), module_name(path, PACKAGE), FlowConfig(), str(path))
+        packed = PackedFacts.pack(facts)
+        assert packed.unpack().to_json() == facts.to_json()
+        assert packed.flows == facts.flows and packed.summary == facts.summary
+        sent = pickle.loads(pickle.dumps(packed, 5))  # as a parse process sends it
+        assert sent.to_json() == facts.to_json()
+        for name in sent.imports.required | sent.imports.dotted:
+            assert name is sys.intern(name)  # one string for every file importing it
 
 
 def test_journal_round_trip_and_a_damaged_line(tmp_path: Path) -> None:
@@ -64,9 +69,12 @@ def test_journal_round_trip_and_a_damaged_line(tmp_path: Path) -> None:
     damaged = orjson.loads(lines[1])
     damaged["f"] = damaged["f"][: len(damaged["f"]) // 2]  # a cut facts blob
     lines[1] = orjson.dumps(damaged)
+    flipped = orjson.loads(lines[2])
+    flipped["f"] = ("B" if flipped["f"][0] == "A" else "A") + flipped["f"][1:]  # bits flipped
+    lines[2] = orjson.dumps(flipped)
     journal.path.write_bytes(b"\n".join(lines) + b'{"p": "torn')
     again = journal.load()
-    assert set(again) == set(records) - {damaged["p"]}
+    assert set(again) == set(records) - {damaged["p"], flipped["p"]}
     assert journal.load().keys() == again.keys()  # the damage was compacted away
 
 

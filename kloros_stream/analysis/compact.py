@@ -1,4 +1,6 @@
-"""One shared empty container in place of the many empty ones of long-lived facts.
+"""Compact containers for what is kept per file of a tree: one shared empty container in
+place of the many empty ones of long-lived facts, and maps whose keys mostly hold a single
+member (:class:`SetMap`, :class:`CountMap`).
 
 Most files' facts hold several empty sets and maps; each empty ``frozenset`` costs 216
 bytes and each empty ``dict`` 64, and the source index keeps the facts of every file of
@@ -9,6 +11,8 @@ changed once built.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import fields
 from types import MappingProxyType
 from typing import Any
@@ -41,3 +45,103 @@ def set_state_shared(obj: Any, state: list[Any]) -> None:
     """``__setstate__`` of a frozen slots dataclass (pickle), sharing empty containers."""
     for f, value in zip(fields(obj), state, strict=True):
         object.__setattr__(obj, f.name, shared_empty(value))
+
+
+class SetMap:
+    """key -> a set of strings, for the aggregates of a tree (``channel -> producing
+    files``): most keys have one member, held alone (a string in the dict) instead of in
+    a set of its own (216 bytes). :meth:`get` gives a key's members (a tuple or a set:
+    iterate, ``len``, ``in``; never change it)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self) -> None:
+        self._data: dict[Any, str | set[str]] = {}
+
+    def add(self, key: Any, member: str) -> None:
+        held = self._data.get(key)
+        if held is None:
+            self._data[key] = member
+        elif type(held) is str:
+            if held != member:
+                self._data[key] = {held, member}
+        else:
+            held.add(member)
+
+    def discard(self, key: Any, member: str) -> None:
+        held = self._data.get(key)
+        if held is None:
+            return
+        if type(held) is str:
+            if held == member:
+                del self._data[key]
+            return
+        held.discard(member)
+        if len(held) == 1:
+            self._data[key] = next(iter(held))
+
+    def get(self, key: Any, default: Any = ()) -> Any:
+        held = self._data.get(key)
+        if held is None:
+            return default
+        return (held,) if type(held) is str else held
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class CountMap:
+    """key -> a multiset of strings (``constant value -> names defining it``), each key
+    with one member counted once held alone, as in :class:`SetMap`. :meth:`get` gives a
+    key's distinct members."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self) -> None:
+        self._data: dict[Any, str | Counter[str]] = {}
+
+    def bump(self, key: Any, member: str, sign: int) -> None:
+        """Count ``member`` under ``key`` once more (``sign`` +1) or once less (-1)."""
+        held = self._data.get(key)
+        if held is None:
+            if sign > 0:
+                self._data[key] = member
+            return
+        if type(held) is str:
+            if held == member and sign < 0:
+                del self._data[key]
+            elif sign > 0:
+                self._data[key] = Counter({held: 1}) + Counter({member: 1})
+            return
+        value = held[member] + sign
+        if value > 0:
+            held[member] = value
+        else:
+            held.pop(member, None)
+        if not held:
+            del self._data[key]
+        elif len(held) == 1:
+            (only, count), = held.items()
+            if count == 1:
+                self._data[key] = only
+
+    def get(self, key: Any, default: Any = ()) -> Any:
+        held = self._data.get(key)
+        if held is None:
+            return default
+        return (held,) if type(held) is str else held
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)

@@ -1,11 +1,12 @@
 """Incremental index of flows across a source tree, and the orphaned channels in it.
 
-Pure (no I/O). Per file it keeps that file's :class:`~.flows.FileFlows`; per channel it
-keeps how many files produce and consume it. ``update(path, flows)`` removes the file's
-old flows, adds the new ones, and re-checks only the channels the file touches (plus the
-channels sharing an attribute name whose loose-consumer state flipped), so one change
-costs work proportional to that file, not to the tree. It returns the orphans that
-appeared and the ones that were resolved.
+Pure (no I/O). Per file it keeps a :class:`~.flow_model.FileHead` (module, imports, class
+bases, and the flows themselves or their packed form, decoded when a query needs them);
+per channel it keeps how many files produce and consume it. ``update(path, flows)``
+removes the file's old flows, adds the new ones, and re-checks only the channels the file
+touches (plus the channels sharing an attribute name whose loose-consumer state flipped),
+so one change costs work proportional to that file, not to the tree. It returns the
+orphans that appeared and the ones that were resolved.
 
 An orphan is a channel with a producer and no consumer. For an attribute channel
 ``module.Class.attr`` a consumer is an exact read of that channel, or a loose read of
@@ -30,9 +31,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .compact import CountMap, SetMap
 from .flow_index_json import FlowIndexJson
 from .flow_match import TopicMatching
-from .flow_model import Channel, ChannelKind, FileFlows, ProducerSite, Site, attribute_of
+from .flow_model import (
+    Channel,
+    ChannelKind,
+    FileFlows,
+    FileHead,
+    PackedFlows,
+    ProducerSite,
+    Site,
+    attribute_of,
+)
 from .flow_producers import ProducerQueries
 from .flow_wrappers import WrapperJoin
 
@@ -52,25 +63,27 @@ class OrphanDelta:
 class FlowIndex(TopicMatching, ProducerQueries, FlowIndexJson):
     """Flows per file and orphan state per channel, maintained incrementally."""
 
-    files: dict[str, FileFlows] = field(default_factory=dict)
+    files: dict[str, FileHead] = field(default_factory=dict)
     _produced: Counter[Channel] = field(default_factory=Counter)
     _consumed: Counter[Channel] = field(default_factory=Counter)
     _inherited: Counter[str] = field(default_factory=Counter)
     _loose: Counter[str] = field(default_factory=Counter)
-    _loose_readers: dict[str, Counter[str]] = field(default_factory=dict)
+    _loose_readers: SetMap = field(default_factory=SetMap)
     """Attribute name -> files reading it through an owner they could not resolve."""
     _attr_guarded: set[Channel] = field(default_factory=set)
     """Attribute channels of classes with imported bases (re-checked as modules change)."""
     _exact_by_attr: Counter[str] = field(default_factory=Counter)
-    _producer_files: dict[Channel, set[str]] = field(default_factory=dict)
-    _by_attr: dict[str, set[str]] = field(default_factory=dict)
+    _producer_files: SetMap = field(default_factory=SetMap)
+    """Channel -> the files producing it."""
+    _by_attr: SetMap = field(default_factory=SetMap)
+    """Attribute name -> the produced attribute channels of that name."""
     _topic_refs: Counter[str] = field(default_factory=Counter)
-    _names_of_value: dict[str, Counter[str]] = field(default_factory=dict)
-    _values_of_name: dict[str, Counter[str]] = field(default_factory=dict)
+    _names_of_value: CountMap = field(default_factory=CountMap)
+    _values_of_name: CountMap = field(default_factory=CountMap)
     _orphans: set[Channel] = field(default_factory=set)
     prefix_match: bool = True
     _emit_refs: Counter[str] = field(default_factory=Counter)
-    _ref_files: dict[str, set[str]] = field(default_factory=dict)
+    _ref_files: SetMap = field(default_factory=SetMap)
     _guarded: dict[Channel, dict[str, tuple[str, ...]]] = field(default_factory=dict)
     _modules: Counter[str] = field(default_factory=Counter)
     _tops: Counter[str] = field(default_factory=Counter)
@@ -105,6 +118,7 @@ class FlowIndex(TopicMatching, ProducerQueries, FlowIndexJson):
         may be an orphan is evaluated once, by :meth:`end_bulk`, instead of the channels
         each file touches after each file (quadratic in the tree)."""
         self._bulk = True
+        self._wrap.begin_bulk()
 
     def end_bulk(self) -> OrphanDelta:
         """End a bulk load; the orphan changes of all its updates together. Every produced
@@ -116,6 +130,7 @@ class FlowIndex(TopicMatching, ProducerQueries, FlowIndexJson):
         """End a bulk load, leaving its evaluation to the caller: every channel to pass
         to :meth:`reevaluate` (in parts, to hand the event loop back in between)."""
         self._bulk = False
+        self._track_patterns(self._wrap.end_bulk())
         channels = {*self._producer_files, *self._guarded, *self._attr_guarded, *self._orphans}
         channels.update(Channel(ChannelKind.TOPIC, t) for t in self._wrap.produced)
         for name in self._emit_refs:
@@ -128,23 +143,35 @@ class FlowIndex(TopicMatching, ProducerQueries, FlowIndexJson):
         counts alone, so any part of them can be evaluated on its own)."""
         return self._reevaluate(set(channels))
 
-    def update(self, path: str, flows: FileFlows) -> OrphanDelta:
-        """Replace ``path``'s flows with ``flows``; the orphan changes this caused."""
-        old = self.files.get(path)
+    def update(
+        self, path: str, flows: FileFlows, packed: PackedFlows | None = None
+    ) -> OrphanDelta:
+        """Replace ``path``'s flows with ``flows``; the orphan changes this caused. With
+        ``packed`` (the same flows, packed) the index keeps that instead of ``flows``."""
+        head = self.files.get(path)
+        old = head.flows if head is not None else None
         if old == flows:
             return OrphanDelta()
-        return self._replace(path, old, flows)
+        return self._replace(path, old, flows, packed)
 
     def remove(self, path: str) -> OrphanDelta:
         """Forget ``path`` (deleted or moved away); the orphan changes this caused."""
-        old = self.files.get(path)
-        if old is None:
+        head = self.files.get(path)
+        if head is None:
             return OrphanDelta()
-        return self._replace(path, old, None)
+        return self._replace(path, head.flows, None)
 
-    def _replace(self, path: str, old: FileFlows | None, new: FileFlows | None) -> OrphanDelta:
+    def flows_of(self, path: str) -> FileFlows | None:
+        """``path``'s current flows (decoded if kept packed)."""
+        head = self.files.get(path)
+        return head.flows if head is not None else None
+
+    def _replace(
+        self, path: str, old: FileFlows | None, new: FileFlows | None,
+        packed: PackedFlows | None = None,
+    ) -> OrphanDelta:
         if self._bulk:
-            self._recount(path, old, new)
+            self._recount(path, old, new, packed)
             return OrphanDelta()
         touched: set[Channel] = set()
         attrs: set[str] = set()
@@ -157,7 +184,7 @@ class FlowIndex(TopicMatching, ProducerQueries, FlowIndexJson):
         subs_before = set(self._subs)
         before = {a: self._attr_state(a) for a in attrs}
         refs_before = {r: self._topic_refs[r] > 0 for r in refs}
-        for topic in self._recount(path, old, new):
+        for topic in self._recount(path, old, new, packed):
             touched.add(Channel(ChannelKind.TOPIC, topic))
             touched.update(self._matching(topic))
         if len(self._modules) != modules_before:
@@ -184,22 +211,29 @@ class FlowIndex(TopicMatching, ProducerQueries, FlowIndexJson):
                 )
         return self._reevaluate(touched)
 
-    def _recount(self, path: str, old: FileFlows | None, new: FileFlows | None) -> set[str]:
+    def _recount(
+        self, path: str, old: FileFlows | None, new: FileFlows | None,
+        packed: PackedFlows | None,
+    ) -> set[str]:
         """Swap ``path``'s counts from ``old`` to ``new``; the wrapper topics that changed."""
         self._json.pop(path, None)
+        head = None
         if old is not None:
             self._count(path, old, -1)
             del self.files[path]
         if new is not None:
             self._count(path, new, +1)
-            self.files[path] = new
-        topics = self._wrap.replace(path, old, new)
+            head = self.files[path] = FileHead.of(new, packed)
+        return self._track_patterns(self._wrap.replace(path, old, new, head))
+
+    def _track_patterns(self, topics: set[str]) -> set[str]:
+        """Keep :attr:`_wrap_patterns` for ``topics`` (changed through wrappers)."""
         for topic in topics:
             if self._wrap.consumed[topic] > 0 and "*" in topic:
                 self._wrap_patterns.add(topic)
             else:
                 self._wrap_patterns.discard(topic)
-        return set(topics)
+        return topics
 
     def _attr_state(self, attr: str) -> tuple[bool, bool]:
         return (self._loose[attr] > 0, self._exact_by_attr[attr] > 0)
@@ -226,13 +260,10 @@ class FlowIndex(TopicMatching, ProducerQueries, FlowIndexJson):
                 _bump(self._patterns, name, sign)
         for name in flows.emit_refs:
             _bump(self._emit_refs, name, sign)
-            files = self._ref_files.setdefault(name, set())
             if sign > 0:
-                files.add(path)
+                self._ref_files.add(name, path)
             else:
-                files.discard(path)
-                if not files:
-                    del self._ref_files[name]
+                self._ref_files.discard(name, path)
         for name in flows.attrs_produced:
             self._count_producer(Channel(ChannelKind.ATTRIBUTE, name), path, sign)
         for name in flows.attrs_consumed:
@@ -242,34 +273,31 @@ class FlowIndex(TopicMatching, ProducerQueries, FlowIndexJson):
             _bump(self._inherited, name, sign)
         for attr in flows.loose_consumed:
             _bump(self._loose, attr, sign)
-            _bump_nested(self._loose_readers, attr, path, sign)
+            if sign > 0:
+                self._loose_readers.add(attr, path)
+            else:
+                self._loose_readers.discard(attr, path)
         for ref in flows.topic_refs:
             _bump(self._topic_refs, ref, sign)
         for name, value in flows.constants.items():
-            _bump_nested(self._names_of_value, value, name, sign)
-            _bump_nested(self._values_of_name, name, value, sign)
+            self._names_of_value.bump(value, name, sign)
+            self._values_of_name.bump(name, value, sign)
 
     def _count_producer(
         self, channel: Channel, path: str, sign: int, *, counted: bool = True
     ) -> None:
         if counted:
             _bump(self._produced, channel, sign)
-        files = self._producer_files.setdefault(channel, set())
         if sign > 0:
-            files.add(path)
+            self._producer_files.add(channel, path)
         else:
-            files.discard(path)
-        if not files:
-            del self._producer_files[channel]
+            self._producer_files.discard(channel, path)
         if channel.kind is ChannelKind.ATTRIBUTE:
             attr = attribute_of(channel.name)
-            names = self._by_attr.setdefault(attr, set())
-            if files:
-                names.add(channel.name)
+            if channel in self._producer_files:
+                self._by_attr.add(attr, channel.name)
             else:
-                names.discard(channel.name)
-            if not names:
-                del self._by_attr[attr]
+                self._by_attr.discard(attr, channel.name)
 
     def _is_orphan(self, channel: Channel) -> bool:
         if channel.kind is ChannelKind.TOPIC:
@@ -289,12 +317,12 @@ class FlowIndex(TopicMatching, ProducerQueries, FlowIndexJson):
                 if not self._in_tree(base):
                     return False  # a base from another library may read it
                 modules.add(self._normalized(base) or base)
-        readers = self._loose_readers.get(attr, {})
+        readers = self._loose_readers.get(attr)
         if any(self._reaches(self.files[p], modules) for p in readers):
             return False
         return not (self._inherited[channel.name] > 0 and self._exact_by_attr[attr] > 0)
 
-    def _reaches(self, reader: FileFlows, modules: set[str]) -> bool:
+    def _reaches(self, reader: FileHead, modules: set[str]) -> bool:
         """A loose read reaches the channels of its own module and package, of the
         modules (or classes) it imports, and of their sibling modules (a package passes
         its objects around; an import of one module of it is a sign of that)."""
@@ -351,13 +379,6 @@ def _contains(outer: str, inner: str) -> bool:
     if inner == outer:
         return True
     return f".{inner}." in f".{outer}."
-
-
-def _bump_nested(table: dict[str, Counter[str]], key: str, item: str, sign: int) -> None:
-    counter = table.setdefault(key, Counter())
-    _bump(counter, item, sign)
-    if not counter:
-        del table[key]
 
 
 def _touched_by(flows: FileFlows, channels: set[Channel], attrs: set[str]) -> None:

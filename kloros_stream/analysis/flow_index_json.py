@@ -7,22 +7,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from .flow_model import FileFlows
+from .flow_model import FileFlows, FileHead
 
 INDEX_FORMAT = 2
 
 
 class FlowIndexJson:
-    files: dict[str, FileFlows]
+    files: dict[str, FileHead]
     _json: dict[str, dict[str, Any]]
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for a checkpoint. Per-file parts are cached: after the first call this
         costs a dict copy plus the files changed since. Treat the result as read-only."""
         cache = self._json
-        for path, flows in self.files.items():
+        for path, head in self.files.items():
             if path not in cache:
-                cache[path] = flows.to_json()
+                cache[path] = head.flows.to_json()
         return {"format": INDEX_FORMAT, "files": dict(cache)}
 
     @classmethod

@@ -11,27 +11,29 @@ receiver whose class comes from an import of the tree (a guard).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
 from .flow_model import Channel, ChannelKind, ProducerSite
 
 if TYPE_CHECKING:
-    from .flow_model import FileFlows
+    from .compact import CountMap, SetMap
+    from .flow_model import FileHead
     from .flow_wrappers import WrapperJoin
 
 
 class TopicMatching:
-    files: dict[str, FileFlows]
+    files: dict[str, FileHead]
     prefix_match: bool
     _produced: Counter[Channel]
     _consumed: Counter[Channel]
     _guarded: dict[Channel, dict[str, tuple[str, ...]]]
-    _producer_files: dict[Channel, set[str]]
+    _producer_files: SetMap
     _emit_refs: Counter[str]
     _topic_refs: Counter[str]
-    _names_of_value: dict[str, Counter[str]]
-    _values_of_name: dict[str, Counter[str]]
+    _names_of_value: CountMap
+    _values_of_name: CountMap
     _modules: Counter[str]
     _subs: Counter[str]
     _patterns: Counter[str]
@@ -89,9 +91,11 @@ class TopicMatching:
             out.update(Channel(ChannelKind.TOPIC, v) for v in self._values_of_name.get(name, ()))
         return out
 
-    def consumer(self, channel: Channel) -> ProducerSite | None:
+    def consumer(self, channel: Channel, first: Iterable[str] = ()) -> ProducerSite | None:
         """A site that consumes ``channel`` (exactly, by a prefix or pattern subscription,
-        or through a wrapper), or None (a loose read, an inherited attribute...)."""
+        or through a wrapper), or None (a loose read, an inherited attribute...). The
+        files are searched only when one consumes it exactly, ``first`` (those just
+        changed, where a new consumer usually is) before the others."""
         names = {channel.name}
         if channel.kind is ChannelKind.TOPIC:
             name = channel.name
@@ -99,8 +103,11 @@ class TopicMatching:
             names |= {p for p in self._patterns if fnmatchcase(name, p)}
             for path, flows, function, line in self._wrap.sites(name, 1, consumed=True):
                 return ProducerSite(path, flows.module, function, line)
-        for path in sorted(self.files):
-            flows = self.files[path]
+        if not any(self._consumed[Channel(kind, n)] > 0 for kind in ChannelKind for n in names):
+            return None  # no file consumes it exactly: no file has a site for it
+        first = sorted(p for p in first if p in self.files)
+        for path in [*first, *sorted(self.files)]:
+            flows = self.files[path].flows
             for name in names:
                 site = flows.consumed_sites.get(name)
                 if site is not None:

@@ -6,12 +6,13 @@ the call names that make bus topics.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
-from .compact import set_state_shared, share_empties
+from .compact import EMPTY_MAP, set_state_shared, share_empties
 
 MAX_SITES = 20
 """Producer sites kept per channel per file."""
@@ -148,6 +149,40 @@ class FileFlows:
                 str(k): tuple(map(str, v)) for k, v in data.get("class_bases", {}).items()
             },
         ))
+
+
+class PackedFlows(Protocol):
+    """Flows kept packed (the source index's facts), decoded on each read."""
+
+    @property
+    def flows(self) -> FileFlows: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FileHead:
+    """What a flow index keeps of one file: what orphan checks read on every evaluation
+    (module, imports, class bases), and where the whole flows are (``source``: the flows
+    themselves, or their packed form, decoded on demand by :attr:`flows`)."""
+
+    module: str
+    imports: tuple[str, ...]
+    class_bases: Mapping[str, tuple[str, ...]]
+    source: FileFlows | PackedFlows
+
+    @classmethod
+    def of(cls, flows: FileFlows, packed: PackedFlows | None = None) -> FileHead:
+        """The head of ``flows``; it keeps ``packed`` instead of them when given."""
+        return cls(
+            sys.intern(flows.module),
+            tuple(sorted(map(sys.intern, flows.imports))),
+            flows.class_bases or EMPTY_MAP,
+            flows if packed is None else packed,
+        )
+
+    @property
+    def flows(self) -> FileFlows:
+        source = self.source
+        return source if isinstance(source, FileFlows) else source.flows
 
 
 def attribute_of(channel: str) -> str:

@@ -4,25 +4,25 @@ channel at all."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .flow_model import Channel, ChannelKind, ProducerSite
 
 if TYPE_CHECKING:
-    from .flow_model import FileFlows
+    from .compact import CountMap, SetMap
+    from .flow_model import FileHead
     from .flow_wrappers import WrapperJoin
 
 ALL_SITES = 1 << 30
 
 
 class ProducerQueries:
-    files: dict[str, FileFlows]
-    _producer_files: dict[Channel, set[str]]
-    _names_of_value: dict[str, Counter[str]]
-    _values_of_name: dict[str, Counter[str]]
-    _ref_files: dict[str, set[str]]
+    files: dict[str, FileHead]
+    _producer_files: SetMap
+    _names_of_value: CountMap
+    _values_of_name: CountMap
+    _ref_files: SetMap
     _wrap: WrapperJoin
 
     def producers(self, channel: Channel, limit: int = 10) -> list[ProducerSite]:
@@ -31,13 +31,13 @@ class ProducerQueries:
         if channel.kind is ChannelKind.TOPIC:
             for name in self._names_of_value.get(channel.name, ()):
                 for path in sorted(self._ref_files.get(name, ())):
-                    flows = self.files[path]
+                    flows = self.files[path].flows
                     for function, line in flows.emit_refs.get(name, ()):
                         out.append(ProducerSite(path, flows.module, function, line))
             for path, flows, function, line in self._wrap.sites(channel.name, limit):
                 out.append(ProducerSite(path, flows.module, function, line))
         for path in sorted(self._producer_files.get(channel, ())):
-            flows = self.files[path]
+            flows = self.files[path].flows
             table = (
                 flows.topics_produced if channel.kind is ChannelKind.TOPIC else flows.attrs_produced
             )
@@ -55,9 +55,10 @@ class ProducerQueries:
             return None
         out: set[Channel] = set()
         for path in paths:
-            flows = self.files.get(path)
-            if flows is None:
+            head = self.files.get(path)
+            if head is None:
                 continue
+            flows = head.flows
             out.update(Channel(ChannelKind.TOPIC, t) for t in flows.topics_produced)
             out.update(Channel(ChannelKind.ATTRIBUTE, a) for a in flows.attrs_produced)
             for name in flows.emit_refs:

@@ -4,7 +4,9 @@ A file exports its wrappers (functions that pass a parameter on as the topic of 
 call) by bare name, and keeps the topic-like arguments of calls whose callee it could not
 resolve. :class:`WrapperJoin` joins the two across the tree, incrementally: per callee
 name it keeps the topics that name's calls publish and subscribe, recomputed only when a
-file with wrappers or calls of that name changes. Pure, no I/O.
+file with wrappers or calls of that name changes. A caller is kept as its flow index
+head (its flows possibly packed) and decoded only when a join or a query needs it. Pure,
+no I/O.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .flow_model import FileFlows
+from .flow_model import FileFlows, FileHead
 
 Spec = tuple[str, int, str, str]
 """(kind, position, parameter, template) of a wrapper."""
@@ -24,19 +26,37 @@ class WrapperJoin:
     """Topics published through wrappers defined in other files (per call)."""
     consumed: Counter[str] = field(default_factory=Counter)
     _specs: dict[str, Counter[Spec]] = field(default_factory=dict)
-    _files: dict[str, dict[str, FileFlows]] = field(default_factory=dict)
-    """Callee name -> files calling it (path -> flows)."""
+    _files: dict[str, dict[str, FileHead]] = field(default_factory=dict)
+    """Callee name -> files calling it (path -> the file's head in the flow index)."""
     _joined: dict[str, tuple[Counter[str], Counter[str]]] = field(default_factory=dict)
+    _stale: set[str] | None = None
+    """In a bulk load: names whose wrappers changed, joined once at :meth:`end_bulk`."""
+
+    def begin_bulk(self) -> None:
+        """Defer every join over a name's callers to :meth:`end_bulk` (a callee defined
+        in many files is joined once, not once per file)."""
+        self._stale = set()
+
+    def end_bulk(self) -> set[str]:
+        """Join the names whose wrappers changed in the bulk load; the topics touched."""
+        stale, self._stale = self._stale or set(), None
+        touched: set[str] = set()
+        for name in sorted(stale):
+            touched |= self._rejoin(name)
+        return touched
 
     def callers(self, paths: set[str]) -> set[str]:
         """Which of ``paths`` call a wrapper defined in another file."""
         return {p for name in self._joined for p in paths if p in self._files.get(name, ())}
 
-    def replace(self, path: str, old: FileFlows | None, new: FileFlows | None) -> set[str]:
+    def replace(
+        self, path: str, old: FileFlows | None, new: FileFlows | None, head: FileHead | None
+    ) -> set[str]:
         """Account for ``path`` changing from ``old`` to ``new``; the topics whose
         production or consumption through wrappers may have changed. A name whose wrappers
         changed is joined again over all its callers; a name only called here has just
-        this file's share swapped (a popular callee costs no more than a rare one)."""
+        this file's share swapped (a popular callee costs no more than a rare one). ``head``
+        is what the flow index keeps of ``new``."""
         respecced: set[str] = set()
         called: set[str] = set()
         for flows, sign in ((old, -1), (new, +1)):
@@ -52,16 +72,19 @@ class WrapperJoin:
                 respecced.add(name)
             for name in flows.calls:
                 files = self._files.setdefault(name, {})
-                if sign > 0:
-                    files[path] = flows
+                if sign > 0 and head is not None:
+                    files[path] = head
                 else:
                     files.pop(path, None)
                     if not files:
                         del self._files[name]
                 called.add(name)
         touched: set[str] = set()
-        for name in respecced:
-            touched |= self._rejoin(name)
+        if self._stale is not None:
+            self._stale |= respecced
+        else:
+            for name in respecced:
+                touched |= self._rejoin(name)
         for name in called - respecced:
             touched |= self._swap_share(name, old, new)
         return touched
@@ -107,8 +130,8 @@ class WrapperJoin:
         specs = self._specs.get(name)
         if not specs:
             return produced, consumed
-        for flows in self._files.get(name, {}).values():
-            p, c = self._share(name, flows, specs)
+        for head in self._files.get(name, {}).values():
+            p, c = self._share(name, head.flows, specs)
             produced.update(p)
             consumed.update(c)
         return produced, consumed
@@ -141,7 +164,8 @@ class WrapperJoin:
         for name, joined in self._joined.items():
             if topic not in joined[1 if consumed else 0]:
                 continue
-            for path, flows in sorted(self._files.get(name, {}).items()):
+            for path, head in sorted(self._files.get(name, {}).items()):
+                flows = head.flows
                 for _key, value, function, line in flows.calls.get(name, ()):
                     if value in topic:
                         out.append((path, flows, function, line))

@@ -11,7 +11,9 @@ clock, the analysed code is never imported.
 from __future__ import annotations
 
 import ast
+import functools
 import marshal
+import sys
 import zlib
 from dataclasses import dataclass, fields
 from types import MappingProxyType
@@ -50,24 +52,6 @@ class SourceFacts:
             ],
         }
 
-    def to_bytes(self) -> bytes:
-        """A compact, fast encoding for the index's journal: the fields' values as plain
-        containers, marshalled and compressed (read back by the same Python only: the
-        journal's key holds its version)."""
-        return zlib.compress(marshal.dumps((
-            _values(self.flows), _values(self.imports), _values(self.summary))), 1)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> SourceFacts:
-        """Inverse of :meth:`to_bytes`; raises ValueError/TypeError/EOFError/zlib.error
-        if ``data`` is damaged."""
-        flows, imports, summary = marshal.loads(zlib.decompress(data))
-        return cls(
-            flows=share_empties(FileFlows(*flows)),
-            imports=share_empties(FileImports(*imports)),
-            summary=ModuleSummary(*summary),
-        )
-
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SourceFacts:
         """Inverse of :meth:`to_json`; raises KeyError/TypeError/ValueError if malformed."""
@@ -87,6 +71,82 @@ class SourceFacts:
                 truncated=bool(truncated),
             ),
         )
+
+
+UNPACKED_KEPT = 128
+"""Decoded bodies kept (least recently used first out): the monitors folding one record
+after another, and a flow index asking the same file twice, decode it once."""
+
+
+@dataclass(frozen=True, slots=True)
+class PackedFacts:
+    """The facts of one file as the source index keeps them for every file of a tree:
+    the imports decoded (small, and held by capability_discovery anyway; their names
+    interned, so one string serves every file importing it), the flows and the summary
+    packed (marshal + zlib, about 0.5 KiB where the objects take 5-10 KiB) and decoded
+    on demand (:attr:`flows`, :attr:`summary`; the last :data:`UNPACKED_KEPT` kept).
+
+    ``body`` is read back by the same Python only (the index journal's key holds its
+    version)."""
+
+    imports: FileImports
+    body: bytes
+
+    @classmethod
+    def pack(cls, facts: SourceFacts) -> PackedFacts:
+        return cls(
+            interned_imports(facts.imports),
+            zlib.compress(marshal.dumps((_values(facts.flows), _values(facts.summary))), 1),
+        )
+
+    @property
+    def flows(self) -> FileFlows:
+        return _unpack(self.body)[0]
+
+    @property
+    def summary(self) -> ModuleSummary:
+        return _unpack(self.body)[1]
+
+    def unpack(self) -> SourceFacts:
+        flows, summary = _unpack(self.body)
+        return SourceFacts(flows, self.imports, summary)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.unpack().to_json()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (from a parse process) as the import names and the body: the parent
+        interns the names again."""
+        imports = self.imports
+        return (_packed, (tuple(imports.required), tuple(imports.optional),
+                          tuple(imports.dotted), self.body))
+
+
+@functools.lru_cache(maxsize=UNPACKED_KEPT)
+def _unpack(body: bytes) -> tuple[FileFlows, ModuleSummary]:
+    """Raises ValueError/TypeError/EOFError/zlib.error if ``body`` is damaged."""
+    flows, summary = marshal.loads(zlib.decompress(body))
+    return share_empties(FileFlows(*flows)), ModuleSummary(*summary)
+
+
+def check_body(body: bytes) -> None:
+    """Raise (as :func:`_unpack`) unless ``body`` decodes."""
+    _unpack(body)
+
+
+def interned_imports(imports: FileImports) -> FileImports:
+    """``imports`` with every name interned and empty sets shared."""
+    return share_empties(FileImports(
+        frozenset(map(sys.intern, imports.required)),
+        frozenset(map(sys.intern, imports.optional)),
+        frozenset(map(sys.intern, imports.dotted)),
+    ))
+
+
+def _packed(required: tuple[str, ...], optional: tuple[str, ...], dotted: tuple[str, ...],
+            body: bytes) -> PackedFacts:
+    return PackedFacts(interned_imports(FileImports(
+        frozenset(required), frozenset(optional), frozenset(dotted))), body)
 
 
 def _values(obj: Any) -> tuple[Any, ...]:

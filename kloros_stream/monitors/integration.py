@@ -60,6 +60,8 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         self.spec = SourceSpec.of(ctx.config, cfg.roots, cfg.exclude)
         self.index = FlowIndex(prefix_match=cfg.prefix_match)
         self.files: dict[str, FileRecord] = {}
+        self._changed_paths: set[str] = set()
+        """The files of the event being handled (searched first for a consumer)."""
         """Absolute path -> the record last applied (its flows are in :attr:`index`)."""
         self.announced_orphans: set[Channel] = set()
         self.announced_errors: dict[str, str] = {}
@@ -136,7 +138,7 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         flows: FileFlows | None = record.facts.flows if record.facts is not None else None
         if flows is None or (old is not None and old.facts is record.facts):
             return set()  # nothing parsed yet, or the same flows (a syntax error keeps them)
-        delta = self.index.update(record.path, flows)
+        delta = self.index.update(record.path, flows, packed=record.facts)
         return {*delta.appeared, *delta.resolved}
 
     def _forget(self, path: str) -> set[Channel]:
@@ -166,7 +168,11 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
             changed |= self._apply(record)
         else:  # CREATED / MODIFIED: the index loads the file once it is written
             return
-        self._publish_orphans(changed, event.observed_at)
+        self._changed_paths = paths
+        try:
+            self._publish_orphans(changed, event.observed_at)
+        finally:
+            self._changed_paths = set()
         self._refresh_evidence(paths, changed, event.observed_at)
         self._publish_errors(paths, event.observed_at)
         self.saver.mark()
@@ -240,7 +246,7 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         return evidence_line(self._relative(site.path), site.line, source)
 
     def _consumer_fact(self, channel: Channel, gone: bool) -> dict[str, str]:
-        site = None if gone else self.index.consumer(channel)
+        site = None if gone else self.index.consumer(channel, first=self._changed_paths)
         return {"consumer_line": self._code(site)} if site is not None else {}
 
     def _refresh_evidence(

@@ -91,7 +91,10 @@ class Subscription:
         if self.index.failure is not None:
             raise self.index.failure
         self.started = True
-        return self.index.snapshot()
+        items = self.index.snapshot()
+        if all(sub.started for sub in self.index.subscribers):
+            self.index.forget_snapshot()  # held by the subscribers folding it, no longer
+        return items
 
     async def live(self) -> AsyncIterator[Item]:
         while True:
@@ -119,8 +122,8 @@ class SourceIndex:
         self.spec = spec
         self.journal = journal
         self.records: dict[str, FileRecord] = {}
-        self.where: dict[str, tuple[Path, Path]] = {}
-        """Path -> (its root, its Path) for every record."""
+        self.where: dict[str, Path] = {}
+        """Path -> its root, for every record."""
         self._items: list[Item] | None = None
         self.subscribers: list[Subscription] = []
         self.ready = asyncio.Event()
@@ -168,10 +171,15 @@ class SourceIndex:
         if self._items is None:
             now = time.time()
             self._items = [
-                (root, FileEvent(FileEventKind.EXISTING, path, now), self.records[key])
-                for key, (root, path) in sorted(self.where.items())
+                (root, FileEvent(FileEventKind.EXISTING, Path(key), now), self.records[key])
+                for key, root in sorted(self.where.items())
             ]
         return self._items
+
+    def forget_snapshot(self) -> None:
+        """Drop the shared snapshot (every subscriber has taken it): 20 k events and
+        paths are not kept for a subscriber that may never come."""
+        self._items = None
 
     def _fan_out(self, item: Item | BaseException) -> None:
         for sub in self.subscribers:
@@ -295,13 +303,13 @@ class SourceIndex:
 
     def _store(self, root: Path, path: Path, record: FileRecord | None, parsed: bool) -> bool:
         """Keep a load result; True if the record changed (to be saved)."""
-        key = str(path)
+        key = str(path) if record is None else record.path  # one string for both maps
         old = self.records.get(key)
         if record is None:
             return self._drop(key)
         if record is not old or key not in self.where:
             self.records[key] = record
-            self.where[key] = (root, path)
+            self.where[key] = root
             self._items = None
         if parsed:
             self.counters["files_parsed"] += 1

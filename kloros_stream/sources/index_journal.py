@@ -26,7 +26,8 @@ import orjson
 import structlog
 
 from .. import analysis
-from ..analysis.source_facts import FACTS_VERSION, SourceFacts
+from ..analysis.capabilities import FileImports
+from ..analysis.source_facts import FACTS_VERSION, PackedFacts, interned_imports
 from ..checkpoint import CheckpointStore, atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -34,8 +35,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-JOURNAL_FORMAT = 2
-"""2: facts as base64 of :meth:`SourceFacts.to_bytes` (marshal + zlib), not JSON."""
+JOURNAL_FORMAT = 3
+"""3: a record's import names as JSON lists, its packed flows and summary
+(:class:`PackedFacts` ``body``) as base64 with their CRC-32; read back as they are,
+nothing decoded at load."""
 COMPACT_SLACK = 1000
 """Compact at load when the journal holds more than twice the records plus this."""
 WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="source-journal")
@@ -68,26 +71,43 @@ def spec_key(spec: SourceSpec) -> str:
 
 
 def record_to_json(record: FileRecord) -> dict[str, Any]:
+    facts = record.facts
     return {
         "p": record.path, "r": record.root, "m": record.module, "t": record.mtime_ns,
         "s": record.size, "h": record.sha256,
-        "f": b64encode(record.facts.to_bytes()).decode() if record.facts is not None else None,
+        "f": None if facts is None else b64encode(facts.body).decode(),
+        "c": None if facts is None else zlib.crc32(facts.body),
+        "i": None if facts is None else [sorted(facts.imports.required),
+                                         sorted(facts.imports.optional),
+                                         sorted(facts.imports.dotted)],
         "e": list(record.error) if record.error else None,
         "k": record.skipped, "d": record.detail,
     }
 
 
 def record_from_json(data: dict[str, Any]) -> FileRecord:
+    """Raises KeyError/TypeError/ValueError/IndexError for a malformed line, ValueError
+    for facts whose body does not match its CRC-32 (they are never decoded here)."""
     from .records import FileRecord
 
     err = data["e"]
     return FileRecord(
         path=str(data["p"]), root=str(data["r"]), module=str(data["m"]),
         mtime_ns=int(data["t"]), size=int(data["s"]), sha256=str(data["h"]),
-        facts=SourceFacts.from_bytes(b64decode(data["f"])) if data["f"] is not None else None,
+        facts=_facts_from_json(data) if data["f"] is not None else None,
         error=(str(err[0]), None if err[1] is None else int(err[1])) if err else None,
         skipped=str(data["k"]), detail=str(data["d"]),
     )
+
+
+def _facts_from_json(data: dict[str, Any]) -> PackedFacts:
+    body = b64decode(data["f"], validate=True)
+    if zlib.crc32(body) != int(data["c"]):
+        raise ValueError("facts body damaged (CRC-32 mismatch)")
+    required, optional, dotted = data["i"]
+    return PackedFacts(interned_imports(FileImports(
+        frozenset(map(str, required)), frozenset(map(str, optional)),
+        frozenset(map(str, dotted)))), body)
 
 
 def _dumps(item: dict[str, Any]) -> bytes:

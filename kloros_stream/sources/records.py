@@ -18,7 +18,7 @@ from typing import Any
 from ..analysis.flows import FlowConfig
 from ..analysis.local_modules import MODULE_SUFFIXES
 from ..analysis.pysource import SourceError, module_name
-from ..analysis.source_facts import SourceFacts, facts_of
+from ..analysis.source_facts import PackedFacts, facts_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +53,8 @@ class FileRecord:
     mtime_ns: int
     size: int
     sha256: str = ""
-    facts: SourceFacts | None = None
-    """The last good facts (kept while the file does not parse)."""
+    facts: PackedFacts | None = None
+    """The last good facts (kept while the file does not parse), packed."""
     error: tuple[str, int | None] | None = None
     """(message, line) while the file does not parse."""
     skipped: str = ""
@@ -115,7 +115,7 @@ def load_record(
     if previous is not None and previous.sha256 == digest and not previous.skipped:
         return _with(previous, mtime_ns=st.st_mtime_ns, size=len(data)), False
     try:
-        facts = facts_of(data, module, spec.flow_config, key)
+        facts = PackedFacts.pack(facts_of(data, module, spec.flow_config, key))
     except SourceError as err:
         kept = previous.facts if previous is not None else None
         return _with(base, sha256=digest, facts=kept, error=(err.message, err.line)), True
