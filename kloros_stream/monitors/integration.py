@@ -34,6 +34,8 @@ from .ledger import Debouncer
 CHECKPOINT = "index"
 CHECKPOINT_FORMAT = 2
 """1: files, flows and announced gaps; 2: announced gaps only (the index keeps files)."""
+RECONCILE_PART = 16
+"""Channels reconciled between two hand-backs of the event loop at the initial scan."""
 SAVE_DELAY_S = 2.0
 """Checkpoint writes are coalesced over this window (and done on exit)."""
 MAX_FACT_ITEMS = 10
@@ -114,7 +116,7 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         for start in range(0, len(channels), YIELD_EVERY):
             self.index.reevaluate(channels[start:start + YIELD_EVERY])
             await asyncio.sleep(0)
-        self._reconcile_all(time.time())
+        await self._reconcile_all(time.time())
         self.ctx.status.details["initial_scan_s"] = round(time.monotonic() - started, 3)
         if self.ctx.one_shot:
             return
@@ -179,8 +181,14 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         self._update_status()
 
     # -- publishing ----------------------------------------------------------------------
-    def _reconcile_all(self, observed_at: float) -> None:
-        self._publish_orphans(set(self.index.orphans()) | self.announced_orphans, observed_at)
+    async def _reconcile_all(self, observed_at: float) -> None:
+        """Every orphan and syntax error against what was announced, a part at a time
+        (each new orphan quotes its producers' code read from disk: hundreds of them in a
+        large tree would hold the event loop)."""
+        channels = sorted(set(self.index.orphans()) | self.announced_orphans)
+        for start in range(0, len(channels), RECONCILE_PART):
+            self._publish_orphans(set(channels[start:start + RECONCILE_PART]), observed_at)
+            await asyncio.sleep(0)
         self._publish_errors(
             set(self.announced_errors) | {p for p, r in self.files.items() if r.error},
             observed_at,
