@@ -59,12 +59,18 @@ class SourceIndexes:
             if not index.subscribers and not self.one_shot and self.indexes.get(spec) is entry:
                 del self.indexes[spec]
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-                await drained()  # a clean stop leaves the journal complete
-                for name, n in index.stats.items():
-                    if name not in ("files", "watched_dirs"):
-                        self.retired[name] = self.retired.get(name, 0) + n
+                # The index's end (cancelled, or the error it failed with) is not the
+                # caller's: retrieved, never raised here. asyncio.wait instead of a
+                # suppressed ``await task``: the caller cancelled while it waits stays
+                # cancelled (its CancelledError propagates, the counters still retired).
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                try:
+                    await asyncio.wait([task])
+                    await drained()  # a clean stop leaves the journal complete
+                finally:
+                    for name, n in index.stats.items():
+                        if name not in ("files", "watched_dirs"):
+                            self.retired[name] = self.retired.get(name, 0) + n
 
     def totals(self) -> dict[str, int]:
         """Counters summed over every index, running or stopped."""
