@@ -23,7 +23,7 @@ from typing import Protocol
 import structlog
 
 from .compact import set_state_shared
-from .local_modules import LocalModules
+from .local_modules import LocalModules, Rel
 from .module_paths import install_dirs
 from .pysource import ImportSplit, SourceError, parse_module, split_imports, top_level
 
@@ -184,9 +184,10 @@ class ImportIndex:
     def __init__(self, resolver: Resolver) -> None:
         self.resolver = resolver
         self.local = LocalModules()
-        self._imports: dict[tuple[str, PurePath], frozenset[str]] = {}
-        self._dotted: dict[tuple[str, PurePath], frozenset[str]] = {}
-        self._importers: dict[str, set[tuple[str, PurePath]]] = defaultdict(set)
+        self._imports: dict[tuple[str, str], frozenset[str]] = {}
+        """(root, POSIX path relative to it) -> the file's required imports."""
+        self._dotted: dict[tuple[str, str], frozenset[str]] = {}
+        self._importers: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self._dotted_by_part: dict[str, set[str]] = defaultdict(set)
         """Part -> the dotted modules ever imported that have it (``a.b`` under a and b)."""
 
@@ -194,10 +195,11 @@ class ImportIndex:
     def modules(self) -> set[str]:
         return {m for m, files in self._importers.items() if files}
 
-    def set_file(self, root: str, rel: PurePath, imports: FileImports | None) -> set[str]:
+    def set_file(self, root: str, rel: Rel, imports: FileImports | None) -> set[str]:
         """Record a source file and its required imports (None: keep the imports it had,
         e.g. it does not parse right now). Returns the module names whose status may have
         changed."""
+        rel = posix(rel)
         key = (root, rel)
         old = self._imports.get(key)
         packages: set[str] = set()
@@ -222,7 +224,8 @@ class ImportIndex:
         self._imports[key] = new
         return affected | set(old or ()) | set(new) | old_dotted | new_dotted
 
-    def remove_file(self, root: str, rel: PurePath) -> set[str]:
+    def remove_file(self, root: str, rel: Rel) -> set[str]:
+        rel = posix(rel)
         key = (root, rel)
         old = self._imports.pop(key, None)
         if old is None:
@@ -257,7 +260,7 @@ class ImportIndex:
             if not self.local.visible(module, root, rel)
         )
 
-    def _missing_dotted(self, module: str, files: set[tuple[str, PurePath]]) -> list[str]:
+    def _missing_dotted(self, module: str, files: set[tuple[str, str]]) -> list[str]:
         """Files importing ``a.b.c`` where ``a`` is a module of the roots (visible from the
         file) but ``a.b.c`` exists neither there nor installed. A dotted import of a
         library that is not in the roots is left to its top-level name."""
@@ -279,6 +282,11 @@ class ImportIndex:
             if files := self.missing_for(module):
                 out[module] = files
         return out
+
+
+def posix(rel: Rel) -> str:
+    """A relative path as the POSIX string the index keys files by."""
+    return rel if isinstance(rel, str) else rel.as_posix()
 
 
 def read_imports(source: bytes, filename: str) -> FileImports | None:

@@ -18,6 +18,17 @@ def module_entry(name: str) -> str | None:
     return None
 
 
+Rel = PurePath | str
+"""A file's path relative to its root: a PurePath, or its POSIX string (what an index of
+a whole tree keeps: a string costs a tenth of a PurePath)."""
+
+
+def parts_of(rel: Rel) -> tuple[str, ...]:
+    if isinstance(rel, str):
+        return tuple(rel.split("/")) if rel else ()
+    return rel.parts
+
+
 class LocalModules:
     """Importable names that a source tree itself provides, per directory.
 
@@ -35,13 +46,13 @@ class LocalModules:
         """Every root seen -> its directory name."""
 
     @staticmethod
-    def _entries(rel: PurePath) -> list[tuple[tuple[str, ...], str]]:
-        parts = rel.parts
+    def _entries(rel: Rel) -> list[tuple[tuple[str, ...], str]]:
+        parts = parts_of(rel)
         stem = module_entry(parts[-1]) if parts else None
         entries = [(tuple(parts[:i]), parts[i]) for i in range(len(parts) - 1)]
         return entries + ([(tuple(parts[:-1]), stem)] if stem else [])
 
-    def add(self, root: str, rel: PurePath, packages: set[str] | None = None) -> set[str]:
+    def add(self, root: str, rel: Rel, packages: set[str] | None = None) -> set[str]:
         """Count a file; returns the names that became visible somewhere. ``packages``
         gets the names of directories (or the root) that became packages: below them, a
         dotted name no longer reads as an attribute of a plain module."""
@@ -60,7 +71,7 @@ class LocalModules:
                 self._top[name] += 1
         return new
 
-    def discard(self, root: str, rel: PurePath, packages: set[str] | None = None) -> set[str]:
+    def discard(self, root: str, rel: Rel, packages: set[str] | None = None) -> set[str]:
         """Uncount a file; returns the names that vanished somewhere. ``packages`` gets
         the names of directories (or the root) left without files."""
         gone: set[str] = set()
@@ -82,7 +93,7 @@ class LocalModules:
                         packages.add(directory[-1] if directory else self._roots[root])
         return gone
 
-    def has_path(self, parts: Sequence[str], root: str, rel: PurePath) -> bool:
+    def has_path(self, parts: Sequence[str], root: str, rel: Rel) -> bool:
         """Whether the dotted module ``parts`` exists in the roots as seen from ``rel``:
         from every place its first part is visible, descend package directories; a part
         below a plain module is an attribute of it."""
@@ -96,7 +107,7 @@ class LocalModules:
                 bases.append((r, (), parts))
             if name == top:
                 bases.append((r, (), parts[1:]))
-        dirs = rel.parts[:-1]
+        dirs = parts_of(rel)[:-1]
         for i in range(1, len(dirs) + 1):
             counter = self._names.get((root, tuple(dirs[:i])))
             if counter is not None and counter[top] > 0:
@@ -113,15 +124,16 @@ class LocalModules:
             directory = (*directory, part)
         return True
 
-    def visible(self, name: str, root: str, rel: PurePath) -> bool:
+    def visible(self, name: str, root: str, rel: Rel) -> bool:
         """Whether ``name`` is a module of the roots that the file ``rel`` can import.
 
         A root is itself importable by its own name from its parent directory (a package
         root such as ``tests/`` imported as ``tests.support`` by a sibling tree). A file
         does not make its own name visible to itself: ``extensions/mccabe.py`` importing
         ``mccabe`` means the library, not itself."""
-        own = 1 if module_entry(rel.name) == name else 0
-        parts = rel.parts[:-1]
+        parts = parts_of(rel)
+        own = 1 if parts and module_entry(parts[-1]) == name else 0
+        parts = parts[:-1]
         if self._top[name] - (own if not parts else 0) > 0 or name in self._root_names:
             return True
         for i in range(1, len(parts) + 1):

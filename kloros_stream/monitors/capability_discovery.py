@@ -28,7 +28,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterable
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -72,8 +72,9 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
         self.site_dirs = site_dirs()
         self.resolver = ModuleResolver()
         self.index = ImportIndex(self.resolver)
-        self.files: dict[tuple[str, PurePath], FileRecord | None] = {}
-        """(root, relative path) -> the record applied (None: seen, not yet loaded)."""
+        self.files: dict[tuple[str, str], FileRecord | None] = {}
+        """(root, POSIX path relative to it) -> the record applied (None: seen, not yet
+        loaded)."""
         self.ledger = GapLedger(ctx, self.ecosystem)
 
     # -- run ------------------------------------------------------------------------------
@@ -199,12 +200,12 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
         self.ledger.save()
 
     # -- source files (records of the source index) ---------------------------------------
-    def _apply(self, root: str, rel: PurePath, record: FileRecord | None) -> set[str]:
+    def _apply(self, root: str, rel: str, record: FileRecord | None) -> set[str]:
         self.files[(root, rel)] = record
         facts = record.facts if record is not None else None
         return self.index.set_file(root, rel, facts.imports if facts is not None else None)
 
-    def _remove(self, root: str, rel: PurePath) -> set[str]:
+    def _remove(self, root: str, rel: str) -> set[str]:
         self.files.pop((root, rel), None)
         return self.index.remove_file(root, rel)
 
@@ -216,8 +217,8 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
         if event.kind is FileEventKind.MODIFIED:
             return affected  # wait for CLOSED: the writer is not done
         if event.kind is FileEventKind.MOVED and event.src is not None:
-            affected |= self._remove(key_root, PurePath(event.src.relative_to(root)))
-        rel = PurePath(event.path.relative_to(root))
+            affected |= self._remove(key_root, event.src.relative_to(root).as_posix())
+        rel = event.path.relative_to(root).as_posix()
         if event.kind is FileEventKind.DELETED:
             return affected | self._remove(key_root, rel)
         if (key_root, rel) in self.files and self.files[(key_root, rel)] is record:
