@@ -15,15 +15,15 @@ import importlib.machinery
 import os
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Protocol
 
 import structlog
 
 from .compact import set_state_shared
-from .local_modules import LocalModules, Rel
+from .local_modules import LocalModules, Rel, module_entry
 from .module_paths import install_dirs
 from .pysource import ImportSplit, SourceError, parse_module, split_imports, top_level
 
@@ -254,25 +254,38 @@ class ImportIndex:
             return self._missing_dotted(module, files)
         if not files or self.resolver.resolves(module):
             return []
-        return sorted(
-            str(PurePath(root) / rel)
-            for root, rel in files
-            if not self.local.visible(module, root, rel)
-        )
+        return self._where(module, files, lambda root, rel: not self.local.visible(
+            module, root, rel))
 
     def _missing_dotted(self, module: str, files: set[tuple[str, str]]) -> list[str]:
         """Files importing ``a.b.c`` where ``a`` is a module of the roots (visible from the
         file) but ``a.b.c`` exists neither there nor installed. A dotted import of a
         library that is not in the roots is left to its top-level name."""
         parts = module.split(".")
-        out = [
-            str(PurePath(root) / rel)
-            for root, rel in files
-            if self.local.visible(parts[0], root, rel)
-            and not self.local.has_path(parts, root, rel)
-        ]
+        out = self._where(parts[0], files, lambda root, rel: self.local.visible(
+            parts[0], root, rel) and not self.local.has_path(parts, root, rel))
         if out and self.resolver.resolves(module):
             return []
+        return out
+
+    @staticmethod
+    def _where(
+        name: str, files: set[tuple[str, str]], missing: Callable[[str, str], bool]
+    ) -> list[str]:
+        """The paths (sorted) of ``files`` for which ``missing`` holds, asked once per
+        place: what a file sees of ``name`` depends on its root, its directory and
+        whether the file is itself named ``name`` (a module imported by thousands of
+        files in a few hundred directories costs a few hundred checks)."""
+        answers: dict[tuple[str, str, bool], bool] = {}
+        out: list[str] = []
+        for root, rel in files:
+            directory, _, base = rel.rpartition("/")
+            place = (root, directory, module_entry(base) == name)
+            answer = answers.get(place)
+            if answer is None:
+                answer = answers[place] = missing(root, rel)
+            if answer:
+                out.append(os.path.join(root, rel))
         return sorted(out)
 
     def missing(self) -> dict[str, list[str]]:

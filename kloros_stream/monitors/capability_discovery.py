@@ -243,7 +243,7 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
 
     async def _check_all_modules(self, observed_at: float | None = None) -> None:
         """Every module, a few at a time: the event loop is never held for long."""
-        async for module in paced(sorted(self._all_modules()), every=16):
+        async for module in paced(sorted(self._all_modules())):
             self.check_modules((module,), observed_at)
 
     async def _follow_dirs(self) -> None:

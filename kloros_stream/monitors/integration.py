@@ -13,7 +13,6 @@ changed. Checkpoint writes are coalesced by :class:`~kloros_stream.monitors.ledg
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Iterable
@@ -25,7 +24,7 @@ from ..analysis.flow_index import Channel, ChannelKind, FlowIndex, ProducerSite
 from ..analysis.flows import FileFlows
 from ..config import IntegrationMonitorConfig
 from ..sources.files import root_of
-from ..sources.index import YIELD_EVERY, FileRecord, SourceSpec, Subscription, paced
+from ..sources.index import FileRecord, SourceSpec, Subscription, paced
 from ..sources.interpreter import SyntaxConfirmer
 from ..sources.watcher import FileEvent, FileEventKind
 from .base import Monitor, MonitorContext
@@ -35,7 +34,8 @@ CHECKPOINT = "index"
 CHECKPOINT_FORMAT = 2
 """1: files, flows and announced gaps; 2: announced gaps only (the index keeps files)."""
 RECONCILE_PART = 16
-"""Channels reconciled between two hand-backs of the event loop at the initial scan."""
+"""Channels evaluated or reconciled at once at the initial scan (:func:`paced` hands the
+event loop back between parts)."""
 SAVE_DELAY_S = 2.0
 """Checkpoint writes are coalesced over this window (and done on exit)."""
 MAX_FACT_ITEMS = 10
@@ -113,9 +113,8 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         for path in [p for p in self.files if p not in seen]:
             self._forget(path)
         channels = self.index.end_bulk_channels()  # (a cancel above: an index thrown away)
-        for start in range(0, len(channels), YIELD_EVERY):
-            self.index.reevaluate(channels[start:start + YIELD_EVERY])
-            await asyncio.sleep(0)
+        async for start in paced(range(0, len(channels), RECONCILE_PART)):
+            self.index.reevaluate(channels[start:start + RECONCILE_PART])
         await self._reconcile_all(time.time())
         self.ctx.status.details["initial_scan_s"] = round(time.monotonic() - started, 3)
         if self.ctx.one_shot:
@@ -186,9 +185,8 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         (each new orphan quotes its producers' code read from disk: hundreds of them in a
         large tree would hold the event loop)."""
         channels = sorted(set(self.index.orphans()) | self.announced_orphans)
-        for start in range(0, len(channels), RECONCILE_PART):
+        async for start in paced(range(0, len(channels), RECONCILE_PART)):
             self._publish_orphans(set(channels[start:start + RECONCILE_PART]), observed_at)
-            await asyncio.sleep(0)
         self._publish_errors(
             set(self.announced_errors) | {p for p, r in self.files.items() if r.error},
             observed_at,

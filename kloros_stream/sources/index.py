@@ -58,19 +58,23 @@ PARSE_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="source-pars
 """The one thread that reads and parses source files, for every index of the process."""
 BATCH_FILES = 256
 """Files loaded per worker job during an initial scan."""
-YIELD_EVERY = 128
-"""Subscribers taking a snapshot hand the loop back this often (:func:`paced`)."""
+SLICE_S = 0.004
+"""Longest a subscriber folding a snapshot holds the event loop (:func:`paced`)."""
 
 Item = tuple[Path, FileEvent, "FileRecord | None"]
 
 
-async def paced(items: Iterable[Any], every: int = YIELD_EVERY) -> AsyncIterator[Any]:
-    """``items``, letting the event loop run other work every ``every`` of them: a
-    subscriber folding a snapshot of 20 k files in never holds the loop for long."""
-    for i, item in enumerate(items):
-        if i and i % every == 0:
-            await asyncio.sleep(0)
+async def paced(items: Iterable[Any], slice_s: float = SLICE_S) -> AsyncIterator[Any]:
+    """``items``, handing the event loop back whenever ``slice_s`` has passed since it
+    last did (the caller's work on each item included): a subscriber folding a snapshot
+    of 20 k files, or checking every module, never holds the loop for long, however
+    uneven the items' costs."""
+    deadline = time.perf_counter() + slice_s
+    for item in items:
         yield item
+        if time.perf_counter() >= deadline:
+            await asyncio.sleep(0)
+            deadline = time.perf_counter() + slice_s
 
 
 @dataclass(eq=False)
