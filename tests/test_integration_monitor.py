@@ -140,6 +140,21 @@ async def test_orphan_evidence_quotes_the_code_and_follows_it(
     )
 
 
+async def test_evidence_drops_a_producer_removed_while_another_remains(
+    start: Callable[..., Any], src: Path
+) -> None:
+    run = await start()
+    (src / "pkg" / "one.py").write_text('def go(bus):\n    bus.emit("VOICE_READY")\n')
+    (src / "pkg" / "two.py").write_text('def run(bus):\n    bus.emit("VOICE_READY")\n')
+    await run.wait(lambda s: any(
+        len(x.facts.get("producer_lines", ())) == 2 for x in run.named("VOICE_READY")))
+    (src / "pkg" / "two.py").write_text("def run(bus):\n    return None\n")
+    await run.wait(lambda s: run.named("VOICE_READY")[-1].facts["producer_lines"] == [
+        "pkg/one.py:2: bus.emit(\"VOICE_READY\")"])
+    last = run.named("VOICE_READY")[-1]
+    assert not last.resolved and last.facts["sites"] == ["pkg/one.py:2"]
+
+
 async def test_syntax_error_gap_then_fixed(start: Callable[..., Any], src: Path) -> None:
     run = await start()
     bad = src / "pkg" / "bad.py"

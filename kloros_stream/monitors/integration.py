@@ -259,17 +259,22 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         self, paths: set[str], changed: set[Channel], observed_at: float
     ) -> None:
         """An announced orphan whose producing code changed is announced again with the
-        new code: the question's evidence follows the code."""
+        new code: the question's evidence follows the code. That is every orphan these
+        files produce now, and every orphan whose evidence quotes one of them (an edit
+        that removed one of several producers must not leave its line quoted)."""
         candidates = self.announced_orphans - changed
+        labels = tuple(f"{self._relative(p)}:" for p in paths)
+        quoted = {c for c in candidates
+                  if any(line.startswith(labels) for line in self.evidence.get(c, ()))}
         here = self.index.produced_by(paths)
         if here is not None:
             candidates &= here  # only what these files produce: its evidence may change
         else:  # they call a wrapper: test each orphan (set lookups)
             produced_here = self.index.producing_in(paths)
             candidates = {c for c in candidates if produced_here(c)}
-        for channel in sorted(candidates):
+        for channel in sorted(candidates | quoted):
             sites = self.index.producers(channel, MAX_FACT_ITEMS)
-            if not any(site.path in paths for site in sites):
+            if channel not in quoted and not any(site.path in paths for site in sites):
                 continue
             lines = [self._code(s) for s in sites[:MAX_CODE_LINES]]
             if self.index.is_orphan(channel) and lines != self.evidence.get(channel):
