@@ -374,13 +374,6 @@ def _bump(counter: Counter[Any], key: Any, sign: int) -> None:
         del counter[key]
 
 
-def _contains(outer: str, inner: str) -> bool:
-    """``inner``'s dotted parts appear whole, in order, inside ``outer``'s."""
-    if inner == outer:
-        return True
-    return f".{inner}." in f".{outer}."
-
-
 def _touched_by(flows: FileFlows, channels: set[Channel], attrs: set[str]) -> None:
     channels.update(Channel(ChannelKind.TOPIC, v) for v in flows.constants.values())
     channels.update(Channel(ChannelKind.TOPIC, n) for n in flows.topics_produced)
@@ -392,11 +385,6 @@ def _touched_by(flows: FileFlows, channels: set[Channel], attrs: set[str]) -> No
     attrs.update(attribute_of(n) for n in flows.attrs_consumed)
 
 
-def site_label(site: ProducerSite) -> str:
-    """``module:function`` for a producer site."""
-    return f"{site.module}:{site.function}"
-
-
 __all__ = [
     "Channel",
     "ChannelKind",
@@ -404,5 +392,4 @@ __all__ = [
     "OrphanDelta",
     "ProducerSite",
     "Site",
-    "site_label",
 ]
