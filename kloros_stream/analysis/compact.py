@@ -11,6 +11,7 @@ changed once built.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import fields
@@ -33,12 +34,17 @@ def shared_empty(value: Any) -> Any:
 
 def share_empties(obj: Any) -> Any:
     """``obj`` (a frozen dataclass), its empty containers replaced by the shared ones."""
-    for f in fields(obj):
-        value = getattr(obj, f.name)
+    for name in _field_names(type(obj)):
+        value = getattr(obj, name)
         shared = shared_empty(value)
         if shared is not value:
-            object.__setattr__(obj, f.name, shared)
+            object.__setattr__(obj, name, shared)
     return obj
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
 
 
 def set_state_shared(obj: Any, state: list[Any]) -> None:

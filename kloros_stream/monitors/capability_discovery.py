@@ -91,12 +91,21 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
                 sub = await stack.enter_async_context(
                     self.ctx.sources.subscribe(
                         self.spec, self.watch_error, status=self.ctx.status))
+            if cfg.python:  # its site directories are the ones to watch
+                await self._use_interpreter(cfg.python)
+            watcher = None
+            if not self.ctx.one_shot and (targets := self._dir_targets()):
+                # Watched before the scan: a change meanwhile waits in the watcher, and
+                # nothing is checked twice to catch up.
+                watcher = await stack.enter_async_context(
+                    FlatWatcher(targets, on_error=self.watch_error))
+                self.ctx.status.details["watched_dirs"] = [str(d) for d in watcher.watched]
             await self._scan(sub)
             if self.ctx.one_shot:
                 return
             try:
                 async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._follow_dirs())
+                    tg.create_task(self._follow_dirs(watcher))
                     if sub is not None:
                         tg.create_task(self._follow_sources(sub))
             finally:
@@ -104,8 +113,6 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
 
     async def _scan(self, sub: Subscription | None) -> None:
         started = time.monotonic()
-        if self.cfg.python:
-            await self._use_interpreter(self.cfg.python)
         if sub is not None:
             async for root, event, record in paced(await sub.initial()):
                 self.on_file_event(root, event, record)
@@ -235,35 +242,34 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
 
 
     # -- PATH and site directories --------------------------------------------------------
-    async def _catch_up(self, modules: bool) -> None:
-        self.check_tools()
-        if modules:
-            self.resolver.invalidate()
-            await self._check_all_modules()
-
     async def _check_all_modules(self, observed_at: float | None = None) -> None:
         """Every module, a few at a time: the event loop is never held for long."""
         async for module in paced(sorted(self._all_modules())):
             self.check_modules((module,), observed_at)
 
-    async def _follow_dirs(self) -> None:
+    @property
+    def _watch_modules(self) -> bool:
+        return bool(self.cfg.required_modules or self.cfg.scan_imports)
+
+    def _dir_targets(self) -> list[Path]:
+        """The PATH and site directories to watch (flat)."""
+        return ([*self.path_dirs] if self.cfg.required_executables else []) + (
+            [*self.site_dirs] if self._watch_modules else []
+        )
+
+    async def _follow_dirs(self, watcher: FlatWatcher | None) -> None:
+        if watcher is None:  # nothing to watch flat (empty PATH); the roots may still be
+            await asyncio.Event().wait()
+            return
         path_set = {Path(os.path.realpath(d)) for d in self.path_dirs}
         site_set = {Path(os.path.realpath(d)) for d in self.site_dirs}
-        watch_modules = bool(self.cfg.required_modules or self.cfg.scan_imports)
-        targets = ([*self.path_dirs] if self.cfg.required_executables else []) + (
-            [*self.site_dirs] if watch_modules else []
-        )
-        if not targets:  # nothing to watch flat (empty PATH); the roots may still be
-            await asyncio.Event().wait()
-        async with FlatWatcher(targets, on_error=self.watch_error) as watcher:
-            self.ctx.status.details["watched_dirs"] = [str(d) for d in watcher.watched]
-            await self._catch_up(watch_modules)  # changes between the initial scan and the watch
-            async for batch in watcher.batches():
-                observed_at = min(c.observed_at for c in batch)
-                self.ctx.touch(observed_at)
-                changed = {c.directory for c in batch}
-                if changed & path_set:
-                    self.check_tools(observed_at)
-                if changed & site_set and watch_modules:
-                    self.resolver.invalidate()
-                    await self._check_all_modules(observed_at)
+        watch_modules = self._watch_modules
+        async for batch in watcher.batches():
+            observed_at = min(c.observed_at for c in batch)
+            self.ctx.touch(observed_at)
+            changed = {c.directory for c in batch}
+            if changed & path_set:
+                self.check_tools(observed_at)
+            if changed & site_set and watch_modules:
+                self.resolver.invalidate()
+                await self._check_all_modules(observed_at)
