@@ -228,9 +228,12 @@ def test_sigterm_during_start_up_still_exits_0(tmp_path: Path) -> None:
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     assert proc.stdout is not None
+    seen = []
     for raw in proc.stdout:  # the config is loaded: the service is still starting
+        seen.append(raw)
         if b'"service_starting"' in raw:
             break
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=15)
-    assert proc.returncode == 0
+    rest, _ = proc.communicate(timeout=15)
+    output = (b"".join(seen) + rest).decode(errors="replace")
+    assert proc.returncode == 0, f"exit {proc.returncode}; the service said:\n{output}"
