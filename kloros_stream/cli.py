@@ -56,8 +56,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     log = structlog.get_logger("kloros_stream")
     log.info("service_starting", config=str(config.source or "<built-in defaults>"))
 
+    if _EARLY_STOP.is_set():
+        log.info("service_stopped_early", reason="stop signal during start-up")
+        return EXIT_OK
+
     async def main() -> None:
-        await Service(config, on_stop=_arm_exit_deadline).run()
+        await Service(config, on_stop=_arm_exit_deadline, stop_requested=_EARLY_STOP.is_set).run()
 
     try:
         _run_loop(main)
@@ -88,12 +92,19 @@ def _arm_exit_deadline(seconds: float = EXIT_DEADLINE_S) -> None:
     timer.start()
 
 
+_EARLY_STOP = threading.Event()
+"""Set by SIGTERM/SIGINT before the service's own handlers are in place."""
+
+
 def _exit_quietly_on_early_signals() -> None:
     """Until the service installs its own handlers, SIGTERM/SIGINT end the start-up
-    cleanly (nothing has been written yet) instead of with a signal's exit status."""
+    cleanly (exit 0, nothing started) instead of with a signal's exit status. The handler
+    only sets a flag that ``run`` checks before starting and once its handlers are in
+    place: an exception raised wherever the signal lands (a weakref callback in the import
+    system, say) can be swallowed, and the service would run on."""
 
     def stop(signum: int, frame: object) -> None:
-        raise SystemExit(EXIT_OK)
+        _EARLY_STOP.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)

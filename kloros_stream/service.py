@@ -5,20 +5,14 @@ takes batches off the bus, turns them into questions and appends those to the fe
 question store: feed + index, :mod:`.store`); a housekeeping task, woken only when there
 is something to do, writes deferred counter updates, fsyncs, refreshes the snapshot,
 retires old resolved questions and starts a compaction (in a thread) when garbage
-dominates the feed. Shutdown stops the monitors first,
-then drains the bus into the feed and closes it.
+dominates the feed. Shutdown stops the monitors first, then drains the bus into the feed
+and closes it. Sinks (:mod:`.sinks`: history, snapshot, KLoROS feed file, ChemBus) are
+called after the consumer and from housekeeping, each isolated from the others.
 
-Sinks (:mod:`.sinks`): every other way out (history, snapshot, KLoROS feed file, ChemBus)
-is called after the consumer and from housekeeping, each isolated from the others.
-
-Operations: every consumed signal is appended to the ``[history]`` log when it is set;
-under systemd (``$NOTIFY_SOCKET``) the service sends READY=1 once monitors and HTTP are
-up, a STATUS= line every few seconds, WATCHDOG=1 from the event loop and STOPPING=1 on
-shutdown. SIGHUP re-reads the config file (RELOADING=1, then READY=1): see :mod:`.reload`.
-
-The operations side (signal handlers, systemd, reload, /health) is
-:class:`~.service_ops.Operations`; the start-up steps that can fail on the configuration
-are in :mod:`.service_startup` (:class:`StartupError` re-exported here).
+Operations (:class:`~.service_ops.Operations`): signal handlers, systemd notify (READY=1
+once monitors and HTTP are up, STATUS=, WATCHDOG=1, STOPPING=1), SIGHUP reload
+(:mod:`.reload`), /health. The start-up steps that can fail on the configuration are in
+:mod:`.service_startup` (:class:`StartupError` re-exported here).
 """
 
 from __future__ import annotations
@@ -80,10 +74,14 @@ class Service:
     def __init__(self, config: Config,
                  factories: dict[str, MonitorFactory] | None = None,
                  notifier: Notifier | None = None,
-                 on_stop: Callable[[], None] | None = None) -> None:
+                 on_stop: Callable[[], None] | None = None,
+                 stop_requested: Callable[[], bool] | None = None) -> None:
         self.config = config
         self.on_stop = on_stop
         """Called once when a stop is requested (the CLI arms its exit deadline there)."""
+        self.stop_requested = stop_requested
+        """Asked once the signal handlers are in place: True (a stop signal came while the
+        process was starting) ends :meth:`run` before anything starts."""
         self.notifier = notifier or Notifier.from_env(unset_environment=True)
         self.factories = factories or {
             name: default_factory(name) for name in config.monitors.names()}
@@ -130,6 +128,9 @@ class Service:
     async def run(self) -> None:
         """Run until :meth:`request_stop` (or SIGTERM/SIGINT), then shut down cleanly."""
         self.ops.install_signal_handlers()
+        if self.stop_requested is not None and self.stop_requested():
+            log.info("service_stopped_early", reason="stop signal during start-up")
+            return
         prepare_state_dir(self.config)
         recover_feed(self.store, self.core)
         try:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,7 @@ import structlog
 
 from kloros_stream import cli as cli_module
 from kloros_stream import service
+from kloros_stream.config import load_config
 from tests.support.scripted import Script, gap
 from tests.support.service import write_config
 
@@ -40,3 +45,28 @@ def test_scan_exits_non_zero_when_a_monitor_fails(
 
     scripts["chaos"] = Script()
     assert cli_module.main(["scan", "--config", str(cfg)]) == 0  # unavailable is no failure
+
+
+def test_a_stop_signal_during_start_up_ends_run_cleanly_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    monkeypatch.setattr(cli_module, "_EARLY_STOP", threading.Event())
+    cfg = write_config(tmp_path, {"monitors": {"chaos": {}}})
+    try:
+        cli_module._exit_quietly_on_early_signals()
+        os.kill(os.getpid(), signal.SIGTERM)  # handled here, raising nothing: a flag only
+        assert cli_module._EARLY_STOP.is_set()
+        assert cli_module.main(["run", "--config", str(cfg)]) == 0
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    assert not (tmp_path / "var").exists()  # no state, no feed: nothing started
+
+
+async def test_a_service_asked_to_stop_before_it_started_starts_nothing(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, {"monitors": {"chaos": {}}})
+    svc = service.Service(load_config(cfg), stop_requested=lambda: True)
+    await asyncio.wait_for(svc.run(), 10)  # the signal came after the check in cmd_run
+    assert svc.port is None and not svc.supervised
+    assert not (tmp_path / "var" / "feed.jsonl").exists()
