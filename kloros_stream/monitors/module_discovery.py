@@ -144,10 +144,11 @@ class ModuleDiscoveryMonitor(Monitor[ModuleDiscoveryConfig]):
     async def _initial(self, sub: Subscription) -> None:
         started = time.monotonic()
         present: dict[str, Path] = {}
-        async for root, event, _record in paced(await sub.initial()):
+        async for root, event, record in paced(await sub.initial()):
             if is_module(root, event.path):
                 self.ctx.touch(event.observed_at)
-                present[str(event.path)] = event.path
+                key = record.path if record is not None else str(event.path)  # (shared)
+                present[key] = event.path
         now = time.time()
         if self.known is None:
             self.known = set(present)

@@ -126,8 +126,8 @@ class SourceIndex:
         self.spec = spec
         self.journal = journal
         self.records: dict[str, FileRecord] = {}
-        self.where: dict[str, Path] = {}
-        """Path -> its root, for every record."""
+        self._roots = {str(root): root for root in spec.roots}
+        """A record's root (a string) -> its Path."""
         self._items: list[Item] | None = None
         self.subscribers: list[Subscription] = []
         self.ready = asyncio.Event()
@@ -175,8 +175,9 @@ class SourceIndex:
         if self._items is None:
             now = time.time()
             self._items = [
-                (root, FileEvent(FileEventKind.EXISTING, Path(key), now), self.records[key])
-                for key, root in sorted(self.where.items())
+                (self._roots[record.root], FileEvent(FileEventKind.EXISTING, Path(key), now),
+                 record)
+                for key, record in sorted(self.records.items())
             ]
         return self._items
 
@@ -266,8 +267,8 @@ class SourceIndex:
         loop = asyncio.get_running_loop()
 
         def take(chunk: list[Job], results: list[Loaded]) -> None:
-            for (_p, root, _prev), (path, record, parsed) in zip(chunk, results, strict=True):
-                if self._store(root, path, record, parsed):
+            for _job, (path, record, parsed) in zip(chunk, results, strict=True):
+                if self._store(path, record, parsed):
                     updates.append((str(path), record))
             self._scan_progress.advance(len(chunk))
 
@@ -299,21 +300,19 @@ class SourceIndex:
         self._save(updates)
 
     def _drop(self, key: str) -> bool:
-        self.where.pop(key, None)
         if self.records.pop(key, None) is None:
             return False
         self._items = None
         return True
 
-    def _store(self, root: Path, path: Path, record: FileRecord | None, parsed: bool) -> bool:
+    def _store(self, path: Path, record: FileRecord | None, parsed: bool) -> bool:
         """Keep a load result; True if the record changed (to be saved)."""
         key = str(path) if record is None else record.path  # one string for both maps
         old = self.records.get(key)
         if record is None:
             return self._drop(key)
-        if record is not old or key not in self.where:
+        if record is not old:
             self.records[key] = record
-            self.where[key] = root
             self._items = None
         if parsed:
             self.counters["files_parsed"] += 1
@@ -344,7 +343,7 @@ class SourceIndex:
             record, parsed = await asyncio.get_running_loop().run_in_executor(
                 PARSE_WORKER, lambda: load_record(path, root, previous, self.spec,
                                                   trust_stat=trust_stat))
-        if self._store(root, path, record, parsed):
+        if self._store(path, record, parsed):
             self._save([(str(path), record)])
         return record
 
