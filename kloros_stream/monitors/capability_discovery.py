@@ -45,8 +45,9 @@ from ..analysis.missing_imports import missing_facts, missing_reason
 from ..analysis.module_paths import PathResolver, install_dirs
 from ..config import CapabilityDiscoveryConfig
 from ..sources.flatwatch import FlatWatcher
-from ..sources.index import FileRecord, SourceSpec, Subscription, paced
+from ..sources.index import FileRecord, SourceSpec, Subscription
 from ..sources.interpreter import InterpreterError, probe
+from ..sources.pacing import paced
 from ..sources.watcher import FileEvent, FileEventKind
 from .base import Monitor, MonitorContext, MonitorUnavailable
 from .ledger import GapLedger

@@ -24,8 +24,9 @@ from ..analysis.flow_index import Channel, ChannelKind, FlowIndex, ProducerSite
 from ..analysis.flows import FileFlows
 from ..config import IntegrationMonitorConfig
 from ..sources.files import root_of
-from ..sources.index import FileRecord, SourceSpec, Subscription, paced
+from ..sources.index import FileRecord, SourceSpec, Subscription
 from ..sources.interpreter import SyntaxConfirmer
+from ..sources.pacing import paced
 from ..sources.watcher import FileEvent, FileEventKind
 from .base import Monitor, MonitorContext
 from .ledger import Debouncer

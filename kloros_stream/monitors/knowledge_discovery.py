@@ -44,7 +44,8 @@ from ..config import KnowledgeDiscoveryConfig
 from ..core.identity import iso
 from ..sources.files import file_signature, walk_files
 from ..sources.flatwatch import FlatWatcher
-from ..sources.index import FileRecord, SourceSpec, Subscription, paced
+from ..sources.index import FileRecord, SourceSpec, Subscription
+from ..sources.pacing import paced
 from ..sources.watcher import FileEvent, FileEventKind, RecursiveWatcher
 from .base import Monitor, MonitorContext
 from .ledger import GapLedger

@@ -34,7 +34,8 @@ from typing import Any
 from ..analysis.pysource import ModuleSummary, is_test_path, module_name
 from ..config import ModuleDiscoveryConfig
 from ..sources.files import file_size, root_of
-from ..sources.index import FileRecord, SourceSpec, Subscription, paced
+from ..sources.index import FileRecord, SourceSpec, Subscription
+from ..sources.pacing import paced
 from ..sources.tree import SETTLE_S, SettleTimers
 from ..sources.watcher import FileEvent, FileEventKind
 from .base import Monitor, MonitorContext

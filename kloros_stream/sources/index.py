@@ -27,7 +27,7 @@ import contextlib
 import gc
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,23 +58,7 @@ PARSE_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="source-pars
 """The one thread that reads and parses source files, for every index of the process."""
 BATCH_FILES = 256
 """Files loaded per worker job during an initial scan."""
-SLICE_S = 0.004
-"""Longest a subscriber folding a snapshot holds the event loop (:func:`paced`)."""
-
 Item = tuple[Path, FileEvent, "FileRecord | None"]
-
-
-async def paced(items: Iterable[Any], slice_s: float = SLICE_S) -> AsyncIterator[Any]:
-    """``items``, handing the event loop back whenever ``slice_s`` has passed since it
-    last did (the caller's work on each item included): a subscriber folding a snapshot
-    of 20 k files, or checking every module, never holds the loop for long, however
-    uneven the items' costs."""
-    deadline = time.perf_counter() + slice_s
-    for item in items:
-        yield item
-        if time.perf_counter() >= deadline:
-            await asyncio.sleep(0)
-            deadline = time.perf_counter() + slice_s
 
 
 @dataclass(eq=False)
@@ -213,20 +197,12 @@ class SourceIndex:
     async def run(self) -> None:
         """Scan, then follow the roots until cancelled; an error reaches every subscriber."""
         try:
-            if self.journal is not None:
-                started = time.monotonic()
-                gc.disable()
-                try:
-                    self.records = await asyncio.get_running_loop().run_in_executor(
-                        PARSE_WORKER, self.journal.load)
-                finally:
-                    gc.enable()
-                self.journal_load_s = round(time.monotonic() - started, 3)
+            loading = self._load_journal()
             async with TreeEvents(self.spec.roots, exclude=self.spec.exclude,
                                   include=is_module_file, on_error=self._watch_error) as events:
                 self.events = events
                 self.settle = SettleTimers(events)
-                await self._initial(events)
+                await self._initial(events, loading)
                 async for root, event in events.live():
                     await self._handle(root, event)
         except asyncio.CancelledError:
@@ -246,9 +222,34 @@ class SourceIndex:
         await self._load_all(paths, gone=set())
         self.ready.set()
 
-    async def _initial(self, events: TreeEvents) -> None:
+    def _load_journal(self) -> asyncio.Future[dict[str, FileRecord]] | None:
+        """The saved records, loaded on the parse thread while the roots are walked."""
+        journal = self.journal
+        if journal is None:
+            return None
+
+        def load() -> dict[str, FileRecord]:
+            started = time.monotonic()
+            try:
+                return journal.load()
+            finally:
+                self.journal_load_s = round(time.monotonic() - started, 3)
+
+        return asyncio.get_running_loop().run_in_executor(PARSE_WORKER, load)
+
+    async def _initial(
+        self, events: TreeEvents, loading: asyncio.Future[dict[str, FileRecord]] | None
+    ) -> None:
         started = time.monotonic()
-        found = [(root, event.path) async for root, event in events.initial()]
+        was_enabled = gc.isenabled()
+        gc.disable()  # the walk and the journal make many long-lived objects, no cycles
+        try:
+            found = [(root, event.path) async for root, event in events.initial()]
+            if loading is not None:
+                self.records = await loading
+        finally:
+            if was_enabled:
+                gc.enable()
         gone = set(self.records) - {str(p) for _r, p in found}
         await self._load_all(found, gone)
         self.initial_scan_s = round(time.monotonic() - started, 3)
