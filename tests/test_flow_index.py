@@ -214,6 +214,8 @@ def test_counts_return_to_zero_after_removing_everything() -> None:
             index._inherited,
             index._exact_by_attr,
             index._producer_files,
+            index._loose_readers,
+            index._ref_files,
             index._by_attr,
             index._topic_refs,
             index._names_of_value,
@@ -356,3 +358,57 @@ def test_produced_by_lists_every_channel_a_file_is_a_listed_producer_of() -> Non
     index.update("w.py", fl("w", "def send(topic):\n    emit(topic)\n"))
     index.update("u.py", fl("u", "from w import send\nsend('VIA_WRAPPER')\n"))
     assert index.produced_by({"u.py"}) is None
+
+
+class CountingPacked:
+    """A packed source that counts its decodes (the index must not decode to answer)."""
+
+    decodes = 0
+
+    def __init__(self, flows: FileFlows) -> None:
+        self._flows = flows
+
+    @property
+    def flows(self) -> FileFlows:
+        CountingPacked.decodes += 1
+        return self._flows
+
+
+def test_queries_through_wrappers_and_consumers_decode_no_bystander() -> None:
+    index = FlowIndex()
+    files = {"w.py": fl("w", "def send(topic):\n    emit(topic)\n")}
+    files.update({f"c{n}.py": fl(f"c{n}", f"from w import send\nsend('T{n:03d}')\n")
+                  for n in range(60)})
+    files.update({f"s{n}.py": fl(f"s{n}", f"ChemSub('T{n:03d}', print)\n")
+                  for n in range(0, 60, 2)})
+    files["p.py"] = fl("p", "subscribe('T005', print)\n")
+    index.begin_bulk()
+    for path, flows in files.items():
+        index.update(path, flows, packed=CountingPacked(flows))  # type: ignore[arg-type]
+    index.end_bulk()
+    assert Channel(ChannelKind.TOPIC, "T001") in index.orphans()
+    CountingPacked.decodes = 0
+    callers = {"c3.py"}
+    produced_here = index.producing_in(callers)
+    for n in range(60):
+        channel = Channel(ChannelKind.TOPIC, f"T{n:03d}")
+        sites = index.producers(channel)
+        assert [s.path for s in sites] == [f"c{n}.py"] and sites[0].module == f"c{n}"
+        assert index.producer_count(channel) == 1
+        assert produced_here(channel) == (n == 3)
+    assert CountingPacked.decodes == 0  # the wrapper's calls are kept decoded
+    site = index.consumer(Channel(ChannelKind.TOPIC, "T004"))  # not among the changed files
+    assert site is not None and site.path == "s4.py"
+    site = index.consumer(Channel(ChannelKind.TOPIC, "T005"), first=["c5.py", "p.py"])
+    assert site is not None and site.path == "p.py"
+    assert CountingPacked.decodes == 2  # each consumer's own file, nothing else
+
+
+def test_an_unchanged_update_keeps_the_new_packed_source_only() -> None:
+    index = FlowIndex()
+    flows = fl("c", "from w import send\nsend('T')\n")
+    first, second = CountingPacked(flows), CountingPacked(flows)
+    index.update("c.py", flows, packed=first)  # type: ignore[arg-type]
+    index.update("c.py", flows, packed=second)  # type: ignore[arg-type]
+    assert index.files["c.py"].source is second
+    assert index._wrap._files["send"]["c.py"] is index.files["c.py"]

@@ -175,3 +175,18 @@ async def test_initial_scan_progress_reaches_each_subscriber_and_the_registry(
     for status in (first, second):
         assert status.progress == seen[-1]
         assert status.as_json()["progress"] == seen[-1]
+
+
+async def test_a_late_subscriber_gets_the_whole_state_after_the_snapshot_was_dropped(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    registry = SourceIndexes(CheckpointStore(tmp_path / "state"))
+    async with _subscribers(registry, _spec(src), 2) as subs:
+        first = [item[1].path for item in await subs[0].initial()]
+        await subs[1].initial()
+        assert subs[0].index._items is None  # every subscriber took it: not kept
+        async with registry.subscribe(_spec(src)) as late:
+            assert [item[1].path for item in await late.initial()] == first
+            assert len(first) == 13

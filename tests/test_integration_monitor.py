@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from kloros_stream.analysis.flow_index import Channel, ChannelKind
 from kloros_stream.models import Signal
 from kloros_stream.monitors.integration import IntegrationMonitor
 from kloros_stream.monitors.ledger import Debouncer
@@ -363,3 +364,20 @@ async def test_scan_once_uses_the_watcher_rules(tmp_path: Path) -> None:
 
 
 # -- end to end through a real service ----------------------------------------------------
+
+
+def test_facts_that_do_not_decode_cost_their_file_only(tmp_path: Path) -> None:
+    from kloros_stream.analysis.capabilities import FileImports
+    from kloros_stream.analysis.flows import FlowConfig
+    from kloros_stream.analysis.source_facts import DamagedFacts, PackedFacts, facts_of
+    from kloros_stream.sources.records import FileRecord
+
+    monitor, _pub = make_monitor(IntegrationMonitor, tmp_path, config())
+    good = PackedFacts.pack(facts_of(b'emit("T")\n', "good", FlowConfig(), "good.py"))
+    damaged = PackedFacts(FileImports(frozenset(), frozenset()), b"\x00 not zlib")
+    with pytest.raises(DamagedFacts):
+        damaged.flows  # noqa: B018
+    for name, facts in (("bad", damaged), ("good", good)):
+        monitor._apply(FileRecord(f"/src/{name}.py", "/src", name, 1, 1, "h", facts))
+    assert "/src/bad.py" in monitor.files and "/src/bad.py" not in monitor.index
+    assert Channel(ChannelKind.TOPIC, "T") in monitor.index.orphans()

@@ -86,6 +86,13 @@ class SetMap:
         if len(held) == 1:
             self._data[key] = next(iter(held))
 
+    def change(self, key: Any, member: str, sign: int) -> None:
+        """:meth:`add` (``sign`` > 0) or :meth:`discard`."""
+        if sign > 0:
+            self.add(key, member)
+        else:
+            self.discard(key, member)
+
     def get(self, key: Any, default: Any = ()) -> Any:
         held = self._data.get(key)
         if held is None:

@@ -65,7 +65,8 @@ class FlowIndex(TopicMatching, ProducerQueries, FlowIndexJson):
 
     files: dict[str, FileHead] = field(default_factory=dict)
     _produced: Counter[Channel] = field(default_factory=Counter)
-    _consumed: Counter[Channel] = field(default_factory=Counter)
+    _consumed: SetMap = field(default_factory=SetMap)
+    """Channel -> the files consuming it exactly (:meth:`consumer` reads only those)."""
     _inherited: Counter[str] = field(default_factory=Counter)
     _loose: Counter[str] = field(default_factory=Counter)
     _loose_readers: SetMap = field(default_factory=SetMap)
@@ -151,6 +152,8 @@ class FlowIndex(TopicMatching, ProducerQueries, FlowIndexJson):
         head = self.files.get(path)
         old = head.flows if head is not None else None
         if old == flows:
+            if head is not None and packed is not None and head.source is not packed:
+                self._rehead(path, flows, packed)  # the old packed facts are not kept
             return OrphanDelta()
         return self._replace(path, old, flows, packed)
 
@@ -161,10 +164,9 @@ class FlowIndex(TopicMatching, ProducerQueries, FlowIndexJson):
             return OrphanDelta()
         return self._replace(path, head.flows, None)
 
-    def flows_of(self, path: str) -> FileFlows | None:
-        """``path``'s current flows (decoded if kept packed)."""
-        head = self.files.get(path)
-        return head.flows if head is not None else None
+    def _rehead(self, path: str, flows: FileFlows, packed: PackedFlows) -> None:
+        head = self.files[path] = FileHead.of(flows, packed)
+        self._wrap.rehead(path, flows, head)
 
     def _replace(
         self, path: str, old: FileFlows | None, new: FileFlows | None,
@@ -254,29 +256,23 @@ class FlowIndex(TopicMatching, ProducerQueries, FlowIndexJson):
                     if not table:
                         del self._guarded[channel]
         for name in flows.topics_consumed:
-            _bump(self._consumed, Channel(ChannelKind.TOPIC, name), sign)
+            self._consumed.change(Channel(ChannelKind.TOPIC, name), path, sign)
             _bump(self._subs, name, sign)
             if "*" in name:
                 _bump(self._patterns, name, sign)
         for name in flows.emit_refs:
             _bump(self._emit_refs, name, sign)
-            if sign > 0:
-                self._ref_files.add(name, path)
-            else:
-                self._ref_files.discard(name, path)
+            self._ref_files.change(name, path, sign)
         for name in flows.attrs_produced:
             self._count_producer(Channel(ChannelKind.ATTRIBUTE, name), path, sign)
         for name in flows.attrs_consumed:
-            _bump(self._consumed, Channel(ChannelKind.ATTRIBUTE, name), sign)
+            self._consumed.change(Channel(ChannelKind.ATTRIBUTE, name), path, sign)
             _bump(self._exact_by_attr, attribute_of(name), sign)
         for name in flows.inherited:
             _bump(self._inherited, name, sign)
         for attr in flows.loose_consumed:
             _bump(self._loose, attr, sign)
-            if sign > 0:
-                self._loose_readers.add(attr, path)
-            else:
-                self._loose_readers.discard(attr, path)
+            self._loose_readers.change(attr, path, sign)
         for ref in flows.topic_refs:
             _bump(self._topic_refs, ref, sign)
         for name, value in flows.constants.items():
@@ -288,10 +284,7 @@ class FlowIndex(TopicMatching, ProducerQueries, FlowIndexJson):
     ) -> None:
         if counted:
             _bump(self._produced, channel, sign)
-        if sign > 0:
-            self._producer_files.add(channel, path)
-        else:
-            self._producer_files.discard(channel, path)
+        self._producer_files.change(channel, path, sign)
         if channel.kind is ChannelKind.ATTRIBUTE:
             attr = attribute_of(channel.name)
             if channel in self._producer_files:
@@ -302,7 +295,7 @@ class FlowIndex(TopicMatching, ProducerQueries, FlowIndexJson):
     def _is_orphan(self, channel: Channel) -> bool:
         if channel.kind is ChannelKind.TOPIC:
             return self._topic_orphan(channel)
-        if self._produced[channel] <= 0 or self._consumed[channel] > 0:
+        if self._produced[channel] <= 0 or channel in self._consumed:
             return False
         attr = attribute_of(channel.name)
         files = self._producer_files.get(channel, ())

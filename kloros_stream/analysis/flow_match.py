@@ -27,7 +27,7 @@ class TopicMatching:
     files: dict[str, FileHead]
     prefix_match: bool
     _produced: Counter[Channel]
-    _consumed: Counter[Channel]
+    _consumed: SetMap
     _guarded: dict[Channel, dict[str, tuple[str, ...]]]
     _producer_files: SetMap
     _emit_refs: Counter[str]
@@ -52,7 +52,7 @@ class TopicMatching:
                 self._emit_refs[n] > 0 and len(self._values_of_name.get(n, ())) == 1 for n in names
             )
         )
-        if not produced or self._consumed[channel] > 0 or wrap.consumed[name] > 0:
+        if not produced or channel in self._consumed or wrap.consumed[name] > 0:
             return False
         if any(self._topic_refs[n] > 0 for n in names):
             return False
@@ -94,19 +94,19 @@ class TopicMatching:
     def consumer(self, channel: Channel, first: Iterable[str] = ()) -> ProducerSite | None:
         """A site that consumes ``channel`` (exactly, by a prefix or pattern subscription,
         or through a wrapper), or None (a loose read, an inherited attribute...). The
-        files are searched only when one consumes it exactly, ``first`` (those just
+        only files searched are the ones consuming it exactly, ``first`` (those just
         changed, where a new consumer usually is) before the others."""
         names = {channel.name}
         if channel.kind is ChannelKind.TOPIC:
             name = channel.name
             names |= {name[:i] for i in range(1, len(name)) if name[:i] in self._subs}
             names |= {p for p in self._patterns if fnmatchcase(name, p)}
-            for path, flows, function, line in self._wrap.sites(name, 1, consumed=True):
-                return ProducerSite(path, flows.module, function, line)
-        if not any(self._consumed[Channel(kind, n)] > 0 for kind in ChannelKind for n in names):
-            return None  # no file consumes it exactly: no file has a site for it
-        first = sorted(p for p in first if p in self.files)
-        for path in [*first, *sorted(self.files)]:
+            for path, module, function, line in self._wrap.sites(name, 1, consumed=True):
+                return ProducerSite(path, module, function, line)
+        consumers = {p for kind in ChannelKind for n in names
+                     for p in self._consumed.get(Channel(kind, n))}
+        firsts = sorted(p for p in first if p in consumers)
+        for path in [*firsts, *sorted(consumers.difference(firsts))]:
             flows = self.files[path].flows
             for name in names:
                 site = flows.consumed_sites.get(name)

@@ -34,8 +34,8 @@ class ProducerQueries:
                     flows = self.files[path].flows
                     for function, line in flows.emit_refs.get(name, ()):
                         out.append(ProducerSite(path, flows.module, function, line))
-            for path, flows, function, line in self._wrap.sites(channel.name, limit):
-                out.append(ProducerSite(path, flows.module, function, line))
+            for path, module, function, line in self._wrap.sites(channel.name, limit):
+                out.append(ProducerSite(path, module, function, line))
         for path in sorted(self._producer_files.get(channel, ())):
             flows = self.files[path].flows
             table = (

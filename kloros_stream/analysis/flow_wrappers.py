@@ -4,9 +4,12 @@ A file exports its wrappers (functions that pass a parameter on as the topic of 
 call) by bare name, and keeps the topic-like arguments of calls whose callee it could not
 resolve. :class:`WrapperJoin` joins the two across the tree, incrementally: per callee
 name it keeps the topics that name's calls publish and subscribe, recomputed only when a
-file with wrappers or calls of that name changes. A caller is kept as its flow index
-head (its flows possibly packed) and decoded only when a join or a query needs it. Pure,
-no I/O.
+file with wrappers or calls of that name changes.
+
+Every caller is kept as its flow index head (its flows possibly packed); the calls
+themselves are kept decoded only for the names some file defines a wrapper of (decoded
+once, when the name gets its first wrapper): joins, sites and queries never decode a
+file. Pure, no I/O.
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ from .flow_model import FileFlows, FileHead
 
 Spec = tuple[str, int, str, str]
 """(kind, position, parameter, template) of a wrapper."""
+Calls = tuple[tuple[str, str, str, int], ...]
+"""A file's calls of one callee name: (argument position or keyword, value, function,
+line)."""
+Site = tuple[str, str, str, int]
+"""(path, module, function, line) of a call through a wrapper."""
 
 
 @dataclass(slots=True)
@@ -28,6 +36,8 @@ class WrapperJoin:
     _specs: dict[str, Counter[Spec]] = field(default_factory=dict)
     _files: dict[str, dict[str, FileHead]] = field(default_factory=dict)
     """Callee name -> files calling it (path -> the file's head in the flow index)."""
+    _calls: dict[str, dict[str, tuple[str, Calls]]] = field(default_factory=dict)
+    """Wrapper name (one with specs) -> its callers' (module, calls of that name)."""
     _joined: dict[str, tuple[Counter[str], Counter[str]]] = field(default_factory=dict)
     _stale: set[str] | None = None
     """In a bulk load: names whose wrappers changed, joined once at :meth:`end_bulk`."""
@@ -52,11 +62,12 @@ class WrapperJoin:
     def replace(
         self, path: str, old: FileFlows | None, new: FileFlows | None, head: FileHead | None
     ) -> set[str]:
-        """Account for ``path`` changing from ``old`` to ``new``; the topics whose
-        production or consumption through wrappers may have changed. A name whose wrappers
-        changed is joined again over all its callers; a name only called here has just
-        this file's share swapped (a popular callee costs no more than a rare one). ``head``
-        is what the flow index keeps of ``new``."""
+        """Account for ``path`` changing from ``old`` to ``new`` (``head``: what the flow
+        index keeps of ``new``); the topics whose production or consumption through
+        wrappers may have changed. A name whose wrappers changed is joined again over all
+        its callers; a name only called here has just this file's share swapped (a
+        popular callee costs no more than a rare one)."""
+        assert new is None or head is not None, "a new file's head is kept for its calls"
         respecced: set[str] = set()
         called: set[str] = set()
         for flows, sign in ((old, -1), (new, +1)):
@@ -70,12 +81,17 @@ class WrapperJoin:
                 if not counter:
                     del self._specs[name]
                 respecced.add(name)
-            for name in flows.calls:
+            for name, calls in flows.calls.items():
                 files = self._files.setdefault(name, {})
+                held = self._calls.get(name)
                 if sign > 0 and head is not None:
                     files[path] = head
+                    if held is not None:
+                        held[path] = (flows.module, calls)
                 else:
                     files.pop(path, None)
+                    if held is not None:
+                        held.pop(path, None)
                     if not files:
                         del self._files[name]
                 called.add(name)
@@ -85,14 +101,26 @@ class WrapperJoin:
         else:
             for name in respecced:
                 touched |= self._rejoin(name)
-        for name in called - respecced:
+        for name in called - respecced - (self._stale or set()):
             touched |= self._swap_share(name, old, new)
         return touched
+
+    def rehead(self, path: str, flows: FileFlows, head: FileHead) -> None:
+        """``path`` is kept as ``head`` now (its flows unchanged)."""
+        for name in flows.calls:
+            self._files[name][path] = head
 
     def _rejoin(self, name: str) -> set[str]:
         old_p, old_c = self._joined.pop(name, (Counter(), Counter()))
         self.produced.subtract(old_p)
         self.consumed.subtract(old_c)
+        if name not in self._specs:
+            self._calls.pop(name, None)
+        elif name not in self._calls:  # a name's first wrapper: its callers decoded once
+            self._calls[name] = {
+                path: (head.module, head.flows.calls.get(name, ()))
+                for path, head in self._files.get(name, {}).items()
+            }
         new_p, new_c = self._join(name)
         self.produced.update(new_p)
         self.consumed.update(new_c)
@@ -107,8 +135,8 @@ class WrapperJoin:
         specs = self._specs.get(name)
         if not specs:
             return set()
-        old_p, old_c = self._share(name, old, specs)
-        new_p, new_c = self._share(name, new, specs)
+        old_p, old_c = _share(old.calls.get(name, ()) if old else (), specs)
+        new_p, new_c = _share(new.calls.get(name, ()) if new else (), specs)
         if not (old_p or old_c or new_p or new_c):
             return set()
         joined = self._joined.setdefault(name, (Counter(), Counter()))
@@ -130,45 +158,38 @@ class WrapperJoin:
         specs = self._specs.get(name)
         if not specs:
             return produced, consumed
-        for head in self._files.get(name, {}).values():
-            p, c = self._share(name, head.flows, specs)
+        for _module, calls in self._calls.get(name, {}).values():
+            p, c = _share(calls, specs)
             produced.update(p)
             consumed.update(c)
         return produced, consumed
 
-    @staticmethod
-    def _share(
-        name: str, flows: FileFlows | None, specs: Counter[Spec]
-    ) -> tuple[Counter[str], Counter[str]]:
-        """The topics one file's calls of ``name`` publish and subscribe through it."""
-        produced: Counter[str] = Counter()
-        consumed: Counter[str] = Counter()
-        if flows is None:
-            return produced, consumed
-        for key, value, _function, _line in flows.calls.get(name, ()):
-            for kind, index, param, template in specs:
-                if key == str(index) or key == param:
-                    try:
-                        topic = template.format(value)
-                    except (ValueError, IndexError, KeyError):
-                        continue
-                    (produced if kind == "emit" else consumed)[topic] += 1
-        return produced, consumed
-
-    def sites(
-        self, topic: str, limit: int, *, consumed: bool = False
-    ) -> list[tuple[str, FileFlows, str, int]]:
-        """(path, flows, function, line) of the calls publishing (or subscribing to)
+    def sites(self, topic: str, limit: int, *, consumed: bool = False) -> list[Site]:
+        """(path, module, function, line) of the calls publishing (or subscribing to)
         ``topic`` through wrappers."""
-        out: list[tuple[str, FileFlows, str, int]] = []
+        out: list[Site] = []
         for name, joined in self._joined.items():
             if topic not in joined[1 if consumed else 0]:
                 continue
-            for path, head in sorted(self._files.get(name, {}).items()):
-                flows = head.flows
-                for _key, value, function, line in flows.calls.get(name, ()):
+            for path, (module, calls) in sorted(self._calls.get(name, {}).items()):
+                for _key, value, function, line in calls:
                     if value in topic:
-                        out.append((path, flows, function, line))
+                        out.append((path, module, function, line))
                         if len(out) >= limit:
                             return out
         return out
+
+
+def _share(calls: Calls, specs: Counter[Spec]) -> tuple[Counter[str], Counter[str]]:
+    """The topics a file's ``calls`` of one name publish and subscribe through it."""
+    produced: Counter[str] = Counter()
+    consumed: Counter[str] = Counter()
+    for key, value, _function, _line in calls:
+        for kind, index, param, template in specs:
+            if key == str(index) or key == param:
+                try:
+                    topic = template.format(value)
+                except (ValueError, IndexError, KeyError):
+                    continue
+                (produced if kind == "emit" else consumed)[topic] += 1
+    return produced, consumed

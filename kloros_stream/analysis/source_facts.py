@@ -122,16 +122,19 @@ class PackedFacts:
                           tuple(imports.dotted), self.body))
 
 
+class DamagedFacts(ValueError):
+    """A packed body that does not decode (the journal's CRC-32 passed, the content did
+    not): the monitor reading it logs and skips that file."""
+
+
 @functools.lru_cache(maxsize=UNPACKED_KEPT)
 def _unpack(body: bytes) -> tuple[FileFlows, ModuleSummary]:
-    """Raises ValueError/TypeError/EOFError/zlib.error if ``body`` is damaged."""
-    flows, summary = marshal.loads(zlib.decompress(body))
-    return share_empties(FileFlows(*flows)), ModuleSummary(*summary)
-
-
-def check_body(body: bytes) -> None:
-    """Raise (as :func:`_unpack`) unless ``body`` decodes."""
-    _unpack(body)
+    """Raises :class:`DamagedFacts` if ``body`` does not decode."""
+    try:
+        flows, summary = marshal.loads(zlib.decompress(body))
+        return share_empties(FileFlows(*flows)), ModuleSummary(*summary)
+    except (ValueError, TypeError, EOFError, zlib.error) as err:
+        raise DamagedFacts(f"packed facts do not decode: {err!r}") from None
 
 
 def interned_imports(imports: FileImports) -> FileImports:

@@ -244,7 +244,7 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
 
     # -- PATH and site directories --------------------------------------------------------
     async def _check_all_modules(self, observed_at: float | None = None) -> None:
-        """Every module, a few at a time: the event loop is never held for long."""
+        """Every module, paced (the event loop is handed back every few milliseconds)."""
         async for module in paced(sorted(self._all_modules())):
             self.check_modules((module,), observed_at)
 

@@ -22,6 +22,7 @@ from typing import Any
 from ..analysis.flow_evidence import evidence_line
 from ..analysis.flow_index import Channel, ChannelKind, FlowIndex, ProducerSite
 from ..analysis.flows import FileFlows
+from ..analysis.source_facts import DamagedFacts
 from ..config import IntegrationMonitorConfig
 from ..sources.files import root_of
 from ..sources.index import FileRecord, SourceSpec, Subscription
@@ -63,9 +64,9 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         self.spec = SourceSpec.of(ctx.config, cfg.roots, cfg.exclude)
         self.index = FlowIndex(prefix_match=cfg.prefix_match)
         self.files: dict[str, FileRecord] = {}
+        """Absolute path -> the record last applied (its flows are in :attr:`index`)."""
         self._changed_paths: set[str] = set()
         """The files of the event being handled (searched first for a consumer)."""
-        """Absolute path -> the record last applied (its flows are in :attr:`index`)."""
         self.announced_orphans: set[Channel] = set()
         self.announced_errors: dict[str, str] = {}
         """Absolute path -> gap name of announced syntax errors."""
@@ -137,7 +138,11 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         """Take one record; the channels whose orphan state may have changed."""
         old = self.files.get(record.path)
         self.files[record.path] = record
-        flows: FileFlows | None = record.facts.flows if record.facts is not None else None
+        try:
+            flows: FileFlows | None = record.facts.flows if record.facts is not None else None
+        except DamagedFacts as err:
+            self.log.error("source_facts_damaged", path=record.path, error=str(err))
+            flows = None
         if flows is None or (old is not None and old.facts is record.facts):
             return set()  # nothing parsed yet, or the same flows (a syntax error keeps them)
         delta = self.index.update(record.path, flows, packed=record.facts)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..analysis.pysource import ModuleSummary, is_test_path, module_name
+from ..analysis.source_facts import DamagedFacts
 from ..config import ModuleDiscoveryConfig
 from ..sources.files import file_size, root_of
 from ..sources.index import FileRecord, SourceSpec, Subscription
@@ -70,7 +71,10 @@ def scanned_of(record: FileRecord | None, max_bytes: int) -> Scanned:
     if record.error is not None:
         message, line = record.error
         return Scanned(None, f"does not parse: {message} (line {line})")
-    return Scanned(record.facts.summary if record.facts is not None else None)
+    try:
+        return Scanned(record.facts.summary if record.facts is not None else None)
+    except DamagedFacts as err:
+        return Scanned(None, str(err))
 
 
 def module_view(root: Path, event: FileEvent) -> FileEvent | None:

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 SLICE_S = 0.004
-"""Longest a subscriber folding a snapshot holds the event loop (:func:`paced`)."""
+"""How long a fold runs before :func:`paced` hands the event loop back (the loop is held
+that long plus one item's work)."""
 
 
 async def paced(items: Iterable[Any], slice_s: float = SLICE_S) -> AsyncIterator[Any]:
