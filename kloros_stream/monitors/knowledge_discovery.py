@@ -22,94 +22,39 @@ import asyncio
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-
-from asyncinotify import Mask
+from pathlib import Path
 
 from ..analysis.knowledge import (
     SECONDS_PER_DAY,
     CodeIndex,
-    IndexInvalid,
-    code_mentions,
     index_status,
-    is_doc,
-    parse_index,
-    sha256_hex,
     stale_code,
     stale_due,
 )
 from ..config import KnowledgeDiscoveryConfig
 from ..core.identity import iso
 from ..sources.files import file_signature, walk_files
-from ..sources.flatwatch import FlatWatcher
 from ..sources.index import FileRecord, SourceSpec, Subscription
 from ..sources.pacing import paced
 from ..sources.watcher import FileEvent, FileEventKind, RecursiveWatcher
 from .base import Monitor, MonitorContext
+from .knowledge_files import (
+    Doc,
+    IndexFileFollower,
+    doc_tokens,
+    is_code_path,
+    is_doc_path,
+    read_doc,
+)
 from .ledger import GapLedger
 
-MAX_TEXT_BYTES = 1_048_576
-"""Only the first MiB of a document is searched for code names (all of it is hashed)."""
 MAX_CHANGED_CODE_IN_FACTS = 20
-INDEX_GRACE_S = 1.0
-"""An index file deleted and rewritten within this time was replaced, not removed."""
 MAX_TIMER_S = 3600.0
 """A pending stale timer re-checks the wall clock at least this often (suspend, clock
 jumps); with nothing pending it sleeps until a document or code file changes."""
-_INDEX_MASK = Mask.CLOSE_WRITE | Mask.MOVED_TO | Mask.MOVED_FROM | Mask.DELETE
 
 
-@dataclass(frozen=True, slots=True)
-class Doc:
-    path: Path
-    docs_dir: Path
-    sha256: str
-    mtime: float
-    signature: tuple[int, int] | None
-    mentions: frozenset[str]
-
-
-def _is_doc_path(path: Path) -> bool:
-    return is_doc(path.name)
-
-
-def _is_code_path(path: Path) -> bool:
-    return path.suffix == ".py"
-
-
-def _tokens(mentions: Iterable[str]) -> set[str]:
-    """File names a document's mentions could resolve to (for the code -> docs lookup)."""
-    out: set[str] = set()
-    for mention in mentions:
-        if mention.endswith(".py"):
-            out.add(PurePosixPath(mention).name)
-        else:
-            out.update(f"{part}.py" for part in mention.split("."))
-            out.add("__init__.py")
-    return out
-
-
-def read_doc(path: Path, docs_dir: Path) -> Doc | None:
-    """Hash and scan one document (None if it vanished or cannot be read)."""
-    try:
-        st = path.stat()
-        data = path.read_bytes()
-    except OSError:
-        return None
-    text = data[:MAX_TEXT_BYTES].decode("utf-8", "replace")
-    return Doc(
-        path,
-        docs_dir,
-        sha256_hex(data),
-        st.st_mtime,
-        (st.st_mtime_ns, st.st_size),
-        code_mentions(text),
-    )
-
-
-class KnowledgeDiscoveryMonitor(Monitor[KnowledgeDiscoveryConfig]):
+class KnowledgeDiscoveryMonitor(IndexFileFollower, Monitor[KnowledgeDiscoveryConfig]):
     """Unindexed and stale documents."""
 
     name = "knowledge_discovery"
@@ -152,7 +97,7 @@ class KnowledgeDiscoveryMonitor(Monitor[KnowledgeDiscoveryConfig]):
         for (idx, rel), doc in docs.items():
             self._put_doc(idx, rel, doc)
         async for root, event, record in paced(await sub.initial()):
-            if _is_code_path(event.path) and record is not None:
+            if is_code_path(event.path) and record is not None:
                 rel = event.path.relative_to(root).as_posix()
                 self.code.add_file(str(root), rel, record.mtime_ns / 1e9)
         for rel in sorted(self.docs):
@@ -185,7 +130,7 @@ class KnowledgeDiscoveryMonitor(Monitor[KnowledgeDiscoveryConfig]):
         """Runs in a thread: hash every document."""
         docs: dict[tuple[int, str], Doc] = {}
         for idx, directory in enumerate(self.docs_dirs):
-            for path in walk_files(directory, self.exclude, _is_doc_path):
+            for path in walk_files(directory, self.exclude, is_doc_path):
                 if (doc := read_doc(path, directory)) is not None:
                     docs[(idx, path.relative_to(directory).as_posix())] = doc
         return docs
@@ -200,88 +145,10 @@ class KnowledgeDiscoveryMonitor(Monitor[KnowledgeDiscoveryConfig]):
             }
         )
 
-    # -- the index ------------------------------------------------------------------------
-    def load_index(self) -> bool:
-        """Read the index file; returns whether the index in use changed."""
-        details = self.ctx.status.details
-        try:
-            raw = self.index_file.read_bytes()
-        except FileNotFoundError:
-            new: dict[str, str] = {}
-            details["index_error"] = None
-            details["index_problems"] = []
-        except OSError as err:
-            return self._index_invalid(f"cannot read: {err}")
-        else:
-            try:
-                parsed = parse_index(raw)
-            except IndexInvalid as err:
-                return self._index_invalid(str(err))
-            new = parsed.documents
-            details["index_error"] = None
-            details["index_problems"] = list(parsed.problems[:20])
-            if parsed.problems:
-                self.log.warning(
-                    "knowledge_index_entries_skipped",
-                    path=str(self.index_file),
-                    problems=list(parsed.problems[:5]),
-                    count=len(parsed.problems),
-                )
-        changed = new != self.index or not self.index_usable
-        self.index, self.index_usable, self._index_seen_valid = new, True, True
-        return changed
-
-    def _index_invalid(self, message: str) -> bool:
-        """Keep the last valid index (a writer may be mid-way); with none yet, judge
-        nothing until the file becomes valid."""
-        self.log.warning("knowledge_index_invalid", path=str(self.index_file), error=message)
-        self.ctx.status.details["index_error"] = message
-        if not self._index_seen_valid:
-            self.index_usable = False
-        return False
-
-    async def _follow_index(self) -> None:
-        name = self.index_file.name
-        async with FlatWatcher(
-            [self.index_file.parent], mask=_INDEX_MASK, on_error=self.watch_error
-        ) as watcher:
-            self._reload_index(time.time())  # changes before the watch existed
-            async for batch in watcher.batches():
-                # IN_CREATE alone is a writer that has just begun: its CLOSE_WRITE follows
-                changes = [
-                    c
-                    for c in batch
-                    if c.name is None or (c.name == name and c.mask & _INDEX_MASK & ~Mask.CREATE)
-                ]
-                if not changes:
-                    continue
-                observed_at = min(c.observed_at for c in changes)
-                self.ctx.touch(observed_at)
-                if self.index_file.exists():
-                    self._reload_index(observed_at)
-                else:
-                    self._schedule_index_reload(observed_at)
-
-    def _schedule_index_reload(self, observed_at: float) -> None:
-        """The index vanished: apply that only if it stays gone for INDEX_GRACE_S."""
-        if self._index_reload is not None:
-            self._index_reload.cancel()
-        loop = asyncio.get_running_loop()
-        self._index_reload = loop.call_later(INDEX_GRACE_S, self._reload_index, observed_at)
-
-    def _reload_index(self, observed_at: float) -> None:
-        if self._index_reload is not None:
-            self._index_reload.cancel()
-            self._index_reload = None
-        if self.load_index():
-            for rel in sorted(self.docs):
-                self.evaluate(rel, observed_at)
-            self._update_details()
-
     # -- documents ------------------------------------------------------------------------
     def _put_doc(self, idx: int, rel: str, doc: Doc) -> None:
         self.docs.setdefault(rel, {})[idx] = doc
-        for token in _tokens(doc.mentions):
+        for token in doc_tokens(doc.mentions):
             self.by_token[token].add(rel)
 
     def _drop_doc(self, idx: int, rel: str) -> None:
@@ -326,7 +193,7 @@ class KnowledgeDiscoveryMonitor(Monitor[KnowledgeDiscoveryConfig]):
 
     async def _follow_docs(self, idx: int, directory: Path) -> None:
         async with RecursiveWatcher(
-            directory, exclude=self.exclude, include=_is_doc_path, on_error=self.watch_error
+            directory, exclude=self.exclude, include=is_doc_path, on_error=self.watch_error
         ) as watcher:
             async for event in watcher:
                 touched = self.on_doc_event(idx, directory, event)
@@ -371,7 +238,7 @@ class KnowledgeDiscoveryMonitor(Monitor[KnowledgeDiscoveryConfig]):
 
     async def _follow_code(self, sub: Subscription) -> None:
         async for root, event, record in sub.live():
-            if not (_is_code_path(event.path) or (event.src and _is_code_path(event.src))):
+            if not (is_code_path(event.path) or (event.src and is_code_path(event.src))):
                 continue
             docs = self.on_code_event(root, event, record)
             for rel in sorted(docs):
