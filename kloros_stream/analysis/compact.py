@@ -53,13 +53,36 @@ def set_state_shared(obj: Any, state: list[Any]) -> None:
         object.__setattr__(obj, f.name, shared_empty(value))
 
 
-class SetMap:
+class _LoneMembers:
+    """A dict whose value is a lone member itself or a container of several: reading."""
+
+    __slots__ = ("_data",)
+    _data: dict[Any, Any]
+
+    def get(self, key: Any, default: Any = ()) -> Any:
+        """The key's members (a tuple or the container: iterate, ``len``, ``in``)."""
+        held = self._data.get(key)
+        if held is None:
+            return default
+        return (held,) if type(held) is str else held
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class SetMap(_LoneMembers):
     """key -> a set of strings, for the aggregates of a tree (``channel -> producing
     files``): most keys have one member, held alone (a string in the dict) instead of in
     a set of its own (216 bytes). :meth:`get` gives a key's members (a tuple or a set:
     iterate, ``len``, ``in``; never change it)."""
 
-    __slots__ = ("_data",)
+    __slots__ = ()
 
     def __init__(self) -> None:
         self._data: dict[Any, str | set[str]] = {}
@@ -93,28 +116,14 @@ class SetMap:
         else:
             self.discard(key, member)
 
-    def get(self, key: Any, default: Any = ()) -> Any:
-        held = self._data.get(key)
-        if held is None:
-            return default
-        return (held,) if type(held) is str else held
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
-class CountMap:
+class CountMap(_LoneMembers):
     """key -> a multiset of strings (``constant value -> names defining it``), each key
     with one member counted once held alone, as in :class:`SetMap`. :meth:`get` gives a
     key's distinct members."""
 
-    __slots__ = ("_data",)
+    __slots__ = ()
 
     def __init__(self) -> None:
         self._data: dict[Any, str | Counter[str]] = {}
@@ -144,17 +153,3 @@ class CountMap:
             if count == 1:
                 self._data[key] = only
 
-    def get(self, key: Any, default: Any = ()) -> Any:
-        held = self._data.get(key)
-        if held is None:
-            return default
-        return (held,) if type(held) is str else held
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
