@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,6 +129,32 @@ async def test_required_module_follows_site_dir(
         shutil.rmtree(dist)
         await _wait_state(pub, "missing_library", {"kloros_fakedist"})
     assert "kloros_fakedist" not in sys.modules
+
+
+async def test_a_module_installed_as_the_initial_scan_ends_is_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The site directories are watched before the scan: what changes between the
+    scan's last check and the follower's first read waits in the watcher."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    ctx, pub = make_context(
+        "capability_discovery", tmp_path,
+        _config(tmp_path, required_modules=["kloros_latedist"], scan_imports=False),
+    )
+    monitor = CapabilityDiscoveryMonitor(ctx, path_value="")
+    scan = monitor._scan
+
+    async def scan_then_install(sub: Any) -> None:
+        await scan(sub)
+        assert "kloros_latedist" in pub.open_gaps("missing_library")
+        (site / "kloros_latedist.py").write_text("VALUE = 1\n")  # before any follower runs
+
+    monkeypatch.setattr(monitor, "_scan", scan_then_install)
+    async with running(monitor):
+        await _wait_state(pub, "missing_library", set())
+    assert "kloros_latedist" not in sys.modules
 
 
 async def test_scan_imports_of_roots(tmp_path: Path) -> None:
