@@ -15,6 +15,7 @@ import functools
 import marshal
 import sys
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any
@@ -118,7 +119,7 @@ class PackedFacts:
         """Pickled (from a parse process) as the import names and the body: the parent
         interns the names again."""
         imports = self.imports
-        return (_packed, (tuple(imports.required), tuple(imports.optional),
+        return (packed_facts, (tuple(imports.required), tuple(imports.optional),
                           tuple(imports.dotted), self.body))
 
 
@@ -146,10 +147,13 @@ def interned_imports(imports: FileImports) -> FileImports:
     ))
 
 
-def _packed(required: tuple[str, ...], optional: tuple[str, ...], dotted: tuple[str, ...],
-            body: bytes) -> PackedFacts:
+def packed_facts(required: Iterable[str], optional: Iterable[str], dotted: Iterable[str],
+                 body: bytes) -> PackedFacts:
+    """Packed facts from their import names (interned here) and body: how a parse
+    process's answer and a journal line come back."""
     return PackedFacts(interned_imports(FileImports(
-        frozenset(required), frozenset(optional), frozenset(dotted))), body)
+        frozenset(map(str, required)), frozenset(map(str, optional)),
+        frozenset(map(str, dotted)))), body)
 
 
 def _values(obj: Any) -> tuple[Any, ...]:

@@ -65,8 +65,6 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         self.index = FlowIndex(prefix_match=cfg.prefix_match)
         self.files: dict[str, FileRecord] = {}
         """Absolute path -> the record last applied (its flows are in :attr:`index`)."""
-        self._changed_paths: set[str] = set()
-        """The files of the event being handled (searched first for a consumer)."""
         self.announced_orphans: set[Channel] = set()
         self.announced_errors: dict[str, str] = {}
         """Absolute path -> gap name of announced syntax errors."""
@@ -175,11 +173,7 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
             changed |= self._apply(record)
         else:  # CREATED / MODIFIED: the index loads the file once it is written
             return
-        self._changed_paths = paths
-        try:
-            self._publish_orphans(changed, event.observed_at)
-        finally:
-            self._changed_paths = set()
+        self._publish_orphans(changed, event.observed_at, edited=paths)
         self._refresh_evidence(paths, changed, event.observed_at)
         self._publish_errors(paths, event.observed_at)
         self.saver.mark()
@@ -199,7 +193,11 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         )
         self._update_status()
 
-    def _publish_orphans(self, channels: set[Channel], observed_at: float) -> None:
+    def _publish_orphans(
+        self, channels: set[Channel], observed_at: float, edited: Iterable[str] = ()
+    ) -> None:
+        """Announce or resolve each of ``channels`` as it is now; a resolution quotes a
+        consumer, searched first in the ``edited`` files."""
         for channel in sorted(channels):
             orphan = self.index.is_orphan(channel)
             if orphan and channel not in self.announced_orphans:
@@ -215,7 +213,7 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
                     gap_reason="its producer went away" if gone else "it has a consumer now",
                     observed_at=observed_at,
                     channel_kind=channel.kind.value,
-                    **self._consumer_fact(channel, gone),
+                    **self._consumer_fact(channel, gone, edited),
                 )
                 self.announced_orphans.discard(channel)
                 self.evidence.pop(channel, None)
@@ -257,8 +255,10 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
             source = None
         return evidence_line(self._relative(site.path), site.line, source)
 
-    def _consumer_fact(self, channel: Channel, gone: bool) -> dict[str, str]:
-        site = None if gone else self.index.consumer(channel, first=self._changed_paths)
+    def _consumer_fact(
+        self, channel: Channel, gone: bool, edited: Iterable[str]
+    ) -> dict[str, str]:
+        site = None if gone else self.index.consumer(channel, first=edited)
         return {"consumer_line": self._code(site)} if site is not None else {}
 
     def _refresh_evidence(

@@ -26,8 +26,7 @@ import orjson
 import structlog
 
 from .. import analysis
-from ..analysis.capabilities import FileImports
-from ..analysis.source_facts import FACTS_VERSION, PackedFacts, interned_imports
+from ..analysis.source_facts import FACTS_VERSION, PackedFacts, packed_facts
 from ..checkpoint import CheckpointStore, atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -105,9 +104,7 @@ def _facts_from_json(data: dict[str, Any]) -> PackedFacts:
     if zlib.crc32(body) != int(data["c"]):
         raise ValueError("facts body damaged (CRC-32 mismatch)")
     required, optional, dotted = data["i"]
-    return PackedFacts(interned_imports(FileImports(
-        frozenset(map(str, required)), frozenset(map(str, optional)),
-        frozenset(map(str, dotted)))), body)
+    return packed_facts(required, optional, dotted, body)
 
 
 def _dumps(item: dict[str, Any]) -> bytes:
