@@ -291,11 +291,19 @@ async def test_restart_reparses_only_changed_files_and_reannounces_nothing(
     stats = second.monitor.stats
     assert stats["parsed"] == 2  # consumer.py and plain0.py
     assert stats["reused"] == 6
+    assert not second.monitor.fold_restored  # files changed while down: folded again
     await second.stop()
+    assert (state.parent / "flow_index.fold").is_file()
 
     third = await start()
     assert third.pub.signals == []
     assert third.monitor.stats["parsed"] == 0
+    assert third.monitor.fold_restored  # nothing changed: the flow index as saved
+    # The restored index keeps following the tree.
+    (src / "pkg" / "consumer.py").unlink()
+    await third.wait(lambda s: [x.gap_name for x in s] == [CHANNEL])
+    (src / "pkg" / "plain0.py").write_text("X = 0\n")
+    await third.wait(lambda s: ("FRESH", True) in {(x.gap_name, x.resolved) for x in s})
 
 
 async def test_corrupt_checkpoint_starts_fresh(

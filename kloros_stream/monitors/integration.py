@@ -9,6 +9,8 @@ event, publishes only the orphan changes it caused. Code is never imported.
 The checkpoint keeps the gaps already announced (the index checkpoints the files): a
 restart re-parses only files changed while the service was down and announces only what
 changed. Checkpoint writes are coalesced by :class:`~kloros_stream.monitors.ledger.Debouncer`.
+A clean stop saves the flow index too (:class:`~kloros_stream.sources.folds.FoldCheckpoint`):
+the next start takes it instead of folding every record when no file changed meanwhile.
 """
 
 from __future__ import annotations
@@ -25,16 +27,16 @@ from ..analysis.flows import FileFlows
 from ..analysis.source_facts import DamagedFacts
 from ..config import IntegrationMonitorConfig
 from ..sources.files import root_of
-from ..sources.index import FileRecord, SourceSpec, Subscription
+from ..sources.folds import FoldCheckpoint
+from ..sources.index import FileRecord, Item, SourceSpec, Subscription
+from ..sources.index_journal import spec_key
 from ..sources.interpreter import SyntaxConfirmer
 from ..sources.pacing import paced
 from ..sources.watcher import FileEvent, FileEventKind
 from .base import Monitor, MonitorContext
+from .integration_state import CHECKPOINT, announced_to_json, load_announced
 from .ledger import Debouncer
 
-CHECKPOINT = "index"
-CHECKPOINT_FORMAT = 2
-"""1: files, flows and announced gaps; 2: announced gaps only (the index keeps files)."""
 RECONCILE_PART = 16
 """Channels evaluated or reconciled at once at the initial scan (:func:`paced` hands the
 event loop back between parts)."""
@@ -75,6 +77,10 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         self.saver = Debouncer(SAVE_DELAY_S, self._snapshot, self._write, self.log,
                                delivered=ctx.delivered)
         self.sub: Subscription | None = None
+        self.folds = FoldCheckpoint(ctx.checkpoints, "flow_index",
+                                    f"{spec_key(self.spec)}:{cfg.prefix_match}")
+        self._folded = False  # the initial scan is done: the index is the files' fold
+        self.fold_restored = False  # this start took the saved index instead of folding
 
     @property
     def stats(self) -> dict[str, int]:
@@ -95,26 +101,21 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
                 if self.ctx.one_shot:
                     return
                 async for _root, event, record in sub.live():
+                    self._folded = False  # an error inside leaves no state to save
                     self._handle(event, record)
+                    self._folded = True
             finally:
                 if not self.ctx.one_shot:
                     self.saver.flush()
+                    if self._folded:
+                        self.folds.save(self.index, self.files)
 
     async def _initial(self, sub: Subscription) -> None:
         started = time.monotonic()
         items = await sub.initial()
-        seen: set[str] = set()
-        self.index.begin_bulk()  # every channel evaluated once, not after every file
-        async for _root, event, record in paced(items):
-            if record is not None and record.is_python:
-                self.ctx.touch(event.observed_at)
-                seen.add(record.path)
-                self._apply(record)
-        for path in [p for p in self.files if p not in seen]:
-            self._forget(path)
-        channels = self.index.end_bulk_channels()  # (a cancel above: an index thrown away)
-        async for start in paced(range(0, len(channels), RECONCILE_PART)):
-            self.index.reevaluate(channels[start:start + RECONCILE_PART])
+        if not self._restore(items):
+            await self._fold(items)
+        self._folded = True
         await self._reconcile_all(time.time())
         self.ctx.status.details["initial_scan_s"] = round(time.monotonic() - started, 3)
         if self.ctx.one_shot:
@@ -130,6 +131,36 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
             syntax_errors=len(self.announced_errors),
             **self.stats,
         )
+
+    def _restore(self, items: list[Item]) -> bool:
+        """Take the flow index saved at the last clean stop if it is the fold of these
+        records (no file changed since); False if there is none to take."""
+        if self.ctx.one_shot or self.files:
+            return False
+        records = {r.path: r for _root, _event, r in items if r is not None and r.is_python}
+        index = self.folds.load(records)
+        if not isinstance(index, FlowIndex):
+            return False
+        self.index, self.files, self.fold_restored = index, records, True
+        if items:
+            self.ctx.touch(max(event.observed_at for _root, event, _record in items))
+        self.log.info("integration_fold_restored", files=len(records))
+        return True
+
+    async def _fold(self, items: list[Item]) -> None:
+        """Fold every record into the flow index (counted first, evaluated once)."""
+        seen: set[str] = set()
+        self.index.begin_bulk()  # every channel evaluated once, not after every file
+        async for _root, event, record in paced(items):
+            if record is not None and record.is_python:
+                self.ctx.touch(event.observed_at)
+                seen.add(record.path)
+                self._apply(record)
+        for path in [p for p in self.files if p not in seen]:
+            self._forget(path)
+        channels = self.index.end_bulk_channels()  # (a cancel above: an index thrown away)
+        async for start in paced(range(0, len(channels), RECONCILE_PART)):
+            self.index.reevaluate(channels[start:start + RECONCILE_PART])
 
     # -- records -------------------------------------------------------------------------
     def _apply(self, record: FileRecord) -> set[Channel]:
@@ -359,33 +390,11 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
 
     # -- checkpoint ----------------------------------------------------------------------
     def _load_checkpoint(self) -> None:
-        data = self.ctx.checkpoints.load(CHECKPOINT)
-        if not isinstance(data, dict) or data.get("format") not in (1, CHECKPOINT_FORMAT):
-            return
-        try:
-            self.announced_orphans = {
-                Channel(ChannelKind(kind), str(name))
-                for kind, name in data.get("announced_orphans") or []
-            }
-            self.announced_errors = {
-                str(k): str(v) for k, v in (data.get("announced_errors") or {}).items()
-            }
-        except (KeyError, TypeError, ValueError, IndexError) as err:
-            self.log.error("integration_checkpoint_invalid", error=str(err))
-            self.announced_orphans, self.announced_errors = set(), {}
-            return
-        self.log.info(
-            "integration_checkpoint_loaded",
-            orphans=len(self.announced_orphans),
-            syntax_errors=len(self.announced_errors),
-        )
+        self.announced_orphans, self.announced_errors = load_announced(
+            self.ctx.checkpoints, self.log)
 
     def _snapshot(self) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "announced_orphans": [[c.kind.value, c.name] for c in sorted(self.announced_orphans)],
-            "announced_errors": dict(self.announced_errors),
-        }
+        return announced_to_json(self.announced_orphans, self.announced_errors)
 
     def _write(self, data: dict[str, Any]) -> None:
         self.ctx.checkpoints.save(CHECKPOINT, data)

@@ -1,0 +1,155 @@
+"""FoldCheckpoint: a flow index saved with the fingerprint of its records comes back only
+for the same records, behaves as a fresh fold of them, and never raises on damage."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+from structlog.testing import capture_logs
+
+from kloros_stream.analysis.flow_index import Channel, ChannelKind, FlowIndex
+from kloros_stream.analysis.flows import FlowConfig
+from kloros_stream.analysis.source_facts import PackedFacts, facts_of
+from kloros_stream.checkpoint import CheckpointStore
+from kloros_stream.sources.folds import FoldCheckpoint, fingerprint
+from kloros_stream.sources.records import FileRecord
+
+SOURCES = {
+    "pkg/bus.py": "TOPIC = 'ALERT'\nclass Bus:\n    def emit(self, topic): ...\n",
+    "pkg/pub.py": "from pkg import bus\ndef go(b):\n    b.emit('VOICE_READY')\n"
+                  "    b.emit(bus.TOPIC)\n    send(b, 'JOB_DONE')\n",
+    "pkg/wrap.py": "def send(bus, topic):\n    bus.emit(topic)\n",
+    "pkg/sub.py": "from pkg.bus import TOPIC\ndef on(b):\n    ChemSub(TOPIC)\n",
+    "pkg/worker.py": "class Worker:\n    def feed(self, x):\n        self.pending.append(x)\n",
+    "pkg/guarded.py": "try:\n    import numpy\nexcept ImportError:\n    numpy = None\n",
+}
+
+
+def record(path: str, source: str) -> FileRecord:
+    module = path.removesuffix(".py").replace("/", ".")
+    facts = PackedFacts.pack(facts_of(source.encode(), module, FlowConfig(), path))
+    return FileRecord(path=f"/t/{path}", root="/t", module=module, mtime_ns=1,
+                      size=len(source), facts=facts)
+
+
+def records(sources: dict[str, str]) -> dict[str, FileRecord]:
+    return {r.path: r for r in (record(p, s) for p, s in sources.items())}
+
+
+def fold(recs: dict[str, FileRecord]) -> FlowIndex:
+    index = FlowIndex()
+    index.begin_bulk()
+    for r in recs.values():
+        assert r.facts is not None
+        index.update(r.path, r.facts.flows, packed=r.facts)
+    index.end_bulk()
+    return index
+
+
+def behaviour(index: FlowIndex) -> dict[str, object]:
+    """What the monitor reads of an index: orphans, their producers and consumers."""
+    channels = sorted({*index.orphans(), Channel(ChannelKind.TOPIC, "ALERT"),
+                       Channel(ChannelKind.TOPIC, "JOB_DONE")})
+    return {
+        "orphans": sorted(index.orphans()),
+        "producers": {c.name: index.producers(c) for c in channels},
+        "counts": {c.name: index.producer_count(c) for c in channels},
+        "consumers": {c.name: index.consumer(c) for c in channels},
+        "files": sorted(index.files),
+    }
+
+
+def test_a_saved_fold_comes_back_for_the_same_records_and_behaves_as_a_fresh_one(
+    tmp_path: Path,
+) -> None:
+    recs = records(SOURCES)
+    saved = fold(recs)
+    FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").save(saved, recs)
+
+    again = records(SOURCES)  # the next start: equal records, new objects
+    restored = FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").load(again)
+    assert isinstance(restored, FlowIndex)
+    assert behaviour(restored) == behaviour(fold(again))
+    for path, head in restored.files.items():
+        assert head.source is again[path].facts  # packed facts are the records', not copies
+
+    # It keeps working as a fold would: the same update gives the same changes.
+    edit = record("pkg/listen.py", "def on(b):\n    ChemSub('VOICE_READY')\n")
+    fresh = fold(again)
+    assert edit.facts is not None
+    delta = restored.update(edit.path, edit.facts.flows, packed=edit.facts)
+    assert delta == fresh.update(edit.path, edit.facts.flows, packed=edit.facts)
+    assert Channel(ChannelKind.TOPIC, "VOICE_READY") in delta.resolved
+    assert behaviour(restored) == behaviour(fresh)
+
+
+def test_other_records_or_another_key_fold_again(tmp_path: Path) -> None:
+    recs = records(SOURCES)
+    FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").save(fold(recs), recs)
+    changed = records({**SOURCES, "pkg/wrap.py": "def send(bus, topic):\n    return topic\n"})
+    assert FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").load(changed) is None
+    fewer = records({p: s for p, s in SOURCES.items() if p != "pkg/sub.py"})
+    assert FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").load(fewer) is None
+    same = records(SOURCES)
+    assert FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k2").load(same) is None
+    assert FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").load(same) is not None
+
+
+def test_the_fingerprint_covers_imports_as_well_as_the_body() -> None:
+    recs = records(SOURCES)
+    base = fingerprint(recs.values())
+    assert fingerprint(reversed(list(recs.values()))) == base  # order does not matter
+    path = "/t/pkg/guarded.py"
+    facts = recs[path].facts
+    assert facts is not None
+    moved = PackedFacts(facts.imports.__class__(
+        required=facts.imports.optional, optional=frozenset(), dotted=facts.imports.dotted),
+        facts.body)
+    other = {**recs, path: FileRecord(path=path, root="/t", module="pkg.guarded",
+                                      mtime_ns=1, size=1, facts=moved)}
+    assert fingerprint(other.values()) != base
+
+
+def test_damaged_files_and_unsavable_states_are_logged_never_raised(tmp_path: Path) -> None:
+    recs = records(SOURCES)
+    folds = FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k")
+    folds.save(fold(recs), recs)
+    whole = folds.path.read_bytes()
+    header = pickle.loads(whole)  # the header comes first: checked before the state
+    assert header == (1, header[1], fingerprint(recs.values()))
+    with capture_logs() as logs:
+        for damaged in (whole[: len(whole) // 2], whole[:40] + b"\x00garbage" * 50, b""):
+            folds.path.write_bytes(damaged)
+            assert FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").load(
+                recs) is None
+    assert [e["event"] for e in logs] == ["fold_checkpoint_damaged"] * 3
+
+    # A state pointing at packed facts of no record of the map is not saved.
+    stranger = record("pkg/x.py", "emit('X')\n")
+    with capture_logs() as logs:
+        FoldCheckpoint(CheckpointStore(tmp_path), "f", "k").save({"f": stranger.facts}, recs)
+    assert not (tmp_path / "f.fold").exists()
+    assert [e["event"] for e in logs] == ["fold_checkpoint_not_saved"]
+
+
+def test_read_only_and_frozen_stores_neither_load_nor_save(tmp_path: Path) -> None:
+    recs = records(SOURCES)
+    store = CheckpointStore(tmp_path)
+    FoldCheckpoint(store, "flow_index", "k").save(fold(recs), recs)
+    assert FoldCheckpoint(CheckpointStore(tmp_path, writable=False), "flow_index", "k").load(
+        recs) is None
+    store.freeze()
+    (tmp_path / "flow_index.fold").unlink()
+    FoldCheckpoint(store, "flow_index", "k").save(fold(recs), recs)
+    assert not (tmp_path / "flow_index.fold").exists()
+
+
+def test_a_stop_with_the_records_just_loaded_rewrites_nothing(tmp_path: Path) -> None:
+    recs = records(SOURCES)
+    FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").save(fold(recs), recs)
+    folds = FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k")
+    index = folds.load(recs)
+    before = folds.path.stat().st_mtime_ns, folds.path.stat().st_ino
+    folds.save(index, recs)
+    assert (folds.path.stat().st_mtime_ns, folds.path.stat().st_ino) == before
