@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import pickle
+import random
 import sys
 from pathlib import Path, PurePath
 
 import pytest
 
 from kloros_stream.analysis.capabilities import (
+    FileImports,
     ImportIndex,
     LocalModules,
     ModuleResolver,
@@ -203,3 +206,63 @@ def test_a_module_turning_into_a_package_rechecks_dotted_imports_below_it() -> N
     assert index.missing_for("pkg.sub") == ["/src/user.py"]
     assert "pkg.sub" in index.remove_file(root, PurePath("pkg/other.py"))
     assert index.missing_for("pkg.sub") == []
+
+
+class _Installed:
+    """A resolver of a fixed set of installed modules (unit tests of the index's logic)."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+
+    def resolves(self, name: str) -> bool:
+        return name in self.names
+
+    def invalidate(self) -> None:
+        pass
+
+
+_FILES = [("/w/r1", rel) for rel in (
+    "pkg/__init__.py", "pkg/sub/__init__.py", "pkg/sub/mod.py", "pkg/mccabe.py", "x.py",
+    "x/y.py", "tools/run.py", "tools/pkg.py", "mod.py", "deep/a/b/c.py")] + [
+    ("/w/r2", rel) for rel in ("lib/__init__.py", "lib/pkg/z.py", "r1.py", "solo.py")]
+_NAMES = ["pkg", "pkg.sub", "pkg.sub.mod", "pkg.gone", "pkg.sub.mod.attr", "x", "x.y", "x.z",
+          "mccabe", "mod", "r1", "r1.pkg", "lib.pkg.z", "lib.nope", "tools", "c", "a.b",
+          "os", "os.path", "json", "nothere", "nothere.deep", "solo", "sub"]
+
+
+def _imports(rng: random.Random) -> FileImports:
+    names = rng.sample(_NAMES, rng.randint(0, 6))
+    return FileImports(required=frozenset(n.split(".")[0] for n in names),
+                       optional=frozenset(), dotted=frozenset(n for n in names if "." in n))
+
+
+def _missing(index: ImportIndex) -> dict[str, list[str]]:
+    return {m: index.missing_for(m) for m in sorted(index.modules | set(_NAMES))}
+
+
+def test_the_kept_answers_of_an_index_are_always_those_of_a_fresh_fold() -> None:
+    """Edits, adds, removals and syntax errors (imports kept) in random order: after each,
+    the index answers what an index built afresh from the files present answers, though
+    it keeps answers between changes; so does a copy pickled and loaded midway."""
+    rng = random.Random(12)
+    installed = _Installed({"os", "os.path", "json"})
+    index = ImportIndex(installed)
+    present: dict[tuple[str, str], FileImports] = {}
+    for step in range(400):
+        root, rel = key = rng.choice(_FILES if step >= 60 else _FILES[10:])  # r1 comes later
+        if key in present and rng.random() < 0.3:
+            index.remove_file(root, rel)
+            del present[key]
+        elif key in present and rng.random() < 0.2:
+            index.set_file(root, rel, None)  # does not parse: its imports stay
+        else:
+            present[key] = _imports(rng)
+            index.set_file(root, rel, present[key])
+        if step == 200:
+            index = pickle.loads(pickle.dumps(index))
+            index.resolver = installed
+        fresh = ImportIndex(installed)
+        for (r, p), imports in sorted(present.items()):
+            fresh.set_file(r, p, imports)
+        assert _missing(index) == _missing(fresh), step
+    assert any(_missing(index).values())  # the sequence did reach missing modules

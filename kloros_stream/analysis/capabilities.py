@@ -17,15 +17,18 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 from .compact import set_state_shared
-from .local_modules import LocalModules, Rel, module_entry
+from .local_modules import LocalModules, Rel, module_entry, relative
 from .module_paths import install_dirs
 from .pysource import ImportSplit, SourceError, parse_module, split_imports, top_level
+
+if TYPE_CHECKING:
+    from ..sources.records import FileRecord
 
 log = structlog.get_logger(__name__)
 
@@ -190,6 +193,18 @@ class ImportIndex:
         self._importers: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self._dotted_by_part: dict[str, set[str]] = defaultdict(set)
         """Part -> the dotted modules ever imported that have it (``a.b`` under a and b)."""
+        self._unseen: dict[str, list[str]] = {}
+        """Module -> the files that see it nowhere in the roots (what :meth:`missing_for`
+        returns when the resolver does not find it), kept until its importers or the
+        roots' names it consists of change (:meth:`_changed_names`)."""
+
+    def __getstate__(self) -> dict[str, object]:
+        """Everything but the resolver (a saved fold gets the resolver of its time)."""
+        return {k: v for k, v in self.__dict__.items() if k != "resolver"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.resolver = ModuleResolver()
 
     @property
     def modules(self) -> set[str]:
@@ -203,11 +218,17 @@ class ImportIndex:
         key = (root, rel)
         old = self._imports.get(key)
         packages: set[str] = set()
-        affected: set[str] = set() if old is not None else self.local.add(root, rel, packages)
+        affected: set[str] = set()
+        if old is None:
+            affected = self.local.add(root, rel, packages)
+            self._changed_names(root, rel)
         new = old if imports is None else imports.required
         new = frozenset() if new is None else new
         old_dotted = self._dotted.get(key, frozenset())
         new_dotted = old_dotted if imports is None else imports.dotted
+        if self._unseen:
+            for module in (new ^ (old or frozenset())) | (new_dotted ^ old_dotted):
+                self._unseen.pop(module, None)
         self._dotted[key] = new_dotted
         for module in old_dotted - new_dotted:
             self._importers[module].discard(key)
@@ -233,10 +254,23 @@ class ImportIndex:
         dotted = self._dotted.pop(key, frozenset())
         for module in old | dotted:
             self._importers[module].discard(key)
+            self._unseen.pop(module, None)
         packages: set[str] = set()
         gone = self.local.discard(root, rel, packages)
+        self._changed_names(root, rel)
         changed = gone | packages
         return set(old) | set(dotted) | gone | (self._dotted_modules(changed) if changed else set())
+
+    def share_imports(self, records: Iterable[FileRecord]) -> None:
+        """After a load: hold the records' own import sets (equal to the ones loaded,
+        which are then freed) instead of copies."""
+        imports, dotted = self._imports, self._dotted
+        for record in records:
+            if record.facts is not None:
+                key = (record.root, relative(record.path, record.root))
+                if key in imports:
+                    imports[key] = record.facts.imports.required
+                    dotted[key] = record.facts.imports.dotted
 
     def _dotted_modules(self, names: set[str]) -> set[str]:
         """Imported dotted modules with one of ``names`` as a part: the only ones whose
@@ -254,19 +288,45 @@ class ImportIndex:
             return self._missing_dotted(module, files)
         if not files or self.resolver.resolves(module):
             return []
-        return self._where(module, files, lambda root, rel: not self.local.visible(
-            module, root, rel))
+        return self._unseen_by(module, files)
 
     def _missing_dotted(self, module: str, files: set[tuple[str, str]]) -> list[str]:
         """Files importing ``a.b.c`` where ``a`` is a module of the roots (visible from the
         file) but ``a.b.c`` exists neither there nor installed. A dotted import of a
         library that is not in the roots is left to its top-level name."""
-        parts = module.split(".")
-        out = self._where(parts[0], files, lambda root, rel: self.local.visible(
-            parts[0], root, rel) and not self.local.has_path(parts, root, rel))
+        out = self._unseen_by(module, files)
         if out and self.resolver.resolves(module):
             return []
         return out
+
+    def _unseen_by(self, module: str, files: set[tuple[str, str]]) -> list[str]:
+        """The files of ``files`` (``module``'s importers) that find ``module`` nowhere in
+        the roots: a pure function of the importers and of the roots' names that
+        ``module`` consists of, so kept in :attr:`_unseen` until one of those changes."""
+        out = self._unseen.get(module)
+        if out is None:
+            if "." in module:
+                parts = module.split(".")
+                out = self._where(parts[0], files, lambda root, rel: self.local.visible(
+                    parts[0], root, rel) and not self.local.has_path(parts, root, rel))
+            else:
+                out = self._where(module, files, lambda root, rel: not self.local.visible(
+                    module, root, rel))
+            self._unseen[module] = out
+        return list(out)
+
+    def _changed_names(self, root: str, rel: str) -> None:
+        """A file was counted in or out of the roots: every count it changed is of a name
+        on its path (its directories, its module, its root's name), so only the modules
+        made of one of those names may see the roots differently now."""
+        if not self._unseen:
+            return
+        parts = rel.split("/")
+        names = {*parts[:-1], module_entry(parts[-1]) or parts[-1], PurePath(root).name}
+        for name in names:
+            self._unseen.pop(name, None)
+            for module in self._dotted_by_part.get(name, ()):
+                self._unseen.pop(module, None)
 
     @staticmethod
     def _where(

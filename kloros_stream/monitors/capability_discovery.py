@@ -39,13 +39,16 @@ from ..analysis.capabilities import (
     ModuleResolver,
     find_executable,
     path_dirs,
+    relative,
     site_dirs,
 )
-from ..analysis.missing_imports import missing_facts, missing_reason
+from ..analysis.missing_imports import ImportLines, missing_facts, missing_reason
 from ..analysis.module_paths import PathResolver, install_dirs
 from ..config import CapabilityDiscoveryConfig
 from ..sources.flatwatch import FlatWatcher
-from ..sources.index import FileRecord, SourceSpec, Subscription
+from ..sources.folds import FoldCheckpoint
+from ..sources.index import FileRecord, Item, SourceSpec, Subscription
+from ..sources.index_journal import spec_key
 from ..sources.interpreter import InterpreterError, probe
 from ..sources.pacing import paced
 from ..sources.watcher import FileEvent, FileEventKind
@@ -73,10 +76,16 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
         self.site_dirs = site_dirs()
         self.resolver = ModuleResolver()
         self.index = ImportIndex(self.resolver)
-        self.files: dict[tuple[str, str], FileRecord | None] = {}
-        """(root, POSIX path relative to it) -> the record applied (None: seen, not yet
-        loaded)."""
+        self.files: dict[str, FileRecord | None] = {}
+        """Absolute path -> the record applied (None: seen, not yet loaded)."""
+        self.evidence = ImportLines()
+        """Importing lines quoted by ``missing_library`` gaps, per file content."""
         self.ledger = GapLedger(ctx, self.ecosystem)
+        self.folds = FoldCheckpoint(ctx.checkpoints, "import_index", spec_key(self.spec))
+        """The import index and evidence as of the last clean stop (reused when no file
+        changed; the resolver is never saved: every module is checked again)."""
+        self._folded = False
+        """The initial scan is done: :attr:`index` is the fold of :attr:`files`."""
 
     # -- run ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -111,12 +120,16 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
                         tg.create_task(self._follow_sources(sub))
             finally:
                 self.ledger.flush()
+                self._save_fold()
 
     async def _scan(self, sub: Subscription | None) -> None:
         started = time.monotonic()
         if sub is not None:
-            async for root, event, record in paced(await sub.initial()):
-                self.on_file_event(root, event, record)
+            items = await sub.initial()
+            if not self._restore(items):
+                async for root, event, record in paced(items):
+                    self.on_file_event(root, event, record)
+            self._folded = True
         self.check_tools()
         await self._check_all_modules()
         self.ledger.reconcile()
@@ -128,6 +141,38 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
             files=len(self.files),
             open_gaps=len(self.ledger.open),
         )
+
+    def _restore(self, items: list[Item]) -> bool:
+        """Take the import index saved at the last clean stop if it is the fold of these
+        records (no file changed since); False if there is none to take."""
+        if self.ctx.one_shot or self.files:
+            return False
+        records = {r.path: r for _root, _event, r in items if r is not None}
+        state = self.folds.load(records)
+        if state is None:
+            return False
+        index, evidence = state if isinstance(state, tuple) and len(state) == 2 else (0, 0)
+        if not isinstance(index, ImportIndex) or not isinstance(evidence, ImportLines):
+            self.log.error("capability_fold_invalid", kind=type(state).__name__)
+            return False
+        index.resolver = self.resolver
+        index.share_imports(records.values())
+        self.index, self.evidence, self.files = index, evidence, dict(records)
+        self.log.info("capability_fold_restored", files=len(records))
+        return True
+
+    def _save_fold(self) -> None:
+        """Save the import index and evidence (a clean stop after the initial scan), when
+        it is exactly the fold of the records applied."""
+        if self.ctx.one_shot or not self._folded or not self.cfg.scan_imports:
+            return
+        records = {p: r for p, r in self.files.items() if r is not None}
+        if len(records) != len(self.files) or not self.index.local.is_fold():
+            self.log.info("capability_fold_not_saved", reason="not the fold of the records")
+            return
+        self.evidence.keep(lambda path, module, digest: self.ledger.is_open(
+            "missing_library", module) and getattr(records.get(path), "sha256", "") == digest)
+        self.folds.save((self.index, self.evidence), records)
 
     async def _use_interpreter(self, python: str) -> None:
         """Resolve modules against the watched system's interpreter (probed once)."""
@@ -196,7 +241,7 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
                     files=files[:MAX_FILES_IN_FACTS],
                     file_count=len(files),
                     required=module in required,
-                    **missing_facts(module, files),
+                    **missing_facts(module, files, self.evidence, self._digest),
                 )
             else:
                 self.ledger.clear(
@@ -207,15 +252,20 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
                 )
         self.ledger.save()
 
-    # -- source files (records of the source index) ---------------------------------------
-    def _apply(self, root: str, rel: str, record: FileRecord | None) -> set[str]:
-        self.files[(root, rel)] = record
-        facts = record.facts if record is not None else None
-        return self.index.set_file(root, rel, facts.imports if facts is not None else None)
+    def _digest(self, path: str) -> str:
+        record = self.files.get(path)
+        return record.sha256 if record is not None else ""
 
-    def _remove(self, root: str, rel: str) -> set[str]:
-        self.files.pop((root, rel), None)
-        return self.index.remove_file(root, rel)
+    # -- source files (records of the source index) ---------------------------------------
+    def _apply(self, root: str, path: str, record: FileRecord | None) -> set[str]:
+        self.files[path] = record
+        facts = record.facts if record is not None else None
+        return self.index.set_file(
+            root, relative(path, root), facts.imports if facts is not None else None)
+
+    def _remove(self, root: str, path: str) -> set[str]:
+        self.files.pop(path, None)
+        return self.index.remove_file(root, relative(path, root))
 
     def on_file_event(self, root: Path, event: FileEvent, record: FileRecord | None) -> set[str]:
         """Apply one event of the source index; returns the modules whose status may have
@@ -225,13 +275,13 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
         if event.kind is FileEventKind.MODIFIED:
             return affected  # wait for CLOSED: the writer is not done
         if event.kind is FileEventKind.MOVED and event.src is not None:
-            affected |= self._remove(key_root, event.src.relative_to(root).as_posix())
-        rel = event.path.relative_to(root).as_posix()
+            affected |= self._remove(key_root, str(event.src))
+        path = str(event.path)
         if event.kind is FileEventKind.DELETED:
-            return affected | self._remove(key_root, rel)
-        if (key_root, rel) in self.files and self.files[(key_root, rel)] is record:
+            return affected | self._remove(key_root, path)
+        if path in self.files and self.files[path] is record:
             return affected  # nothing new about this file
-        return affected | self._apply(key_root, rel, record)
+        return affected | self._apply(key_root, path, record)
 
     async def _follow_sources(self, sub: Subscription) -> None:
         async for root, event, record in sub.live():
