@@ -6,16 +6,18 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import pytest
 
 from kloros_stream.analysis.flows import FlowConfig
+from kloros_stream.analysis.pysource import is_test_path
 from kloros_stream.monitors.module_discovery import (
     ModuleDiscoveryMonitor,
     Scanned,
     is_module,
+    is_module_path,
     scanned_of,
 )
 from kloros_stream.sources.index import SourceSpec, load_record
@@ -289,3 +291,17 @@ def test_is_module_and_scanned_of(tmp_path: Path) -> None:
 
     assert "not scanned" in scan_file(tmp_path / "big.py").problem
     assert "unreadable" in scan_file(tmp_path / "missing.py").problem
+
+
+def test_is_module_path_agrees_with_the_path_rules() -> None:
+    root = PurePath("/w/src")
+    names = ["a.py", ".py", "..py", "a.pyc", "a.pyi", "test_a.py", "a_test.py", "conftest.py",
+             "tests.py", "test.py", "atest_.py", "x.py.py", "a", "test_"]
+    dirs = ["", "pkg", "tests", "pkg/test", "pkg/tests/sub", "testsuite", "pkg/mytests", "t"]
+    for d in dirs:
+        for name in names:
+            path = root / d / name
+            rel = path.relative_to(root)
+            expected = path.suffix == ".py" and not is_test_path(rel)
+            assert is_module_path(str(root), str(path)) is expected, rel
+    assert is_module_path("/", "/pkg/a.py") and not is_module_path("/", "/tests/a.py")

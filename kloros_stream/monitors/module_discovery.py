@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..analysis.pysource import ModuleSummary, is_test_path, module_name
+from ..analysis.local_modules import relative
+from ..analysis.pysource import ModuleSummary, module_name
 from ..analysis.source_facts import DamagedFacts
 from ..config import ModuleDiscoveryConfig
 from ..sources.files import file_size, root_of
@@ -51,7 +52,19 @@ ROOT_CHECK_S = 1.0
 
 def is_module(root: Path, path: Path) -> bool:
     """A non-test ``.py`` file under ``root``."""
-    return path.suffix == ".py" and not is_test_path(path.relative_to(root))
+    return is_module_path(str(root), str(path))
+
+
+def is_module_path(root: str, path: str) -> bool:
+    """:func:`is_module` of normalised absolute path strings (a whole tree is asked at a
+    start: no path objects), with :func:`~..analysis.pysource.is_test_path`'s rules."""
+    name = path.rpartition("/")[2]
+    if not name.endswith(".py") or name == ".py":  # (``.py`` alone has no suffix)
+        return False
+    if name == "conftest.py" or name.startswith("test_") or name.endswith("_test.py"):
+        return False
+    dirs = relative(path, root).split("/")[:-1]
+    return "tests" not in dirs and "test" not in dirs
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +163,9 @@ class ModuleDiscoveryMonitor(Monitor[ModuleDiscoveryConfig]):
         started = time.monotonic()
         present: dict[str, Path] = {}
         async for root, event, record in paced(await sub.initial()):
-            if is_module(root, event.path):
+            key = record.path if record is not None else str(event.path)  # (shared)
+            if is_module_path(str(root), key):
                 self.ctx.touch(event.observed_at)
-                key = record.path if record is not None else str(event.path)  # (shared)
                 present[key] = event.path
         now = time.time()
         if self.known is None:
