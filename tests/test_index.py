@@ -12,6 +12,7 @@ from kloros_stream.analysis.flows import FlowConfig
 from kloros_stream.checkpoint import CheckpointStore
 from kloros_stream.monitors.base import MonitorStatus
 from kloros_stream.sources.index import SourceSpec, Subscription
+from kloros_stream.sources.index_journal import FRAME
 from kloros_stream.sources.indexes import SourceIndexes
 from kloros_stream.sources.watcher import FileEventKind
 from tests.support.scripted import wait_until
@@ -106,7 +107,7 @@ async def test_torn_journal_tail_and_other_settings_are_not_trusted(tmp_path: Pa
         journal = subs[0].index.journal
         assert journal is not None
     with open(journal.path, "ab") as fh:
-        fh.write(b'{"p": "torn')
+        fh.write(FRAME.pack(4096, 0) + b"torn")  # a frame cut short by a kill -9
     async with _subscribers(SourceIndexes(store), _spec(src), 1) as subs:
         assert subs[0].index.counters["files_parsed"] == 0
     # Another size limit is another spec: its own journal, every file parsed.
