@@ -191,3 +191,19 @@ async def test_a_late_subscriber_gets_the_whole_state_after_the_snapshot_was_dro
         async with registry.subscribe(_spec(src)) as late:
             assert [item[1].path for item in await late.initial()] == first
             assert len(first) == 13
+
+
+async def test_the_first_snapshot_is_sorted_by_path_with_every_record(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for name in ("b.py", "a/z.py", "a/b.py", "a/b/c.py", "a/b0.py", "a/b-x.py"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_text("X = 1\n")
+    store = CheckpointStore(tmp_path / "state")
+    for _start in ("cold", "warm"):
+        async with _subscribers(SourceIndexes(store), _spec(src), 1) as (sub,):
+            items = await sub.initial()
+            keys = [str(event.path) for _root, event, _record in items]
+            assert keys == sorted(keys) == sorted(sub.index.records)
+            assert all(record is sub.index.records[str(event.path)] and root == src
+                       and event.kind is FileEventKind.EXISTING
+                       for root, event, record in items)

@@ -133,6 +133,26 @@ async def test_events_follow_false_stops_after_initial_scan(tmp_path: Path) -> N
     assert {e.kind for e in seen} == {E.EXISTING}
 
 
+async def test_batches_are_the_events_in_scan_order_with_paths_equal_to_parsed_ones(
+    tmp_path: Path,
+) -> None:
+    files = make_tree(tmp_path, ["b.py", "a/z.py", "a/b.py", "a/b/c.py", "a/b0.py", "c/d/e",
+                                 os.fsdecode(b"bad\xff.py")])
+    async with RecursiveWatcher(tmp_path) as watcher:
+        batches = [b async for b in watcher.batches(follow=False)]
+    async with RecursiveWatcher(tmp_path) as watcher:
+        events = [e async for e in watcher.events(follow=False)]
+    flat = [e for batch in batches for e in batch]
+    assert [(e.kind, e.path) for e in flat] == [(e.kind, e.path) for e in events]
+    # a directory's files (sorted), then its subdirectories depth first (sorted)
+    assert [str(e.path.relative_to(tmp_path)) for e in flat] == [
+        "b.py", os.fsdecode(b"bad\xff.py"), "a/b.py", "a/b0.py", "a/z.py", "a/b/c.py",
+        "c/d/e"]
+    for event in flat:  # made without parsing; equal to (and hashed as) a parsed path
+        assert event.path == Path(str(event.path)) and event.path in set(files)
+        assert event.path.parent / event.path.name == event.path
+
+
 async def test_create_modify_close_delete(tmp_path: Path) -> None:
     async with watching(tmp_path) as c:
         path = tmp_path / "f.log"

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,10 +43,12 @@ from .records import (
     Job,
     Loaded,
     SourceSpec,
+    file_size,
     is_module_file,
     load_batch,
     load_record,
     stat_unchanged,
+    unchanged,
 )
 from .tree import SettleTimers, TreeEvents, scan_once
 from .watcher import FileEvent, FileEventKind
@@ -244,24 +245,36 @@ class SourceIndex:
         was_enabled = gc.isenabled()
         gc.disable()  # the walk and the journal make many long-lived objects, no cycles
         try:
-            found = [(root, event.path) async for root, event in events.initial()]
+            found: list[tuple[Path, FileEvent]] = []
+            async for root, batch in events.initial():
+                found.extend([(root, event) for event in batch])
             if loading is not None:
                 self.records = await loading
         finally:
             if was_enabled:
                 gc.enable()
-        gone = set(self.records) - {str(p) for _r, p in found}
-        await self._load_all(found, gone)
+        keys = [str(event.path) for _root, event in found]
+        gone = set(self.records).difference(keys)
+        await self._load_all([(root, event.path) for root, event in found], gone, keys)
+        self._items = self._scanned(found, keys)
         self.initial_scan_s = round(time.monotonic() - started, 3)
         log.info("source_index_scanned", roots=[str(r) for r in self.spec.roots],
                  seconds=self.initial_scan_s, journal_load_s=self.journal_load_s, **self.stats)
         self.ready.set()
 
-    async def _load_all(self, found: list[tuple[Path, Path]], gone: set[str]) -> None:
-        """Load every file found whose ``mtime``/size changed since its saved record: in
-        parse processes for a large batch, on the parse thread otherwise. The cyclic GC is
-        paused meanwhile (the scan allocates many long-lived objects and no cycles) and the
-        survivors are frozen out of later collections."""
+    def _scanned(self, found: list[tuple[Path, FileEvent]], keys: list[str]) -> list[Item]:
+        """The first :meth:`snapshot`, of the scan's own events (no path made again)."""
+        records = self.records
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        return [(*found[i], records[keys[i]]) for i in order if keys[i] in records]
+
+    async def _load_all(self, found: list[tuple[Path, Path]], gone: set[str],
+                        keys: list[str] | None = None) -> None:
+        """Load every file found (``keys``: their paths as strings) whose ``mtime``/size
+        changed since its saved record: in parse processes for a large batch, on the
+        parse thread otherwise. The cyclic GC is paused meanwhile (the scan allocates many
+        long-lived objects and no cycles) and the survivors are frozen out of later
+        collections."""
         updates: list[Update] = [(key, None) for key in gone]
         for key in gone:
             self._drop(key)
@@ -277,11 +290,14 @@ class SourceIndex:
         gc.disable()
         self._scan_progress.start(len(found))
         try:
-            jobs: list[Job] = [(p, r, self.records.get(str(p))) for r, p in found]
-            same = await loop.run_in_executor(PARSE_WORKER, _unchanged, jobs)
-            reused = [j for j, s in zip(jobs, same, strict=True) if s]
-            stale = [j for j, s in zip(jobs, same, strict=True) if not s]
-            take(reused, [(p, prev, False) for p, _r, prev in reused])
+            keys = [str(p) for _r, p in found] if keys is None else keys
+            previous = [self.records.get(key) for key in keys]
+            same = await loop.run_in_executor(PARSE_WORKER, unchanged, keys, previous)
+            reused = same.count(True)  # their records stay as they are
+            self.counters["files_reused"] += reused
+            self._scan_progress.advance(reused)
+            stale: list[Job] = [(p, r, prev) for (r, p), prev, s in zip(
+                found, previous, same, strict=True) if not s]
             if len(stale) >= PROCESS_MIN_FILES:
                 in_processes, on_thread = stale, []
             else:  # a few files: only the large ones are worth a process
@@ -351,7 +367,7 @@ class SourceIndex:
     def _is_large(self, path: Path) -> bool:
         """A ``.py`` file big enough to parse in a process (and not too big to read)."""
         return path.name.endswith(".py") and (
-            LARGE_FILE_BYTES <= _size(path) <= self.spec.max_file_bytes)
+            LARGE_FILE_BYTES <= file_size(path) <= self.spec.max_file_bytes)
 
     def _forget(self, path: Path) -> None:
         if self._drop(str(path)):
@@ -366,7 +382,7 @@ class SourceIndex:
         elif kind is FileEventKind.EXISTING:
             record = await self.load(path)
         elif kind is FileEventKind.CREATED:
-            if _size(path) > 0:
+            if file_size(path) > 0:
                 self.settle.start(root, path, event.observed_at)
             record = self.records.get(str(path))
         elif kind is FileEventKind.MOVED:
@@ -382,13 +398,3 @@ class SourceIndex:
             record = self.records.get(str(path))
         self._fan_out((root, event, record))
 
-
-def _unchanged(jobs: list[Job]) -> list[bool]:
-    return [stat_unchanged(path, previous) for path, _root, previous in jobs]
-
-
-def _size(path: Path) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0

@@ -71,7 +71,7 @@ def is_module_file(_root: Path, path: Path) -> bool:
     return path.name.endswith(MODULE_SUFFIXES)
 
 
-def stat_unchanged(path: Path, previous: FileRecord | None) -> bool:
+def stat_unchanged(path: Path | str, previous: FileRecord | None) -> bool:
     """Whether ``path`` still has the ``mtime``/size of ``previous`` (then it is not read)."""
     if previous is None:
         return False
@@ -80,6 +80,19 @@ def stat_unchanged(path: Path, previous: FileRecord | None) -> bool:
     except OSError:
         return False
     return (st.st_mtime_ns, st.st_size) == (previous.mtime_ns, previous.size)
+
+
+def unchanged(paths: list[str], previous: list[FileRecord | None]) -> list[bool]:
+    """:func:`stat_unchanged` of each path and its previous record."""
+    return [stat_unchanged(p, r) for p, r in zip(paths, previous, strict=True)]
+
+
+def file_size(path: Path) -> int:
+    """The size of ``path``, 0 if it cannot be stat'ed."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def load_record(

@@ -26,9 +26,10 @@ synthetic CLOSED), unless its own CLOSED comes first."""
 class TreeEvents:
     """File events of several roots (one :class:`RecursiveWatcher` each), merged.
 
-    :meth:`initial` yields the EXISTING events of the initial scans and returns once every
-    root's scan has been delivered (its watcher is ``idle`` and everything it produced was
-    taken); :meth:`live` then yields everything else, in order. :meth:`inject` queues a
+    :meth:`initial` yields the EXISTING events of the initial scans, in lists (a root and
+    a few thousand of its files at a time), and returns once every root's scan has been
+    delivered (its watcher is ``idle`` and everything it produced was taken); :meth:`live`
+    then yields everything else, one event at a time, in order. :meth:`inject` queues a
     synthetic event (settle timers).
     """
 
@@ -44,8 +45,9 @@ class TreeEvents:
         self._exclude = list(exclude)
         self._include = include
         self._on_error = on_error
-        self._queue: asyncio.Queue[tuple[Path, FileEvent | BaseException]] = asyncio.Queue()
-        self._held: deque[tuple[Path, FileEvent]] = deque()
+        self._queue: asyncio.Queue[tuple[Path, list[FileEvent] | BaseException]] = (
+            asyncio.Queue())
+        self._held: deque[tuple[Path, list[FileEvent]]] = deque()
         self._watchers: dict[Path, RecursiveWatcher] = {}
         self._waiting: dict[Path, bool] = {}
         self._settled: set[Path] = set()
@@ -87,20 +89,20 @@ class TreeEvents:
         await self._stack.aclose()
 
     async def _pump(self, root: Path, watcher: RecursiveWatcher) -> None:
-        iterator = aiter(watcher)
+        iterator = watcher.batches()
         try:
             while True:
                 self._waiting[root] = True
-                event = await anext(iterator)
+                batch = await anext(iterator)
                 self._waiting[root] = False
-                self._queue.put_nowait((root, event))
+                self._queue.put_nowait((root, batch))
         except Exception as err:  # surfaces in the consumer: the monitor crashes
             self._queue.put_nowait((root, err))
 
     def inject(self, root: Path, event: FileEvent) -> None:
-        self._queue.put_nowait((root, event))
+        self._queue.put_nowait((root, [event]))
 
-    def _take(self) -> tuple[Path, FileEvent] | None:
+    def _take(self) -> tuple[Path, list[FileEvent]] | None:
         if self._queue.empty():
             return None
         root, item = self._queue.get_nowait()
@@ -108,7 +110,7 @@ class TreeEvents:
             raise item
         return root, item
 
-    async def initial(self) -> AsyncIterator[tuple[Path, FileEvent]]:
+    async def initial(self) -> AsyncIterator[tuple[Path, list[FileEvent]]]:
         while len(self._settled) < len(self.roots):
             item = self._take()
             if item is None:
@@ -118,21 +120,30 @@ class TreeEvents:
                 if len(self._settled) < len(self.roots):
                     await asyncio.sleep(0)  # a pump is between chunks of its scan
                 continue
-            root, event = item
-            if event.kind is FileEventKind.EXISTING and root not in self._settled:
-                yield item
-            else:
-                self._settled.add(root)
+            root, batch = item
+            if root in self._settled:
                 self._held.append(item)
+                continue
+            scanned = 0  # the EXISTING events that lead the list belong to the scan
+            while scanned < len(batch) and batch[scanned].kind is FileEventKind.EXISTING:
+                scanned += 1
+            if scanned:
+                yield root, batch[:scanned] if scanned < len(batch) else batch
+            if scanned < len(batch):
+                self._settled.add(root)
+                self._held.append((root, batch[scanned:]))
 
     async def live(self) -> AsyncIterator[tuple[Path, FileEvent]]:
         while self._held:
-            yield self._held.popleft()
+            root, batch = self._held.popleft()
+            for event in batch:
+                yield root, event
         while True:
             root, item = await self._queue.get()
             if isinstance(item, BaseException):
                 raise item
-            yield root, item
+            for event in item:
+                yield root, event
 
 
 async def scan_once(

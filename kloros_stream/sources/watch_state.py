@@ -57,6 +57,17 @@ class KnownFiles:
         names.add(path.name)
         return True
 
+    def add_in(self, directory: Path, names: list[str]) -> list[str]:
+        """Remember ``names`` (files of ``directory``); returns those not known before."""
+        known = self._by_dir.get(directory)
+        if known is None:
+            if names:
+                self._by_dir[directory] = set(names)
+            return names
+        fresh = [name for name in names if name not in known]
+        known.update(fresh)
+        return fresh
+
     def discard(self, path: Path) -> bool:
         """Forget ``path``; False if it was not known."""
         names = self._by_dir.get(path.parent)

@@ -17,6 +17,9 @@ Guarantees and choices:
   logged as ``inotify_watch_limit`` and passed to ``on_error``; that directory is skipped
   (neither scanned nor descended), the watches already held are kept.
 * State is the set of known file paths only.
+* Directories are scanned for :data:`SCAN_SLICE_S` at most between two turns of the event
+  loop; :meth:`RecursiveWatcher.batches` hands the events over in lists (a scan's files a
+  few thousand at a time), :meth:`RecursiveWatcher.events` one at a time.
 
 This module is the asyncio face (the inotify fd read in the event loop); the state machine
 is :class:`~.watch_tree.WatchTree`, its bookkeeping (known files, watch descriptors) is in
@@ -41,6 +44,10 @@ __all__ = ["MOVE_PAIR_TIMEOUT_S", "FileEvent", "FileEventKind", "RecursiveWatche
 MOVE_PAIR_TIMEOUT_S = 0.05
 """How long an unpaired MOVED_FROM waits for its MOVED_TO before it counts as DELETED."""
 _YIELD_EVERY = 64
+SCAN_SLICE_S = 0.004
+"""Directories are scanned for this long at most between two turns of the event loop."""
+SCAN_BATCH_MAX = 4096
+"""Events made by a scan at most before they are handed over."""
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -129,25 +136,44 @@ class RecursiveWatcher:
         """Apply one raw inotify event (public so tests can inject ``Q_OVERFLOW``)."""
         self._tree.handle_raw_event(event, observed_at)
 
+    def batches(self, *, follow: bool = True) -> AsyncIterator[list[FileEvent]]:
+        """The same events as :meth:`events`, as lists: everything made since the last
+        list (an initial scan hands over a few thousand files at a time)."""
+        if self._inotify is None:
+            raise RuntimeError("iterate a RecursiveWatcher inside 'async with'")
+        return self._batches(follow)
+
     async def _iterate(self, follow: bool) -> AsyncIterator[FileEvent]:
-        tree, out = self._tree, self._tree.out
         since_await = 0
-        while True:
-            if out:
-                yield out.popleft()
+        async for batch in self._batches(follow):
+            for event in batch:
+                yield event
                 since_await += 1
                 if since_await >= _YIELD_EVERY:
                     since_await = 0
                     await asyncio.sleep(0)
+
+    async def _batches(self, follow: bool) -> AsyncIterator[list[FileEvent]]:
+        tree, out = self._tree, self._tree.out
+        while True:
+            if out:
+                batch = list(out)
+                out.clear()
+                yield batch
             elif tree.scan_pending:
-                tree.scan_next()
-                await asyncio.sleep(0)  # one directory at a time: the loop stays responsive
+                # Directories are scanned for SCAN_SLICE_S at most before the loop is
+                # handed back (and the files found so far handed over).
+                deadline = time.monotonic() + SCAN_SLICE_S
+                while tree.scan_pending and len(out) < SCAN_BATCH_MAX:
+                    tree.scan_next()
+                    if time.monotonic() >= deadline:
+                        break
+                await asyncio.sleep(0)
             elif tree.rescan_pending:
                 tree.finish_rescan()
             elif not follow:
                 return
             else:
-                since_await = 0
                 event = await self._next_raw()
                 if event is None:
                     tree.flush_moves(time.time())
