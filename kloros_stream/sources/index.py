@@ -246,7 +246,7 @@ class SourceIndex:
         gc.disable()  # the walk and the journal make many long-lived objects, no cycles
         try:
             found: list[tuple[Path, FileEvent]] = []
-            async for root, batch in events.initial():
+            async for root, batch in events.initial_batches():
                 found.extend([(root, event) for event in batch])
             if loading is not None:
                 self.records = await loading

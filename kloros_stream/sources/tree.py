@@ -26,11 +26,11 @@ synthetic CLOSED), unless its own CLOSED comes first."""
 class TreeEvents:
     """File events of several roots (one :class:`RecursiveWatcher` each), merged.
 
-    :meth:`initial` yields the EXISTING events of the initial scans, in lists (a root and
-    a few thousand of its files at a time), and returns once every root's scan has been
-    delivered (its watcher is ``idle`` and everything it produced was taken); :meth:`live`
-    then yields everything else, one event at a time, in order. :meth:`inject` queues a
-    synthetic event (settle timers).
+    :meth:`initial` yields the EXISTING events of the initial scans and returns once every
+    root's scan has been delivered (its watcher is ``idle`` and everything it produced was
+    taken; :meth:`initial_batches`: the same in lists, a root and a few thousand of its
+    files at a time); :meth:`live` then yields everything else, in order. :meth:`inject`
+    queues a synthetic event (settle timers).
     """
 
     def __init__(
@@ -110,7 +110,12 @@ class TreeEvents:
             raise item
         return root, item
 
-    async def initial(self) -> AsyncIterator[tuple[Path, list[FileEvent]]]:
+    async def initial(self) -> AsyncIterator[tuple[Path, FileEvent]]:
+        async for root, batch in self.initial_batches():
+            for event in batch:
+                yield root, event
+
+    async def initial_batches(self) -> AsyncIterator[tuple[Path, list[FileEvent]]]:
         while len(self._settled) < len(self.roots):
             item = self._take()
             if item is None:
