@@ -12,6 +12,7 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from kloros_stream.analysis import missing_imports
+from kloros_stream.analysis.capabilities import ImportIndex
 from kloros_stream.checkpoint import CheckpointStore
 from kloros_stream.monitors.capability_discovery import CapabilityDiscoveryMonitor
 from kloros_stream.sources.folds import FoldCheckpoint
@@ -168,3 +169,28 @@ async def test_a_one_shot_scan_never_reads_or_writes_the_fold(tmp_path: Path) ->
         await asyncio.wait_for(CapabilityDiscoveryMonitor(ctx, path_value="").run(), 30)
     assert not {"fold_checkpoint_damaged", "capability_fold_restored"} & _events(logs)
     assert _fold_file(state).read_bytes() == b"damaged" and saved != b"damaged"
+
+
+async def test_an_error_while_applying_an_event_leaves_no_fold(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    _write(tmp_path / "src", TREE)
+    state = tmp_path / "state"
+    ctx, _pub = make_context("capability_discovery", tmp_path, _data(state))
+    monitor = CapabilityDiscoveryMonitor(ctx, path_value="")
+
+    def broken(*_args: object) -> set[str]:
+        raise RuntimeError("half applied")
+
+    task = asyncio.create_task(monitor.run())
+    while "initial_scan_s" not in ctx.status.details:
+        await asyncio.sleep(0.01)
+    later = tmp_path / "src" / "later.py"
+    later.write_text("import kloros_later\n")
+    while monitor.files.get(str(later)) is None:  # applied with its record
+        await asyncio.sleep(0.01)
+    monkeypatch.setattr(ImportIndex, "set_file", broken)
+    later.write_text("import kloros_later_too\n")
+    done, _ = await asyncio.wait({task}, timeout=10)
+    assert done and isinstance(task.exception(), BaseException)
+    assert not _fold_file(state).exists()

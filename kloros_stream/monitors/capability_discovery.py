@@ -285,7 +285,9 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
 
     async def _follow_sources(self, sub: Subscription) -> None:
         async for root, event, record in sub.live():
+            self._folded = False  # an error inside leaves no state to save
             affected = self.on_file_event(root, event, record)
+            self._folded = True
             self.ctx.touch(event.observed_at)
             if affected:
                 self.check_modules(affected, event.observed_at)
