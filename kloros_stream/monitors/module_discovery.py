@@ -162,11 +162,15 @@ class ModuleDiscoveryMonitor(Monitor[ModuleDiscoveryConfig]):
     async def _initial(self, sub: Subscription) -> None:
         started = time.monotonic()
         present: dict[str, Path] = {}
+        latest: float | None = None
         async for root, event, record in paced(await sub.initial()):
             key = record.path if record is not None else str(event.path)  # (shared)
             if is_module_path(str(root), key):
-                self.ctx.touch(event.observed_at)
                 present[key] = event.path
+                if latest is None or event.observed_at > latest:
+                    latest = event.observed_at
+        if latest is not None:
+            self.ctx.touch(latest)
         now = time.time()
         if self.known is None:
             self.known = set(present)
