@@ -15,6 +15,7 @@ The packed facts a state points to are not written twice: they are saved as refe
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import pickle
@@ -119,6 +120,8 @@ class FoldCheckpoint:
             return None
         current = fingerprint(records.values())
         data = io.BytesIO(raw)
+        was_enabled = gc.isenabled()
+        gc.disable()  # many long-lived objects, no garbage: a collection would only rescan
         try:
             header = pickle.load(data)
             if header != (FOLD_FORMAT, self.key, current):
@@ -128,6 +131,10 @@ class FoldCheckpoint:
         except Exception as err:  # any damage means: fold from the records
             log.error("fold_checkpoint_damaged", path=str(self.path), error=repr(err))
             return None
+        finally:
+            if was_enabled:
+                gc.enable()
+        gc.freeze()  # the state lives as long as its monitor: out of later collections
         self.saved_fingerprint = current
         return state
 
