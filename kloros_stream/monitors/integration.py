@@ -34,7 +34,7 @@ from ..sources.interpreter import SyntaxConfirmer
 from ..sources.pacing import paced
 from ..sources.watcher import FileEvent, FileEventKind
 from .base import Monitor, MonitorContext
-from .integration_state import CHECKPOINT, announced_to_json, load_announced
+from .integration_state import CHECKPOINT, Evidence, announced_to_json, load_announced
 from .ledger import Debouncer
 
 RECONCILE_PART = 16
@@ -70,7 +70,7 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         self.announced_orphans: set[Channel] = set()
         self.announced_errors: dict[str, str] = {}
         """Absolute path -> gap name of announced syntax errors."""
-        self.evidence: dict[Channel, list[str]] = {}
+        self.evidence = Evidence()
         """Producing statements last announced per orphan (kept in memory)."""
         self.confirmer = SyntaxConfirmer(ctx.config.monitors.capability_discovery.python)
         """Confirms a syntax error with the watched system's interpreter (H10b)."""
@@ -247,7 +247,7 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
                     **self._consumer_fact(channel, gone, edited),
                 )
                 self.announced_orphans.discard(channel)
-                self.evidence.pop(channel, None)
+                self.evidence.pop(channel)
 
     def _gap_orphan(self, channel: Channel, observed_at: float) -> None:
         sites = self.index.producers(channel, limit=MAX_FACT_ITEMS)
@@ -257,7 +257,7 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
             if rel not in files:
                 files.append(rel)
         lines = [self._code(s) for s in sites[:MAX_CODE_LINES]]
-        self.evidence[channel] = lines
+        self.evidence.set(channel, lines, (s.path for s in sites[:MAX_CODE_LINES]))
         if channel.kind is ChannelKind.TOPIC:
             reason = f"bus topic '{channel.name}' is emitted but nothing subscribes to it"
         else:
@@ -300,9 +300,7 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         files produce now, and every orphan whose evidence quotes one of them (an edit
         that removed one of several producers must not leave its line quoted)."""
         candidates = self.announced_orphans - changed
-        labels = tuple(f"{self._relative(p)}:" for p in paths)
-        quoted = {c for c in candidates
-                  if any(line.startswith(labels) for line in self.evidence.get(c, ()))}
+        quoted = self.evidence.quoting(paths) & candidates
         here = self.index.produced_by(paths)
         if here is not None:
             candidates &= here  # only what these files produce: its evidence may change

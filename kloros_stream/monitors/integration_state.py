@@ -3,6 +3,7 @@ the flow index a :class:`~kloros_stream.sources.folds.FoldCheckpoint`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from ..analysis.flow_index import Channel, ChannelKind
@@ -48,3 +49,39 @@ def announced_from_json(data: Any) -> Announced | None:
                for kind, name in data.get("announced_orphans") or []}
     errors = {str(k): str(v) for k, v in (data.get("announced_errors") or {}).items()}
     return orphans, errors
+
+
+class Evidence:
+    """The producing statements last announced per orphan, and the files they quote
+    (an edit of one of them re-checks exactly the orphans quoting it)."""
+
+    def __init__(self) -> None:
+        self.lines: dict[Channel, list[str]] = {}
+        self._quoting: dict[str, set[Channel]] = {}
+        self._quoted: dict[Channel, frozenset[str]] = {}
+
+    def get(self, channel: Channel) -> list[str] | None:
+        return self.lines.get(channel)
+
+    def set(self, channel: Channel, lines: list[str], paths: Iterable[str]) -> None:
+        """``lines`` quote the files ``paths`` (absolute)."""
+        self.pop(channel)
+        self.lines[channel] = lines
+        quoted = self._quoted[channel] = frozenset(paths)
+        for path in quoted:
+            self._quoting.setdefault(path, set()).add(channel)
+
+    def pop(self, channel: Channel) -> None:
+        self.lines.pop(channel, None)
+        for path in self._quoted.pop(channel, ()):
+            channels = self._quoting[path]
+            channels.discard(channel)
+            if not channels:
+                del self._quoting[path]
+
+    def quoting(self, paths: Iterable[str]) -> set[Channel]:
+        """The orphans whose evidence quotes one of ``paths``."""
+        out: set[Channel] = set()
+        for path in paths:
+            out |= self._quoting.get(path, set())
+        return out
