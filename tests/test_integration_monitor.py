@@ -389,3 +389,12 @@ def test_facts_that_do_not_decode_cost_their_file_only(tmp_path: Path) -> None:
         monitor._apply(FileRecord(f"/src/{name}.py", "/src", name, 1, 1, "h", facts))
     assert "/src/bad.py" in monitor.files and "/src/bad.py" not in monitor.index
     assert Channel(ChannelKind.TOPIC, "T") in monitor.index.orphans()
+
+
+def test_paths_are_quoted_relative_to_their_deepest_root(tmp_path: Path, src: Path) -> None:
+    roots = config({"roots": ["src", "src/pkg"]})
+    monitor, _pub = make_monitor(IntegrationMonitor, tmp_path, roots)
+    assert monitor._relative(str(src / "pkg" / "worker.py")) == "worker.py"
+    assert monitor._relative(str(src / "top.py")) == "top.py"
+    assert monitor._relative(str(src / "pkg2" / "x.py")) == "pkg2/x.py"  # not under src/pkg
+    assert monitor._relative("/elsewhere/x.py") == "/elsewhere/x.py"

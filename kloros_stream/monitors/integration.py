@@ -26,7 +26,6 @@ from ..analysis.flow_index import Channel, ChannelKind, FlowIndex, ProducerSite
 from ..analysis.flows import FileFlows
 from ..analysis.source_facts import DamagedFacts
 from ..config import IntegrationMonitorConfig
-from ..sources.files import root_of
 from ..sources.folds import FoldCheckpoint
 from ..sources.index import FileRecord, Item, SourceSpec, Subscription
 from ..sources.index_journal import spec_key
@@ -63,6 +62,8 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         super().__init__(ctx)
         cfg = self.cfg
         self.roots = [Path(os.path.abspath(r)) for r in cfg.roots]
+        self._root_prefixes = sorted((os.path.join(r, "") for r in self.roots), key=len,
+                                     reverse=True)
         self.spec = SourceSpec.of(ctx.config, cfg.roots, cfg.exclude)
         self.index = FlowIndex(prefix_match=cfg.prefix_match)
         self.files: dict[str, FileRecord] = {}
@@ -70,8 +71,7 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         self.announced_orphans: set[Channel] = set()
         self.announced_errors: dict[str, str] = {}
         """Absolute path -> gap name of announced syntax errors."""
-        self.evidence = Evidence()
-        """Producing statements last announced per orphan (kept in memory)."""
+        self.evidence = Evidence()  # the producing statements announced per orphan
         self.confirmer = SyntaxConfirmer(ctx.config.monitors.capability_discovery.python)
         """Confirms a syntax error with the watched system's interpreter (H10b)."""
         self.saver = Debouncer(SAVE_DELAY_S, self._snapshot, self._write, self.log,
@@ -372,9 +372,11 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         return count
 
     def _relative(self, path: str) -> str:
-        p = Path(path)
-        root = root_of(p, self.roots)
-        return p.relative_to(root).as_posix() if root is not None else path
+        """``path`` relative to its deepest root (strings: one per quoted line)."""
+        for prefix in self._root_prefixes:
+            if path.startswith(prefix):
+                return path[len(prefix):]
+        return path
 
     def _update_status(self) -> None:
         self.ctx.status.details.update(
