@@ -13,7 +13,10 @@ library again under another prefix when more are needed), the first N by path, a
   the CPU time of the service with its parse processes against that loop (the scan
   runs on every core: wall and CPU are both quoted);
 - warm restart (nothing changed): the journal's load, the walk and stat, the wall time
-  until every monitor has folded the records in, and ``files_parsed_total``;
+  until every monitor has folded the records in (or taken its fold saved at the stop),
+  ``files_parsed_total`` and the RSS then; same-run reference: the interpreter importing
+  the service's modules and exiting (``python -c "import kloros_stream.service"``, median
+  of 3), the floor under any restart;
 - RSS of the service once settled after the scan and the edits (psutil);
 - one-file edit -> feed line: a file is rewritten to emit a topic nobody subscribes to
   (a new question) and back (its resolution); the time from the write to the feed line
@@ -223,11 +226,25 @@ def measure(n: int, work: Path) -> dict[str, Any]:
         result["warm_monitors"] = svc.scan_seconds
         result["warm_journal_s"] = svc.journal_load_s
         result["parsed_warm"] = _metric(svc, "kloros_stream_files_parsed_total")
+        time.sleep(2)
+        result["warm_rss_mib"] = psutil.Process(svc.proc.pid).memory_info().rss / 2**20
         assert svc.stop(timeout=60) == 0
+        result["import_s"] = import_floor()
     finally:
         if svc.proc is not None and svc.proc.poll() is None:
             svc.kill()
     return result
+
+
+def import_floor(runs: int = 3) -> float:
+    """Seconds for a fresh interpreter to import the service's modules and exit."""
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import kloros_stream.service"], check=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+        seconds.append(time.perf_counter() - started)
+    return median(seconds)
 
 
 SCAN_RUNS = 50
@@ -301,9 +318,11 @@ def run_sizes(report: Report, sizes: tuple[int, ...]) -> None:
         report.add(label, "warm restart: journal load + walk and stat / spawn -> scanned",
                    f"{r['warm_journal_s']:.2f} + {r['warm_s']:.2f} s / {r['warm_wall_s']:.2f} s; "
                    f"{r['parsed_warm']:.0f} parsed",
-                   "monitors' own initial scans (s): " + ", ".join(
+                   f"interpreter + imports alone: {r['import_s']:.2f} s; monitors' own "
+                   "initial scans (s): " + ", ".join(
                        f"{m} {v}" for m, v in r["warm_monitors"].items()), cmd)
-        report.add(label, "RSS settled", f"{r['rss_mib']:.1f} MiB", "", cmd)
+        report.add(label, "RSS settled (after the cold scan and edits / after the warm "
+                   "restart)", f"{r['rss_mib']:.1f} / {r['warm_rss_mib']:.1f} MiB", "", cmd)
         report.add(label, "slowest /health answer during the cold scan",
                    f"{r['cold_health_max'] * 1000:.0f} ms",
                    "how long the event loop was held at worst", cmd)
