@@ -153,3 +153,17 @@ def test_a_stop_with_the_records_just_loaded_rewrites_nothing(tmp_path: Path) ->
     before = folds.path.stat().st_mtime_ns, folds.path.stat().st_ino
     folds.save(index, recs)
     assert (folds.path.stat().st_mtime_ns, folds.path.stat().st_ino) == before
+
+
+def test_facts_of_the_content_are_named_by_its_hash_kept_facts_by_themselves() -> None:
+    clean = record("pkg/pub.py", SOURCES["pkg/pub.py"])._replace(sha256="a" * 64)
+    other_content = clean._replace(sha256="b" * 64)
+    assert fingerprint([clean]) != fingerprint([other_content])
+    # A file that does not parse keeps its last good facts: they name themselves, so two
+    # broken contents with different kept facts differ even with one hash.
+    broken = clean._replace(sha256="c" * 64, error=("invalid syntax", 3))
+    kept_other = broken._replace(facts=record("pkg/wrap.py", SOURCES["pkg/wrap.py"]).facts)
+    assert fingerprint([broken]) != fingerprint([kept_other])
+    assert fingerprint([broken]) != fingerprint([clean])
+    skipped = clean._replace(skipped="too_large", detail="9999999")
+    assert fingerprint([skipped]) != fingerprint([clean])

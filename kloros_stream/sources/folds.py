@@ -41,21 +41,29 @@ SUFFIX = ".fold"
 
 
 def fingerprint(records: Iterable[FileRecord]) -> str:
-    """A digest of the records' paths and facts (imports and packed body), in path
-    order: two sets of records with one fingerprint fold to the same state."""
+    """A digest of the records' paths and facts, in path order: two sets of records with
+    one fingerprint fold to the same state. Facts analysed from the content a record
+    names (no error, nothing skipped) are named by its SHA-256 (the analysis is a pure
+    function of content, module and settings, and the key names the settings); the facts
+    kept from an earlier content (a file that does not parse now) by themselves."""
     digest = hashlib.blake2b(digest_size=20)
     for record in sorted(records, key=lambda r: r.path):
         digest.update(record.path.encode("utf-8", "surrogateescape"))
-        facts = record.facts
-        if facts is None:
-            digest.update(b"\0-\0")
-            continue
-        imports = facts.imports
-        for names in (imports.required, imports.optional, imports.dotted):
-            digest.update(b"\0" + "\1".join(sorted(names)).encode("utf-8", "surrogateescape"))
-        digest.update(b"\0%d\0" % len(facts.body))
-        digest.update(facts.body)
+        digest.update(_facts_identity(record))
     return digest.hexdigest()
+
+
+def _facts_identity(record: FileRecord) -> bytes:
+    facts = record.facts
+    if facts is None:
+        return b"\0-\0"
+    if record.error is None and not record.skipped and record.sha256:
+        return b"\0s" + record.sha256.encode()
+    imports = facts.imports
+    parts = ["\1".join(sorted(names)) for names in (imports.required, imports.optional,
+                                                     imports.dotted)]
+    return b"\0k" + "\0".join(parts).encode("utf-8", "surrogateescape") + b"\0%d\0" % len(
+        facts.body) + facts.body
 
 
 def _mapping_proxy(items: dict[Any, Any]) -> Any:
