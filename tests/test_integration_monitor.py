@@ -156,6 +156,21 @@ async def test_evidence_drops_a_producer_removed_while_another_remains(
     assert not last.resolved and last.facts["sites"] == ["pkg/one.py:2"]
 
 
+async def test_evidence_quoting_an_edited_file_is_refreshed_after_a_warm_restart(
+    start: Callable[..., Any], src: Path
+) -> None:
+    (src / "pkg" / "one.py").write_text('def go(bus):\n    bus.emit("VOICE_READY")\n')
+    (src / "pkg" / "two.py").write_text('def run(bus):\n    bus.emit("VOICE_READY")\n')
+    first = await start()
+    assert len(first.named("VOICE_READY")[-1].facts["producer_lines"]) == 2
+    await first.stop()
+    second = await start()
+    assert second.monitor.fold_restored and second.pub.signals == []
+    (src / "pkg" / "two.py").write_text("def run(bus):\n    return None\n")
+    await second.wait(lambda s: any(x.facts.get("producer_lines") == [
+        "pkg/one.py:2: bus.emit(\"VOICE_READY\")"] for x in second.named("VOICE_READY")))
+
+
 async def test_syntax_error_gap_then_fixed(start: Callable[..., Any], src: Path) -> None:
     run = await start()
     bad = src / "pkg" / "bad.py"

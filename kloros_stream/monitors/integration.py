@@ -108,7 +108,7 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
                 if not self.ctx.one_shot:
                     self.saver.flush()
                     if self._folded:
-                        self.folds.save(self.index, self.files)
+                        self.folds.save((self.index, self.evidence), self.files)
 
     async def _initial(self, sub: Subscription) -> None:
         started = time.monotonic()
@@ -133,15 +133,15 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         )
 
     def _restore(self, items: list[Item]) -> bool:
-        """Take the flow index saved at the last clean stop if it is the fold of these
-        records (no file changed since); False if there is none to take."""
+        """Take the state saved at the last clean stop if these records are its fold."""
         if self.ctx.one_shot or self.files:
             return False
         records = {r.path: r for _root, _event, r in items if r is not None and r.is_python}
-        index = self.folds.load(records)
-        if not isinstance(index, FlowIndex):
+        state = self.folds.load(records)  # (flow index, evidence), as saved by run()
+        index, evidence = state if isinstance(state, tuple) and len(state) == 2 else (0, 0)
+        if not isinstance(index, FlowIndex) or not isinstance(evidence, Evidence):
             return False
-        self.index, self.files, self.fold_restored = index, records, True
+        self.index, self.evidence, self.files, self.fold_restored = index, evidence, records, True
         if items:
             self.ctx.touch(max(event.observed_at for _root, event, _record in items))
         self.log.info("integration_fold_restored", files=len(records))
