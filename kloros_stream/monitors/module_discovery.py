@@ -63,7 +63,10 @@ def is_module_path(root: str, path: str) -> bool:
         return False
     if name == "conftest.py" or name.startswith("test_") or name.endswith("_test.py"):
         return False
-    dirs = relative(path, root).split("/")[:-1]
+    rel = relative(path, root)
+    if "test" not in rel:
+        return True
+    dirs = rel.split("/")[:-1]
     return "tests" not in dirs and "test" not in dirs
 
 
