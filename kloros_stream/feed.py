@@ -1,8 +1,9 @@
 """The question feed: an append-only JSON-lines log, one CuriosityQuestion per line.
 
 - Lines are buffered and written per batch (one ``write`` and ``flush`` to the OS, so a
-  kill -9 loses nothing already handed over); ``fsync`` runs at most once a second and
-  on close, for power loss.
+  kill -9 loses nothing already handed over); for power loss the service's housekeeping
+  fsyncs the file about a second after a write, on a thread (:meth:`sync_async`:
+  the event loop never waits for the disk), and :meth:`close` once more.
 - At start a torn final line left by a crash is cut off, so the log continues cleanly
   after the last complete line. :func:`read_feed` reads a whole log back (latest line per
   id wins; invalid lines in the middle are logged and skipped); the service instead
@@ -14,10 +15,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,6 @@ from .models import CuriosityQuestion
 
 log = structlog.get_logger("kloros_stream.feed")
 
-FSYNC_INTERVAL_S = 1.0
 TAIL_BYTES = 4096
 """How much of the log's end is kept in memory (the index checks it against the file)."""
 
@@ -80,6 +80,13 @@ def read_feed(path: Path) -> FeedContents:
 _json = question_json
 
 
+def _fsync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _line(q: CuriosityQuestion) -> bytes:
     return _json(q) + b"\n"
 
@@ -94,7 +101,6 @@ class QuestionFeed:
         self._size = 0
         self.tail = b""
         """The last :data:`TAIL_BYTES` written (flushed) to the file."""
-        self._last_fsync = 0.0
         self._unsynced = False
         self.lines_written = 0
         self.compactions = 0
@@ -177,18 +183,29 @@ class QuestionFeed:
         self.tail = (self.tail + data[-TAIL_BYTES:])[-TAIL_BYTES:]
         self.lines_written += count
         self._unsynced = True
-        for listener in self.listeners:  # before any fsync: the lines are in the file
+        for listener in self.listeners:  # the lines are in the file (not yet on disk)
             listener(start, lines)
-        now = time.monotonic()
-        if now - self._last_fsync >= FSYNC_INTERVAL_S:
-            self.sync()
         return count
 
     def sync(self) -> None:
+        """fsync what was written, here (at close)."""
         if self._fh is not None and self._unsynced:
             os.fsync(self._fh.fileno())
             self._unsynced = False
-        self._last_fsync = time.monotonic()
+
+    async def sync_async(self) -> None:
+        """fsync what was written so far on a thread. The thread works on its own
+        duplicate of the descriptor (closed there): a compaction reopening the file
+        meanwhile neither closes it under the fsync nor hands its number to another file."""
+        if self._fh is None or not self._unsynced:
+            return
+        self._unsynced = False  # a write from now on needs the next fsync
+        fd = os.dup(self._fh.fileno())
+        try:
+            await asyncio.to_thread(_fsync_and_close, fd)
+        except OSError:
+            self._unsynced = True
+            raise
 
     def close(self) -> None:
         self.flush()

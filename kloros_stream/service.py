@@ -315,7 +315,7 @@ class Service:
             try:
                 self.core.due_updates(now)
                 self._write()
-                self.feed.sync()
+                await self.feed.sync_async()
                 self.sinks.refresh(self.open_json, now)
                 self._retire(now)
                 await self.store.checkpoint()

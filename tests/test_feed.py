@@ -277,3 +277,45 @@ def test_a_failed_write_keeps_the_lines_and_leaves_no_torn_line(tmp_path: Path) 
     assert feed.flush() == 1  # the kept line goes out with the next flush
     feed.close()
     assert [d["metadata"]["gap_name"] for d in lines(path)] == ["t::a", "t::b"]
+
+
+async def test_fsync_runs_on_a_thread_of_its_own_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop hands the fsync to a thread, on a duplicate descriptor closed there: a
+    compaction reopening the file meanwhile closes nothing under it; a write during it
+    waits for the next fsync."""
+    import os
+    import threading
+
+    synced: list[tuple[int, str]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append((fd, threading.current_thread().name))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    feed = open_feed(tmp_path / "feed.jsonl")
+    await feed.sync_async()
+    assert synced == []  # nothing written: nothing to sync
+    feed.append(question("a"))
+    feed.flush()
+    assert synced == []  # a write never fsyncs in the loop
+    original = feed._fh.fileno() if feed._fh else -1
+    task = asyncio.create_task(feed.sync_async())
+    await asyncio.sleep(0)
+    feed.reopen()  # a compaction replaced the file meanwhile
+    feed.append(question("b"))
+    feed.flush()
+    await task
+    assert len(synced) == 1
+    fd, thread = synced[0]
+    assert fd != original and thread != threading.current_thread().name
+    await feed.sync_async()  # "b" was written after the first one began
+    assert len(synced) == 2
+    await feed.sync_async()
+    assert len(synced) == 2
+    feed.close()
+    assert [q["id"] for q in lines(tmp_path / "feed.jsonl")] == [
+        question("a").id, question("b").id]
