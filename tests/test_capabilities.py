@@ -19,6 +19,7 @@ from kloros_stream.analysis.capabilities import (
     find_executable,
     path_dirs,
     read_imports,
+    relative,
     site_dirs,
 )
 from kloros_stream.analysis.pysource import SourceError
@@ -266,3 +267,11 @@ def test_the_kept_answers_of_an_index_are_always_those_of_a_fresh_fold() -> None
             fresh.set_file(r, p, imports)
         assert _missing(index) == _missing(fresh), step
     assert any(_missing(index).values())  # the sequence did reach missing modules
+
+
+def test_relative_is_relative_to_as_posix() -> None:
+    for path, root in (("/w/r/a/b.py", "/w/r"), ("/w/r/b.py", "/w/r"), ("/a.py", "/"),
+                       ("/w/rr/x.py", "/w/rr")):
+        assert relative(path, root) == PurePath(path).relative_to(root).as_posix()
+    with pytest.raises(ValueError):
+        relative("/w/rx/a.py", "/w/r")  # a sibling sharing the prefix is not under it
