@@ -243,28 +243,29 @@ class WatchTree:
             return
         self._scan.extend((child(directory, name), kind) for name in dirs)
         include, unseen = self._include, self._rescan_unseen
-        paths = [child(directory, name) for name in files]
+        named = [(name, child(directory, name)) for name in files]
         if include is not None:
-            paths = [path for path in paths if include(path)]
+            named = [item for item in named if include(item[1])]
+        fresh = self._known.add_in(directory, [name for name, _path in named])
         if kind is FileEventKind.EXISTING:
-            self._known.add_in(directory, [path.name for path in paths])
             if unseen is not None:
-                unseen.difference_update(paths)
-        else:  # a new or moved-in directory: only the files not already reported
-            fresh = set(self._known.add_in(directory, [path.name for path in paths]))
-            paths = [path for path in paths if path.name in fresh]
+                unseen.difference_update(path for _name, path in named)
+        elif len(fresh) < len(named):  # a new or moved-in directory: files not yet reported
+            keep = set(fresh)
+            named = [item for item in named if item[0] in keep]
         now = time.time()
-        self.out.extend(FileEvent(kind, path, now) for path in paths)
+        self.out.extend([FileEvent(kind, path, now) for _name, path in named])
 
     def _list(self, directory: Path) -> tuple[list[str], list[str]]:
         """The names in ``directory`` not excluded: its subdirectories (to scan, the first
         last: the scan stack pops them in order) and its files, sorted."""
         dirs: list[str] = []
         files: list[str] = []
+        exclude = self._exclude
         with os.scandir(directory) as it:
             for entry in it:
                 name = entry.name
-                if self._excluded(name):
+                if exclude is not None and exclude.match(name) is not None:
                     continue
                 try:
                     is_dir = entry.is_dir(follow_symlinks=False)
