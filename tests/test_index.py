@@ -12,7 +12,7 @@ from kloros_stream.analysis.flows import FlowConfig
 from kloros_stream.checkpoint import CheckpointStore
 from kloros_stream.monitors.base import MonitorStatus
 from kloros_stream.sources.index import SourceSpec, Subscription
-from kloros_stream.sources.index_journal import FRAME
+from kloros_stream.sources.index_journal import FRAME, drained
 from kloros_stream.sources.indexes import SourceIndexes
 from kloros_stream.sources.watcher import FileEventKind
 from tests.support.scripted import wait_until
@@ -207,3 +207,32 @@ async def test_the_first_snapshot_is_sorted_by_path_with_every_record(tmp_path: 
             assert all(record is sub.index.records[str(event.path)] and root == src
                        and event.kind is FileEventKind.EXISTING
                        for root, event, record in items)
+
+
+async def test_a_torn_last_append_and_a_change_while_down_are_parsed_again(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "src"
+    _tree(src, files=3)
+    edited, changed = src / "pkg0" / "sub" / "m0.py", src / "pkg1" / "sub" / "m1.py"
+    store = CheckpointStore(tmp_path / "state")
+    async with _subscribers(SourceIndexes(store), _spec(src), 1) as (sub,):
+        journal = sub.index.journal
+        assert journal is not None
+        await drained()
+        size = journal.path.stat().st_size
+        edited.write_text("import json\nimport sys\n")
+        record = await _next(sub, FileEventKind.CLOSED, "m0.py")
+        assert record is not None and record.facts is not None
+    grown = journal.path.stat().st_size
+    assert grown > size  # the edit's frame, appended at the end
+    with open(journal.path, "r+b") as fh:  # a kill -9 in the middle of that append
+        fh.truncate(size + (grown - size) // 2)
+    changed.write_text("import zlib\n")  # and a change while the service was down
+    async with _subscribers(SourceIndexes(store), _spec(src), 1) as (sub,):
+        index = sub.index
+        assert index.counters["files_parsed"] == 2 and index.counters["files_reused"] == 2
+        imports = {p: r.facts.imports.required for p, r in index.records.items() if r.facts}
+        assert imports[str(edited)] == {"json", "sys"} and imports[str(changed)] == {"zlib"}
+    async with _subscribers(SourceIndexes(store), _spec(src), 1) as (sub,):
+        assert sub.index.counters["files_parsed"] == 0  # both saved again, the tear gone
