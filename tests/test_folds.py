@@ -167,3 +167,28 @@ def test_facts_of_the_content_are_named_by_its_hash_kept_facts_by_themselves() -
     assert fingerprint([broken]) != fingerprint([clean])
     skipped = clean._replace(skipped="too_large", detail="9999999")
     assert fingerprint([skipped]) != fingerprint([clean])
+
+
+def test_a_fold_saved_after_edits_lists_what_a_fresh_fold_lists(tmp_path: Path) -> None:
+    """One value under two constant names, one of them edited away and back before the
+    stop: the restored index quotes the producers in a fresh fold's order, not in the
+    order the edits left behind."""
+    sources = {
+        "pkg/ca.py": 'A = "T"\n',
+        "pkg/cb.py": 'B = "T"\n',
+        "pkg/pa.py": "from pkg import ca\ndef go(bus):\n    bus.emit(ca.A)\n",
+        "pkg/pb.py": "from pkg import cb\ndef go(bus):\n    bus.emit(cb.B)\n",
+    }
+    recs = records(sources)
+    index = fold(recs)
+    for text in ('A = "U"\n', 'A = "T"\n'):
+        edited = record("pkg/ca.py", text)
+        assert edited.facts is not None
+        index.update(edited.path, edited.facts.flows, packed=edited.facts)
+        recs[edited.path] = edited
+    FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").save(index, recs)
+    restored = FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").load(recs)
+    assert isinstance(restored, FlowIndex)
+    topic = Channel(ChannelKind.TOPIC, "T")
+    assert [s.path for s in restored.producers(topic)] == ["/t/pkg/pa.py", "/t/pkg/pb.py"]
+    assert restored.producers(topic) == fold(recs).producers(topic)

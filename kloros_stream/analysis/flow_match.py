@@ -108,7 +108,7 @@ class TopicMatching:
         firsts = sorted(p for p in first if p in consumers)
         for path in [*firsts, *sorted(consumers.difference(firsts))]:
             flows = self.files[path].flows
-            for name in names:
+            for name in sorted(names):  # not in a set's order (it differs per process)
                 site = flows.consumed_sites.get(name)
                 if site is not None:
                     return ProducerSite(path, flows.module, site[0], site[1])

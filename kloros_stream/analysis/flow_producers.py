@@ -26,10 +26,12 @@ class ProducerQueries:
     _wrap: WrapperJoin
 
     def producers(self, channel: Channel, limit: int = 10) -> list[ProducerSite]:
-        """Up to ``limit`` producer sites of ``channel``, by path then line."""
+        """Up to ``limit`` producer sites of ``channel``: through constants (by name, path,
+        line), through wrappers, then directly (by path, line). Never in the order of the
+        edits that built the index: a restored index and a fresh fold list the same."""
         out: list[ProducerSite] = []
         if channel.kind is ChannelKind.TOPIC:
-            for name in self._names_of_value.get(channel.name, ()):
+            for name in sorted(self._names_of_value.get(channel.name, ())):
                 for path in sorted(self._ref_files.get(name, ())):
                     flows = self.files[path].flows
                     for function, line in flows.emit_refs.get(name, ()):

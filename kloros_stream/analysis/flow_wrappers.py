@@ -168,9 +168,8 @@ class WrapperJoin:
         """(path, module, function, line) of the calls publishing (or subscribing to)
         ``topic`` through wrappers."""
         out: list[Site] = []
-        for name, joined in self._joined.items():
-            if topic not in joined[1 if consumed else 0]:
-                continue
+        side = 1 if consumed else 0
+        for name in sorted(n for n, joined in self._joined.items() if topic in joined[side]):
             for path, (module, calls) in sorted(self._calls.get(name, {}).items()):
                 for _key, value, function, line in calls:
                     if value in topic:
