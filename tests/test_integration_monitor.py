@@ -156,16 +156,21 @@ async def test_evidence_drops_a_producer_removed_while_another_remains(
     assert not last.resolved and last.facts["sites"] == ["pkg/one.py:2"]
 
 
-async def test_evidence_quoting_an_edited_file_is_refreshed_after_a_warm_restart(
-    start: Callable[..., Any], src: Path
+@pytest.mark.parametrize("fold_kept", [True, False])
+async def test_evidence_quoting_an_edited_file_is_refreshed_after_a_restart(
+    start: Callable[..., Any], src: Path, tmp_path: Path, fold_kept: bool
 ) -> None:
+    """The lines announced are in the announced-gaps checkpoint: whether the restart
+    takes the saved flow index or folds again, an edit still refreshes them."""
     (src / "pkg" / "one.py").write_text('def go(bus):\n    bus.emit("VOICE_READY")\n')
     (src / "pkg" / "two.py").write_text('def run(bus):\n    bus.emit("VOICE_READY")\n')
     first = await start()
     assert len(first.named("VOICE_READY")[-1].facts["producer_lines"]) == 2
     await first.stop()
+    if not fold_kept:
+        (tmp_path / "var" / "state" / "integration" / "flow_index.fold").unlink()
     second = await start()
-    assert second.monitor.fold_restored and second.pub.signals == []
+    assert second.monitor.fold_restored is fold_kept and second.pub.signals == []
     (src / "pkg" / "two.py").write_text("def run(bus):\n    return None\n")
     await second.wait(lambda s: any(x.facts.get("producer_lines") == [
         "pkg/one.py:2: bus.emit(\"VOICE_READY\")"] for x in second.named("VOICE_READY")))

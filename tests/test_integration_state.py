@@ -34,8 +34,19 @@ def test_evidence_knows_which_orphans_quote_a_file() -> None:
 
 
 def test_announced_gaps_round_trip_and_a_malformed_checkpoint_is_empty(tmp_path: Path) -> None:
-    data = announced_to_json({A, B}, {"/t/bad.py": "bad.py"})
-    assert announced_from_json(data) == ({A, B}, {"/t/bad.py": "bad.py"})
+    book = Evidence()
+    book.set(A, ["a.py:1: emit('A')"], ["/t/a.py"])
+    book.set(Channel(ChannelKind.TOPIC, "GONE"), ["g.py:1: emit('GONE')"], ["/t/g.py"])
+    data = announced_to_json({A, B}, {"/t/bad.py": "bad.py"}, book)
+    loaded = announced_from_json(data)
+    assert loaded is not None
+    orphans, errors, evidence = loaded
+    assert (orphans, errors) == ({A, B}, {"/t/bad.py": "bad.py"})
+    assert evidence.lines == {A: ["a.py:1: emit('A')"]}  # only announced orphans' lines
+    assert evidence.quoting(["/t/a.py"]) == {A}
+    del data["evidence"]  # a checkpoint of the previous version: no lines
+    older = announced_from_json(data)
+    assert older is not None and older[2].lines == {}
     assert announced_from_json({"format": 99}) is None
     with pytest.raises(ValueError):
         announced_from_json({"format": 2, "announced_orphans": [["nope", "x"]]})
@@ -52,5 +63,6 @@ def test_announced_gaps_round_trip_and_a_malformed_checkpoint_is_empty(tmp_path:
             pass
 
     log = Log()
-    assert load_announced(store, log) == (set(), {})
+    orphans, errors, evidence = load_announced(store, log)
+    assert (orphans, errors, evidence.lines) == (set(), {}, {})
     assert log.errors == ["integration_checkpoint_invalid"]

@@ -108,7 +108,7 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
                 if not self.ctx.one_shot:
                     self.saver.flush()
                     if self._folded:
-                        self.folds.save((self.index, self.evidence), self.files)
+                        self.folds.save(self.index, self.files)
 
     async def _initial(self, sub: Subscription) -> None:
         started = time.monotonic()
@@ -137,11 +137,10 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
         if self.ctx.one_shot or self.files:
             return False
         records = {r.path: r for _root, _event, r in items if r is not None and r.is_python}
-        state = self.folds.load(records)  # (flow index, evidence), as saved by run()
-        index, evidence = state if isinstance(state, tuple) and len(state) == 2 else (0, 0)
-        if not isinstance(index, FlowIndex) or not isinstance(evidence, Evidence):
+        index = self.folds.load(records)
+        if not isinstance(index, FlowIndex):
             return False
-        self.index, self.evidence, self.files, self.fold_restored = index, evidence, records, True
+        self.index, self.files, self.fold_restored = index, records, True
         if items:
             self.ctx.touch(max(event.observed_at for _root, event, _record in items))
         self.log.info("integration_fold_restored", files=len(records))
@@ -390,11 +389,11 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
 
     # -- checkpoint ----------------------------------------------------------------------
     def _load_checkpoint(self) -> None:
-        self.announced_orphans, self.announced_errors = load_announced(
+        self.announced_orphans, self.announced_errors, self.evidence = load_announced(
             self.ctx.checkpoints, self.log)
 
     def _snapshot(self) -> dict[str, Any]:
-        return announced_to_json(self.announced_orphans, self.announced_errors)
+        return announced_to_json(self.announced_orphans, self.announced_errors, self.evidence)
 
     def _write(self, data: dict[str, Any]) -> None:
         self.ctx.checkpoints.save(CHECKPOINT, data)

@@ -1,5 +1,6 @@
-"""integration's checkpoint of the gaps it announced (the files are the source index's,
-the flow index a :class:`~kloros_stream.sources.folds.FoldCheckpoint`)."""
+"""integration's checkpoint of the gaps it announced and the lines their questions quote
+(the files are the source index's, the flow index a
+:class:`~kloros_stream.sources.folds.FoldCheckpoint`)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,22 @@ from ..checkpoint import CheckpointStore
 
 CHECKPOINT = "index"
 CHECKPOINT_FORMAT = 2
-"""1: files, flows and announced gaps; 2: announced gaps only (the index keeps files)."""
+"""1: files, flows and announced gaps; 2: announced gaps only (the index keeps files), and
+since this version the evidence they quote (``evidence``, absent in older ones)."""
 
-Announced = tuple[set[Channel], dict[str, str]]
-"""Announced orphans; announced syntax errors (absolute path -> gap name)."""
+Announced = tuple[set[Channel], dict[str, str], "Evidence"]
+"""Announced orphans; announced syntax errors (absolute path -> gap name); the lines the
+orphans' questions quote."""
 
 
-def announced_to_json(orphans: set[Channel], errors: dict[str, str]) -> dict[str, Any]:
+def announced_to_json(orphans: set[Channel], errors: dict[str, str],
+                      evidence: Evidence) -> dict[str, Any]:
     return {
         "format": CHECKPOINT_FORMAT,
         "announced_orphans": [[c.kind.value, c.name] for c in sorted(orphans)],
         "announced_errors": dict(errors),
+        "evidence": [[c.kind.value, c.name, evidence.lines[c], sorted(evidence.quoted(c))]
+                     for c in sorted(orphans) if c in evidence.lines],
     }
 
 
@@ -32,9 +38,9 @@ def load_announced(store: CheckpointStore, log: Any) -> Announced:
         announced = announced_from_json(store.load(CHECKPOINT))
     except (KeyError, TypeError, ValueError, IndexError) as err:
         log.error("integration_checkpoint_invalid", error=str(err))
-        return set(), {}
+        return set(), {}, Evidence()
     if announced is None:
-        return set(), {}
+        return set(), {}, Evidence()
     log.info("integration_checkpoint_loaded", orphans=len(announced[0]),
              syntax_errors=len(announced[1]))
     return announced
@@ -48,7 +54,12 @@ def announced_from_json(data: Any) -> Announced | None:
     orphans = {Channel(ChannelKind(kind), str(name))
                for kind, name in data.get("announced_orphans") or []}
     errors = {str(k): str(v) for k, v in (data.get("announced_errors") or {}).items()}
-    return orphans, errors
+    evidence = Evidence()
+    for kind, name, lines, paths in data.get("evidence") or []:
+        channel = Channel(ChannelKind(kind), str(name))
+        if channel in orphans:
+            evidence.set(channel, [str(line) for line in lines], map(str, paths))
+    return orphans, errors, evidence
 
 
 class Evidence:
@@ -62,6 +73,10 @@ class Evidence:
 
     def get(self, channel: Channel) -> list[str] | None:
         return self.lines.get(channel)
+
+    def quoted(self, channel: Channel) -> frozenset[str]:
+        """The files the lines of ``channel`` quote."""
+        return self._quoted.get(channel, frozenset())
 
     def set(self, channel: Channel, lines: list[str], paths: Iterable[str]) -> None:
         """``lines`` quote the files ``paths`` (absolute)."""
