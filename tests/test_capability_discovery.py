@@ -138,8 +138,10 @@ async def test_a_damaged_or_foreign_fold_is_logged_and_folded_again(tmp_path: Pa
     ctx, _pub = make_context("capability_discovery", tmp_path, _data(state))
     monitor = CapabilityDiscoveryMonitor(ctx, path_value="")
     records = {r.path: r for r in _records(tmp_path, state)}
-    FoldCheckpoint(CheckpointStore(state).child("capability_discovery"), "import_index",
-                   monitor.folds.key.rsplit(":", 1)[0]).save({"not": "an index"}, records)
+    other = FoldCheckpoint(CheckpointStore(state).child("capability_discovery"),
+                           "import_index", "")
+    other.key = monitor.folds.key
+    other.save({"not": "an index"}, records)
     with capture_logs() as logs:
         again = await _start(tmp_path, state)
     assert "capability_fold_invalid" in _events(logs)

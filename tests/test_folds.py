@@ -86,13 +86,13 @@ def test_a_saved_fold_comes_back_for_the_same_records_and_behaves_as_a_fresh_one
 
 def test_other_records_or_another_key_fold_again(tmp_path: Path) -> None:
     recs = records(SOURCES)
-    FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").save(fold(recs), recs)
     changed = records({**SOURCES, "pkg/wrap.py": "def send(bus, topic):\n    return topic\n"})
-    assert FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").load(changed) is None
     fewer = records({p: s for p, s in SOURCES.items() if p != "pkg/sub.py"})
-    assert FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").load(fewer) is None
+    for key, other in (("k", changed), ("k", fewer), ("k2", records(SOURCES))):
+        FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").save(fold(recs), recs)
+        assert FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", key).load(other) is None
+    FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").save(fold(recs), recs)
     same = records(SOURCES)
-    assert FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k2").load(same) is None
     assert FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").load(same) is not None
 
 
@@ -145,14 +145,32 @@ def test_read_only_and_frozen_stores_neither_load_nor_save(tmp_path: Path) -> No
     assert not (tmp_path / "flow_index.fold").exists()
 
 
-def test_a_stop_with_the_records_just_loaded_rewrites_nothing(tmp_path: Path) -> None:
+def test_a_state_is_taken_once_and_only_data_is_unpickled(tmp_path: Path) -> None:
+    """A loaded state's file is gone (a crash after the restore folds again); a file
+    naming anything but our classes and plain containers is refused, never run."""
+    recs = records(SOURCES)
+    folds = FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k")
+    folds.save(fold(recs), recs)
+    assert folds.load(recs) is not None
+    assert not folds.path.exists() and folds.load(recs) is None
+
+    class Boom:
+        def __reduce__(self) -> tuple[object, ...]:
+            return (print, ("ran",))
+
+    folds.path.write_bytes(pickle.dumps((1, folds.key, fingerprint(recs.values())))
+                           + pickle.dumps(Boom()))
+    with capture_logs() as logs:
+        assert folds.load(recs) is None
+    assert logs[0]["event"] == "fold_checkpoint_damaged" and "not allowed" in logs[0]["error"]
+
+
+def test_the_key_holds_the_folding_code(tmp_path: Path) -> None:
     recs = records(SOURCES)
     FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").save(fold(recs), recs)
-    folds = FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k")
-    index = folds.load(recs)
-    before = folds.path.stat().st_mtime_ns, folds.path.stat().st_ino
-    folds.save(index, recs)
-    assert (folds.path.stat().st_mtime_ns, folds.path.stat().st_ino) == before
+    by_other_code = FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k",
+                                   code=("kloros_stream.analysis.flow_index",))
+    assert by_other_code.load(recs) is None
 
 
 def test_facts_of_the_content_are_named_by_its_hash_kept_facts_by_themselves() -> None:

@@ -81,7 +81,8 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
         self.evidence = ImportLines()
         """Importing lines quoted by ``missing_library`` gaps, per file content."""
         self.ledger = GapLedger(ctx, self.ecosystem)
-        self.folds = FoldCheckpoint(ctx.checkpoints, "import_index", spec_key(self.spec))
+        self.folds = FoldCheckpoint(ctx.checkpoints, "import_index", spec_key(self.spec),
+                                    code=(__name__,))
         """The import index and evidence as of the last clean stop (reused when no file
         changed; the resolver is never saved: every module is checked again)."""
         self._folded = False

@@ -78,7 +78,7 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
                                delivered=ctx.delivered)
         self.sub: Subscription | None = None
         self.folds = FoldCheckpoint(ctx.checkpoints, "flow_index",
-                                    f"{spec_key(self.spec)}:{cfg.prefix_match}")
+                                    f"{spec_key(self.spec)}:{cfg.prefix_match}", code=(__name__,))
         self._folded = False  # the initial scan is done: the index is the files' fold
         self.fold_restored = False  # this start took the saved index instead of folding
 

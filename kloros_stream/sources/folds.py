@@ -15,12 +15,14 @@ The packed facts a state points to are not written twice: they are saved as refe
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import io
 import pickle
 import sys
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -88,10 +90,26 @@ class _Pickler(pickle.Pickler):
         return None
 
 
+_SAFE_GLOBALS = {
+    "builtins": frozenset({"set", "frozenset", "dict", "list", "tuple", "str", "int", "float",
+                           "bool", "bytes", "bytearray", "object", "slice", "range"}),
+    "collections": frozenset({"Counter", "defaultdict", "OrderedDict", "deque"}),
+    "copyreg": frozenset({"_reconstructor"}),
+}
+
+
 class _Unpickler(pickle.Unpickler):
+    """Only our own classes and plain containers (a state file is data, never code), packed
+    facts from the records by their path."""
+
     def __init__(self, data: io.BytesIO, records: Mapping[str, FileRecord]) -> None:
         super().__init__(data)
         self._records = records
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.startswith("kloros_stream.") or name in _SAFE_GLOBALS.get(module, ()):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a fold")
 
     def persistent_load(self, pid: Any) -> PackedFacts:
         record = self._records.get(pid)
@@ -100,19 +118,30 @@ class _Unpickler(pickle.Unpickler):
         return record.facts
 
 
+@functools.cache
+def code_digest(modules: tuple[str, ...]) -> str:
+    """A digest of the source of ``modules`` (and of this one): a state folded by other
+    code is not reused."""
+    digest = hashlib.sha256()
+    for name in sorted({__name__, *modules}):
+        digest.update(name.encode() + b"\0" + Path(sys.modules[name].__file__ or "").read_bytes())
+    return digest.hexdigest()[:16]
+
+
 class FoldCheckpoint:
     """One folded state of one subscriber, in ``<store>/<name>.fold``.
 
     ``key`` names everything besides the records that the state depends on (the index's
-    spec, the subscriber's own settings): a state saved under another key is not used."""
+    spec, the subscriber's own settings); ``code`` the modules that fold it (their source
+    is part of the key). A state saved under another key is not used. A state is taken
+    once: the file is removed as it is loaded (a crash after the restore folds again at
+    the next start; a clean stop saves it anew)."""
 
-    def __init__(self, store: CheckpointStore, name: str, key: str) -> None:
+    def __init__(self, store: CheckpointStore, name: str, key: str,
+                 code: tuple[str, ...] = ()) -> None:
         self.store = store
         self.path = store.directory / f"{name}{SUFFIX}"
-        self.key = f"{key}:{sys.version_info[:2]}"
-        self.saved_fingerprint: str | None = None
-        """The fingerprint of the state last loaded or saved (a stop with the same
-        records rewrites nothing)."""
+        self.key = f"{key}:{code_digest(code)}:{sys.version_info[:2]}"
 
     def load(self, records: Mapping[str, FileRecord]) -> Any | None:
         """The state saved with the fingerprint of ``records`` (path -> record), or None:
@@ -121,18 +150,19 @@ class FoldCheckpoint:
             return None
         try:
             raw = self.path.read_bytes()
+            self.path.unlink()
         except FileNotFoundError:
             return None
         except OSError as err:
             log.error("fold_checkpoint_unreadable", path=str(self.path), error=str(err))
             return None
-        current = fingerprint(records.values())
         data = io.BytesIO(raw)
         was_enabled = gc.isenabled()
         gc.disable()  # many long-lived objects, no garbage: a collection would only rescan
         try:
-            header = pickle.load(data)
-            if header != (FOLD_FORMAT, self.key, current):
+            header = _Unpickler(data, {}).load()
+            if not (isinstance(header, tuple) and header[:2] == (FOLD_FORMAT, self.key)
+                    and header[2:] == (fingerprint(records.values()),)):
                 log.info("fold_checkpoint_stale", path=str(self.path))
                 return None
             state = _Unpickler(data, records).load()
@@ -143,24 +173,17 @@ class FoldCheckpoint:
             if was_enabled:
                 gc.enable()
         gc.freeze()  # the state lives as long as its monitor: out of later collections
-        self.saved_fingerprint = current
         return state
 
     def save(self, state: Any, records: Mapping[str, FileRecord]) -> None:
-        """Save ``state``, the fold of ``records`` (path -> record); nothing is written
-        when the records are those of the state already saved. Never raises (logged)."""
+        """Save ``state``, the fold of ``records`` (path -> record). Never raises (logged)."""
         if not self.store.writable or self.store.frozen:
-            return
-        current = fingerprint(records.values())
-        if current == self.saved_fingerprint and self.path.exists():
             return
         paths = {id(r.facts): path for path, r in records.items() if r.facts is not None}
         out = io.BytesIO()
         try:
-            pickle.dump((FOLD_FORMAT, self.key, current), out)
+            pickle.dump((FOLD_FORMAT, self.key, fingerprint(records.values())), out)
             _Pickler(out, paths).dump(state)
             atomic_write_bytes(self.path, out.getvalue())
         except Exception as err:  # a state not saved is folded again
             log.error("fold_checkpoint_not_saved", path=str(self.path), error=repr(err))
-            return
-        self.saved_fingerprint = current
