@@ -418,3 +418,55 @@ def test_paths_are_quoted_relative_to_their_deepest_root(tmp_path: Path, src: Pa
     assert monitor._relative(str(src / "top.py")) == "top.py"
     assert monitor._relative(str(src / "pkg2" / "x.py")) == "pkg2/x.py"  # not under src/pkg
     assert monitor._relative("/elsewhere/x.py") == "/elsewhere/x.py"
+
+
+async def test_a_restart_taking_the_saved_index_publishes_what_a_fold_publishes(
+    start: Callable[..., Any], src: Path, tmp_path: Path
+) -> None:
+    """After a run with edits, the same live edits publish the same signals whether the
+    restart took the saved flow index or folded the records again."""
+    import shutil
+
+    files = {
+        "ca.py": 'A = "T"\n', "cb.py": 'B = "T"\n',
+        "pa.py": "from pkg import ca\ndef go(bus):\n    bus.emit(ca.A)\n",
+        "pb.py": "from pkg import cb\ndef go(bus):\n    bus.emit(cb.B)\n",
+        "c.py": 'def on(b):\n    ChemSub("T")\n', "worker.py": PRODUCER,
+    }
+    for name, text in files.items():
+        (src / "pkg" / name).write_text(text)
+    first = await start()
+    for text in ('A = "U"\n', 'A = "T"\n'):  # away and back: the maps' order changes
+        (src / "pkg" / "ca.py").write_text(text)
+        await first.barrier()
+    await first.stop()
+    state = tmp_path / "var" / "state"
+    shutil.copytree(state, tmp_path / "saved")
+
+    async def edits(fold_kept: bool) -> list[tuple[str, bool, dict[str, Any]]]:
+        shutil.rmtree(state)
+        shutil.copytree(tmp_path / "saved", state)
+        if not fold_kept:
+            (state / "integration" / "flow_index.fold").unlink()
+        run = await start()
+        assert run.monitor.fold_restored is fold_kept and run.pub.signals == []
+        run._barriers = 10  # past the first run's barrier files
+        (src / "pkg" / "c.py").unlink()  # one at a time: the code quoted is read from disk
+        await run.barrier()
+        (src / "pkg" / "pb.py").write_text("def go(bus):\n    return None\n")
+        await run.barrier()
+        (src / "pkg" / "consumer.py").write_text(CONSUMER)
+        await run.barrier()
+        await run.stop()
+        for name, text in files.items():  # as they were, for the other restart
+            (src / "pkg" / name).write_text(text)
+        (src / "pkg" / "consumer.py").unlink()
+        for n in (11, 12, 13):
+            (src / f"barrier_{n}.py").unlink()
+        return [(s.gap_name, s.resolved, {k: v for k, v in s.facts.items()
+                                           if k not in ("observed_at", "ts")})
+                for s in run.pub.signals if not s.gap_name.startswith("BARRIER")]
+
+    warm, cold = await edits(True), await edits(False)
+    assert warm == cold
+    assert ("T", False) in [(n, r) for n, r, _f in warm]
