@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from kloros_stream.sources.tree import TreeEvents
+from kloros_stream.sources.tree import TreeEvents, unique_events
 from kloros_stream.sources.watcher import FileEvent, FileEventKind
 
 E = FileEventKind
@@ -62,3 +62,14 @@ async def test_initial_one_event_at_a_time_for_plugins() -> None:
     scan = _events(root, (E.EXISTING, "a.py"), (E.EXISTING, "b.py"))
     async with await _tree([scan]) as events:
         assert [e.path.name async for _r, e in events.initial()] == ["a.py", "b.py"]
+
+
+def test_a_file_reported_twice_by_the_scan_is_one_event() -> None:
+    root = Path("/r")
+    a1, b, a2 = (FileEvent(FileEventKind.EXISTING, root / n, float(i))
+                 for i, n in enumerate(("a.py", "b.py", "a.py")))
+    found, keys = unique_events([(root, a1), (root, b), (root, a2)])
+    assert keys == ["/r/a.py", "/r/b.py"]
+    assert found == [(root, a2), (root, b)]  # the last report of a path wins
+    once = [(root, a1), (root, b)]
+    assert unique_events(once) == (once, ["/r/a.py", "/r/b.py"])

@@ -50,7 +50,7 @@ from .records import (
     stat_unchanged,
     unchanged,
 )
-from .tree import SettleTimers, TreeEvents, scan_once
+from .tree import SettleTimers, TreeEvents, scan_once, unique_events
 from .watcher import FileEvent, FileEventKind
 
 log = structlog.get_logger(__name__)
@@ -253,7 +253,7 @@ class SourceIndex:
         finally:
             if was_enabled:
                 gc.enable()
-        keys = [str(event.path) for _root, event in found]
+        found, keys = unique_events(found)
         gone = set(self.records).difference(keys)
         await self._load_all([(root, event.path) for root, event in found], gone, keys)
         self._items = self._scanned(found, keys)

@@ -204,3 +204,14 @@ class SettleTimers:
         _handle, root, observed_at = self._timers.pop(path)
         if self.events is not None:
             self.events.inject(root, FileEvent(FileEventKind.CLOSED, path, observed_at))
+
+
+def unique_events(
+    found: list[tuple[Path, FileEvent]],
+) -> tuple[list[tuple[Path, FileEvent]], list[str]]:
+    """A scan's (root, event) pairs, the last one per path (a rescan after an overflow
+    may report a file twice), and their paths as strings."""
+    last = {str(event.path): i for i, (_root, event) in enumerate(found)}
+    if len(last) == len(found):
+        return found, list(last)
+    return [found[i] for i in last.values()], list(last)
