@@ -141,7 +141,7 @@ async def test_a_damaged_or_foreign_fold_is_logged_and_folded_again(tmp_path: Pa
     other = FoldCheckpoint(CheckpointStore(state).child("capability_discovery"),
                            "import_index", "")
     other.key = monitor.folds.key
-    other.save({"not": "an index"}, records)
+    other.save([{"not": "an index"}], records)
     with capture_logs() as logs:
         again = await _start(tmp_path, state)
     assert "capability_fold_invalid" in _events(logs)

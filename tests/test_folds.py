@@ -60,15 +60,17 @@ def behaviour(index: FlowIndex) -> dict[str, object]:
     }
 
 
-def test_a_saved_fold_comes_back_for_the_same_records_and_behaves_as_a_fresh_one(
+async def test_a_saved_fold_comes_back_for_the_same_records_and_behaves_as_a_fresh_one(
     tmp_path: Path,
 ) -> None:
     recs = records(SOURCES)
     saved = fold(recs)
-    FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").save(saved, recs)
+    FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").save([saved], recs)
 
     again = records(SOURCES)  # the next start: equal records, new objects
-    restored = FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").load(again)
+    loaded = await FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").load(again)
+    assert loaded is not None and len(loaded) == 1
+    restored = loaded[0]
     assert isinstance(restored, FlowIndex)
     assert behaviour(restored) == behaviour(fold(again))
     for path, head in restored.files.items():
@@ -84,16 +86,18 @@ def test_a_saved_fold_comes_back_for_the_same_records_and_behaves_as_a_fresh_one
     assert behaviour(restored) == behaviour(fresh)
 
 
-def test_other_records_or_another_key_fold_again(tmp_path: Path) -> None:
+async def test_other_records_or_another_key_fold_again(tmp_path: Path) -> None:
     recs = records(SOURCES)
     changed = records({**SOURCES, "pkg/wrap.py": "def send(bus, topic):\n    return topic\n"})
     fewer = records({p: s for p, s in SOURCES.items() if p != "pkg/sub.py"})
     for key, other in (("k", changed), ("k", fewer), ("k2", records(SOURCES))):
-        FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").save(fold(recs), recs)
-        assert FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", key).load(other) is None
-    FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").save(fold(recs), recs)
+        FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").save([fold(recs)], recs)
+        folds = FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", key)
+        assert await folds.load(other) is None
+    FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").save([fold(recs)], recs)
     same = records(SOURCES)
-    assert FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").load(same) is not None
+    folds = FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k")
+    assert await folds.load(same) is not None
 
 
 def test_the_fingerprint_covers_imports_as_well_as_the_body() -> None:
@@ -111,66 +115,66 @@ def test_the_fingerprint_covers_imports_as_well_as_the_body() -> None:
     assert fingerprint(other.values()) != base
 
 
-def test_damaged_files_and_unsavable_states_are_logged_never_raised(tmp_path: Path) -> None:
+async def test_damaged_files_and_unsavable_states_are_logged_never_raised(tmp_path: Path) -> None:
     recs = records(SOURCES)
     folds = FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k")
-    folds.save(fold(recs), recs)
+    folds.save([fold(recs)], recs)
     whole = folds.path.read_bytes()
     header = pickle.loads(whole)  # the header comes first: checked before the state
-    assert header == (1, header[1], fingerprint(recs.values()))
+    assert header == (1, header[1], fingerprint(recs.values()), 1)
     with capture_logs() as logs:
         for damaged in (whole[: len(whole) // 2], whole[:40] + b"\x00garbage" * 50, b""):
             folds.path.write_bytes(damaged)
-            assert FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").load(
+            assert await FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").load(
                 recs) is None
     assert [e["event"] for e in logs] == ["fold_checkpoint_damaged"] * 3
 
     # A state pointing at packed facts of no record of the map is not saved.
     stranger = record("pkg/x.py", "emit('X')\n")
     with capture_logs() as logs:
-        FoldCheckpoint(CheckpointStore(tmp_path), "f", "k").save({"f": stranger.facts}, recs)
+        FoldCheckpoint(CheckpointStore(tmp_path), "f", "k").save([[stranger.facts]], recs)
     assert not (tmp_path / "f.fold").exists()
     assert [e["event"] for e in logs] == ["fold_checkpoint_not_saved"]
 
 
-def test_read_only_and_frozen_stores_neither_load_nor_save(tmp_path: Path) -> None:
+async def test_read_only_and_frozen_stores_neither_load_nor_save(tmp_path: Path) -> None:
     recs = records(SOURCES)
     store = CheckpointStore(tmp_path)
-    FoldCheckpoint(store, "flow_index", "k").save(fold(recs), recs)
-    assert FoldCheckpoint(CheckpointStore(tmp_path, writable=False), "flow_index", "k").load(
-        recs) is None
+    FoldCheckpoint(store, "flow_index", "k").save([fold(recs)], recs)
+    read_only = FoldCheckpoint(CheckpointStore(tmp_path, writable=False), "flow_index", "k")
+    assert await read_only.load(recs) is None
     store.freeze()
     (tmp_path / "flow_index.fold").unlink()
-    FoldCheckpoint(store, "flow_index", "k").save(fold(recs), recs)
+    FoldCheckpoint(store, "flow_index", "k").save([fold(recs)], recs)
     assert not (tmp_path / "flow_index.fold").exists()
 
 
-def test_a_state_is_taken_once_and_only_data_is_unpickled(tmp_path: Path) -> None:
+async def test_a_state_is_taken_once_and_only_data_is_unpickled(tmp_path: Path) -> None:
     """A loaded state's file is gone (a crash after the restore folds again); a file
     naming anything but our classes and plain containers is refused, never run."""
     recs = records(SOURCES)
     folds = FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k")
-    folds.save(fold(recs), recs)
-    assert folds.load(recs) is not None
-    assert not folds.path.exists() and folds.load(recs) is None
+    folds.save([fold(recs)], recs)
+    assert await folds.load(recs) is not None
+    assert not folds.path.exists() and await folds.load(recs) is None
 
     class Boom:
         def __reduce__(self) -> tuple[object, ...]:
             return (print, ("ran",))
 
-    folds.path.write_bytes(pickle.dumps((1, folds.key, fingerprint(recs.values())))
-                           + pickle.dumps(Boom()))
+    folds.path.write_bytes(pickle.dumps((1, folds.key, fingerprint(recs.values()), 1))
+                           + pickle.dumps(None) + pickle.dumps(Boom()))
     with capture_logs() as logs:
-        assert folds.load(recs) is None
+        assert await folds.load(recs) is None
     assert logs[0]["event"] == "fold_checkpoint_damaged" and "not allowed" in logs[0]["error"]
 
 
-def test_the_key_holds_the_folding_code(tmp_path: Path) -> None:
+async def test_the_key_holds_the_folding_code(tmp_path: Path) -> None:
     recs = records(SOURCES)
-    FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").save(fold(recs), recs)
+    FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").save([fold(recs)], recs)
     by_other_code = FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k",
                                    code=("kloros_stream.analysis.flow_index",))
-    assert by_other_code.load(recs) is None
+    assert await by_other_code.load(recs) is None
 
 
 def test_facts_of_the_content_are_named_by_its_hash_kept_facts_by_themselves() -> None:
@@ -187,7 +191,7 @@ def test_facts_of_the_content_are_named_by_its_hash_kept_facts_by_themselves() -
     assert fingerprint([skipped]) != fingerprint([clean])
 
 
-def test_a_fold_saved_after_edits_lists_what_a_fresh_fold_lists(tmp_path: Path) -> None:
+async def test_a_fold_saved_after_edits_lists_what_a_fresh_fold_lists(tmp_path: Path) -> None:
     """One value under two constant names, one of them edited away and back before the
     stop: the restored index quotes the producers in a fresh fold's order, not in the
     order the edits left behind."""
@@ -204,9 +208,32 @@ def test_a_fold_saved_after_edits_lists_what_a_fresh_fold_lists(tmp_path: Path) 
         assert edited.facts is not None
         index.update(edited.path, edited.facts.flows, packed=edited.facts)
         recs[edited.path] = edited
-    FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").save(index, recs)
-    restored = FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").load(recs)
+    FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").save([index], recs)
+    loaded = await FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").load(recs)
+    restored = (loaded or [None])[0]
     assert isinstance(restored, FlowIndex)
     topic = Channel(ChannelKind.TOPIC, "T")
     assert [s.path for s in restored.producers(topic)] == ["/t/pkg/pa.py", "/t/pkg/pb.py"]
     assert restored.producers(topic) == fold(recs).producers(topic)
+
+
+async def test_loading_hands_the_event_loop_back_between_attributes(tmp_path: Path) -> None:
+    import asyncio
+
+    recs = records(SOURCES)
+    FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").save([fold(recs)], recs)
+    ticks = 0
+
+    async def other_work() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    before = ticks
+    loaded = await FoldCheckpoint(CheckpointStore(tmp_path), "flow_index", "k").load(recs)
+    task.cancel()
+    assert loaded is not None and isinstance(loaded[0], FlowIndex)
+    assert ticks - before >= len(FlowIndex.__dataclass_fields__) - 1  # once per attribute

@@ -127,7 +127,7 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
         started = time.monotonic()
         if sub is not None:
             items = await sub.initial()
-            if not self._restore(items):
+            if not await self._restore(items):
                 async for root, event, record in paced(items):
                     self.on_file_event(root, event, record)
             self._folded = True
@@ -143,16 +143,16 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
             open_gaps=len(self.ledger.open),
         )
 
-    def _restore(self, items: list[Item]) -> bool:
+    async def _restore(self, items: list[Item]) -> bool:
         """Take the import index saved at the last clean stop if it is the fold of these
         records (no file changed since); False if there is none to take."""
         if self.ctx.one_shot or self.files:
             return False
         records = {r.path: r for _root, _event, r in items if r is not None}
-        state = self.folds.load(records)
+        state = await self.folds.load(records)
         if state is None:
             return False
-        index, evidence = state if isinstance(state, tuple) and len(state) == 2 else (0, 0)
+        index, evidence = state if len(state) == 2 else (0, 0)
         if not isinstance(index, ImportIndex) or not isinstance(evidence, ImportLines):
             self.log.error("capability_fold_invalid", kind=type(state).__name__)
             return False
@@ -173,7 +173,7 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
             return
         self.evidence.keep(lambda path, module, digest: self.ledger.is_open(
             "missing_library", module) and getattr(records.get(path), "sha256", "") == digest)
-        self.folds.save((self.index, self.evidence), records)
+        self.folds.save([self.index, self.evidence], records)
 
     async def _use_interpreter(self, python: str) -> None:
         """Resolve modules against the watched system's interpreter (probed once)."""

@@ -108,12 +108,12 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
                 if not self.ctx.one_shot:
                     self.saver.flush()
                     if self._folded:
-                        self.folds.save(self.index, self.files)
+                        self.folds.save([self.index], self.files)
 
     async def _initial(self, sub: Subscription) -> None:
         started = time.monotonic()
         items = await sub.initial()
-        if not self._restore(items):
+        if not await self._restore(items):
             await self._fold(items)
         self._folded = True
         await self._reconcile_all(time.time())
@@ -132,12 +132,12 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
             **self.stats,
         )
 
-    def _restore(self, items: list[Item]) -> bool:
+    async def _restore(self, items: list[Item]) -> bool:
         """Take the state saved at the last clean stop if these records are its fold."""
         if self.ctx.one_shot or self.files:
             return False
         records = {r.path: r for _root, _event, r in items if r is not None and r.is_python}
-        index = self.folds.load(records)
+        index = (await self.folds.load(records) or [None])[0]
         if not isinstance(index, FlowIndex):
             return False
         self.index, self.files, self.fold_restored = index, records, True

@@ -15,13 +15,14 @@ The packed facts a state points to are not written twice: they are saved as refe
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import hashlib
 import io
 import pickle
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -143,9 +144,11 @@ class FoldCheckpoint:
         self.path = store.directory / f"{name}{SUFFIX}"
         self.key = f"{key}:{code_digest(code)}:{sys.version_info[:2]}"
 
-    def load(self, records: Mapping[str, FileRecord]) -> Any | None:
-        """The state saved with the fingerprint of ``records`` (path -> record), or None:
-        no state, another key or fingerprint, or a damaged file (logged)."""
+    async def load(self, records: Mapping[str, FileRecord]) -> list[Any] | None:
+        """The objects saved with the fingerprint of ``records`` (path -> record), or None:
+        no state, another key or fingerprint, or a damaged file (logged). An object is
+        unpickled an attribute at a time, the event loop handed back in between (a
+        20 k-file flow index takes a few hundred milliseconds whole)."""
         if not self.store.writable:
             return None
         try:
@@ -156,16 +159,16 @@ class FoldCheckpoint:
         except OSError as err:
             log.error("fold_checkpoint_unreadable", path=str(self.path), error=str(err))
             return None
-        data = io.BytesIO(raw)
+        unpickler = _Unpickler(io.BytesIO(raw), records)
         was_enabled = gc.isenabled()
         gc.disable()  # many long-lived objects, no garbage: a collection would only rescan
         try:
-            header = _Unpickler(data, {}).load()
+            header = unpickler.load()
             if not (isinstance(header, tuple) and header[:2] == (FOLD_FORMAT, self.key)
-                    and header[2:] == (fingerprint(records.values()),)):
+                    and header[2:3] == (fingerprint(records.values()),)):
                 log.info("fold_checkpoint_stale", path=str(self.path))
                 return None
-            state = _Unpickler(data, records).load()
+            objects = [await _load_object(unpickler) for _ in range(int(header[3]))]
         except Exception as err:  # any damage means: fold from the records
             log.error("fold_checkpoint_damaged", path=str(self.path), error=repr(err))
             return None
@@ -173,17 +176,63 @@ class FoldCheckpoint:
             if was_enabled:
                 gc.enable()
         gc.freeze()  # the state lives as long as its monitor: out of later collections
-        return state
+        return objects
 
-    def save(self, state: Any, records: Mapping[str, FileRecord]) -> None:
-        """Save ``state``, the fold of ``records`` (path -> record). Never raises (logged)."""
+    def save(self, objects: Sequence[Any], records: Mapping[str, FileRecord]) -> None:
+        """Save ``objects``, the fold of ``records`` (path -> record). One pickler writes
+        them all (an object two of them share is written once). Never raises (logged)."""
         if not self.store.writable or self.store.frozen:
             return
         paths = {id(r.facts): path for path, r in records.items() if r.facts is not None}
         out = io.BytesIO()
         try:
-            pickle.dump((FOLD_FORMAT, self.key, fingerprint(records.values())), out)
-            _Pickler(out, paths).dump(state)
+            header = (FOLD_FORMAT, self.key, fingerprint(records.values()), len(objects))
+            pickler = _Pickler(out, paths)
+            pickler.dump(header)
+            for obj in objects:
+                _dump_object(pickler, obj)
             atomic_write_bytes(self.path, out.getvalue())
         except Exception as err:  # a state not saved is folded again
             log.error("fold_checkpoint_not_saved", path=str(self.path), error=repr(err))
+
+
+def _dump_object(pickler: pickle.Pickler, obj: Any) -> None:
+    """``obj`` as (its class, the kind of its state, how many parts), then each part of
+    its state on its own: its attributes (default state), or the items of the dict or
+    list its own ``__getstate__`` returns."""
+    state = obj.__getstate__()
+    if not hasattr(type(obj), "__setstate__"):  # the default state: dict and/or slots
+        if isinstance(state, tuple) and len(state) == 2:
+            state = {**(state[0] or {}), **(state[1] or {})}
+        kind, parts = "attrs", list(state.items()) if isinstance(state, dict) else None
+    elif isinstance(state, dict):
+        kind, parts = "dict", list(state.items())
+    elif isinstance(state, list):
+        kind, parts = "list", state
+    else:
+        parts = None
+    if parts is None:
+        pickler.dump(None)
+        pickler.dump(obj)
+        return
+    pickler.dump((type(obj), kind, len(parts)))
+    for part in parts:
+        pickler.dump(part)
+
+
+async def _load_object(unpickler: pickle.Unpickler) -> Any:
+    spec = unpickler.load()
+    if spec is None:
+        return unpickler.load()
+    cls, kind, count = spec
+    parts = []
+    for _ in range(count):
+        parts.append(unpickler.load())
+        await asyncio.sleep(0)
+    obj = cls.__new__(cls)
+    if kind == "attrs":
+        for name, value in parts:
+            object.__setattr__(obj, name, value)
+    else:
+        obj.__setstate__(dict(parts) if kind == "dict" else parts)
+    return obj
