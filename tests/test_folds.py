@@ -163,7 +163,7 @@ async def test_a_state_is_taken_once_and_only_data_is_unpickled(tmp_path: Path) 
             return (print, ("ran",))
 
     folds.path.write_bytes(pickle.dumps((1, folds.key, fingerprint(recs.values()), 1))
-                           + pickle.dumps(None) + pickle.dumps(Boom()))
+                           + pickle.dumps(("raw",)) + pickle.dumps(Boom()))
     with capture_logs() as logs:
         assert await folds.load(recs) is None
     assert logs[0]["event"] == "fold_checkpoint_damaged" and "not allowed" in logs[0]["error"]

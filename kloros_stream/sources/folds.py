@@ -15,23 +15,19 @@ The packed facts a state points to are not written twice: they are saved as refe
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import gc
 import hashlib
 import io
-import pickle
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ..analysis.compact import EMPTY_MAP
-from ..analysis.source_facts import PackedFacts
 from ..checkpoint import atomic_write_bytes
+from .fold_pickle import FoldPickler, FoldUnpickler, dump_value, load_value
 
 if TYPE_CHECKING:
     from ..checkpoint import CheckpointStore
@@ -69,56 +65,6 @@ def _facts_identity(record: FileRecord) -> bytes:
         facts.body) + facts.body
 
 
-def _mapping_proxy(items: dict[Any, Any]) -> Any:
-    return MappingProxyType(items) if items else EMPTY_MAP
-
-
-class _Pickler(pickle.Pickler):
-    """Packed facts by reference (their record's path); read-only maps as their items."""
-
-    dispatch_table = {MappingProxyType: lambda m: (_mapping_proxy, (dict(m),))}
-
-    def __init__(self, out: io.BytesIO, paths: dict[int, str]) -> None:
-        super().__init__(out, protocol=pickle.HIGHEST_PROTOCOL)
-        self._paths = paths
-
-    def persistent_id(self, obj: Any) -> str | None:
-        if type(obj) is PackedFacts:
-            path = self._paths.get(id(obj))
-            if path is None:
-                raise pickle.PicklingError("packed facts of no record in the state")
-            return path
-        return None
-
-
-_SAFE_GLOBALS = {
-    "builtins": frozenset({"set", "frozenset", "dict", "list", "tuple", "str", "int", "float",
-                           "bool", "bytes", "bytearray", "object", "slice", "range"}),
-    "collections": frozenset({"Counter", "defaultdict", "OrderedDict", "deque"}),
-    "copyreg": frozenset({"_reconstructor"}),
-}
-
-
-class _Unpickler(pickle.Unpickler):
-    """Only our own classes and plain containers (a state file is data, never code), packed
-    facts from the records by their path."""
-
-    def __init__(self, data: io.BytesIO, records: Mapping[str, FileRecord]) -> None:
-        super().__init__(data)
-        self._records = records
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module.startswith("kloros_stream.") or name in _SAFE_GLOBALS.get(module, ()):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a fold")
-
-    def persistent_load(self, pid: Any) -> PackedFacts:
-        record = self._records.get(pid)
-        if record is None or record.facts is None:
-            raise pickle.UnpicklingError(f"no packed facts for {pid!r}")
-        return record.facts
-
-
 @functools.cache
 def code_digest(modules: tuple[str, ...]) -> str:
     """A digest of the source of ``modules`` (and of this one): a state folded by other
@@ -147,8 +93,9 @@ class FoldCheckpoint:
     async def load(self, records: Mapping[str, FileRecord]) -> list[Any] | None:
         """The objects saved with the fingerprint of ``records`` (path -> record), or None:
         no state, another key or fingerprint, or a damaged file (logged). An object is
-        unpickled an attribute at a time, the event loop handed back in between (a
-        20 k-file flow index takes a few hundred milliseconds whole)."""
+        unpickled a part at a time (:func:`.fold_pickle.load_value`), the event loop
+        handed back in between (a 20 k-file flow index takes a few hundred milliseconds
+        whole)."""
         if not self.store.writable:
             return None
         try:
@@ -159,7 +106,7 @@ class FoldCheckpoint:
         except OSError as err:
             log.error("fold_checkpoint_unreadable", path=str(self.path), error=str(err))
             return None
-        unpickler = _Unpickler(io.BytesIO(raw), records)
+        unpickler = FoldUnpickler(io.BytesIO(raw), records)
         was_enabled = gc.isenabled()
         gc.disable()  # many long-lived objects, no garbage: a collection would only rescan
         try:
@@ -168,7 +115,7 @@ class FoldCheckpoint:
                     and header[2:3] == (fingerprint(records.values()),)):
                 log.info("fold_checkpoint_stale", path=str(self.path))
                 return None
-            objects = [await _load_object(unpickler) for _ in range(int(header[3]))]
+            objects = [await load_value(unpickler) for _ in range(int(header[3]))]
         except Exception as err:  # any damage means: fold from the records
             log.error("fold_checkpoint_damaged", path=str(self.path), error=repr(err))
             return None
@@ -187,52 +134,10 @@ class FoldCheckpoint:
         out = io.BytesIO()
         try:
             header = (FOLD_FORMAT, self.key, fingerprint(records.values()), len(objects))
-            pickler = _Pickler(out, paths)
+            pickler = FoldPickler(out, paths)
             pickler.dump(header)
             for obj in objects:
-                _dump_object(pickler, obj)
+                dump_value(pickler, obj)
             atomic_write_bytes(self.path, out.getvalue())
         except Exception as err:  # a state not saved is folded again
             log.error("fold_checkpoint_not_saved", path=str(self.path), error=repr(err))
-
-
-def _dump_object(pickler: pickle.Pickler, obj: Any) -> None:
-    """``obj`` as (its class, the kind of its state, how many parts), then each part of
-    its state on its own: its attributes (default state), or the items of the dict or
-    list its own ``__getstate__`` returns."""
-    state = obj.__getstate__()
-    if not hasattr(type(obj), "__setstate__"):  # the default state: dict and/or slots
-        if isinstance(state, tuple) and len(state) == 2:
-            state = {**(state[0] or {}), **(state[1] or {})}
-        kind, parts = "attrs", list(state.items()) if isinstance(state, dict) else None
-    elif isinstance(state, dict):
-        kind, parts = "dict", list(state.items())
-    elif isinstance(state, list):
-        kind, parts = "list", state
-    else:
-        parts = None
-    if parts is None:
-        pickler.dump(None)
-        pickler.dump(obj)
-        return
-    pickler.dump((type(obj), kind, len(parts)))
-    for part in parts:
-        pickler.dump(part)
-
-
-async def _load_object(unpickler: pickle.Unpickler) -> Any:
-    spec = unpickler.load()
-    if spec is None:
-        return unpickler.load()
-    cls, kind, count = spec
-    parts = []
-    for _ in range(count):
-        parts.append(unpickler.load())
-        await asyncio.sleep(0)
-    obj = cls.__new__(cls)
-    if kind == "attrs":
-        for name, value in parts:
-            object.__setattr__(obj, name, value)
-    else:
-        obj.__setstate__(dict(parts) if kind == "dict" else parts)
-    return obj
