@@ -57,12 +57,17 @@ async def _start(tmp_path: Path, state: Path, **section: object) -> dict[str, An
     async with running(monitor):
         while "initial_scan_s" not in ctx.status.details:
             await asyncio.sleep(0.01)
+        held = {
+            "missing": monitor.index.missing(),
+            "modules": monitor.index.modules,
+            "files": sorted(monitor.files),
+        }
+    # A stopped instance is never started again: its state is freed at the stop.
+    assert monitor.files == {} and monitor.index.modules == set()
     return {
         "signals": [(s.gap_type, s.gap_name, s.resolved, s.facts) for s in pub.signals],
         "open": {key: facts for key, facts in monitor.ledger.published.items()},
-        "missing": monitor.index.missing(),
-        "modules": monitor.index.modules,
-        "files": sorted(monitor.files),
+        **held,
     }
 
 

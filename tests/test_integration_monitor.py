@@ -299,6 +299,7 @@ async def test_restart_reparses_only_changed_files_and_reannounces_nothing(
     await first.stop()
     state = tmp_path / "var" / "state" / "integration" / "index.json"
     assert state.is_file()
+    assert first.monitor.files == {} and len(first.monitor.index) == 0  # freed at the stop
 
     # While down: one orphan resolved, one new orphan, one file deleted.
     (src / "pkg" / "consumer.py").write_text(CONSUMER)

@@ -122,6 +122,10 @@ class CapabilityDiscoveryMonitor(Monitor[CapabilityDiscoveryConfig]):
             finally:
                 self.ledger.flush()
                 self._save_fold()
+                # A stopped instance is not used again (a restart makes a new one): its
+                # state is freed now (gc.freeze() left it to reference counting).
+                self.index, self.evidence = ImportIndex(self.resolver), ImportLines()
+                self.files = {}
 
     async def _scan(self, sub: Subscription | None) -> None:
         started = time.monotonic()

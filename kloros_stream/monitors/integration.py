@@ -109,6 +109,7 @@ class IntegrationMonitor(Monitor[IntegrationMonitorConfig]):
                     self.saver.flush()
                     if self._folded:
                         self.folds.save([self.index], self.files)
+                    self.index, self.files = FlowIndex(), {}  # freed now, frozen or not
 
     async def _initial(self, sub: Subscription) -> None:
         started = time.monotonic()
