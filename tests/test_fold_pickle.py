@@ -14,7 +14,7 @@ from kloros_stream.sources.fold_pickle import (
     CHUNK_ITEMS,
     FoldPickler,
     FoldUnpickler,
-    dump_value,
+    dump_values,
     load_value,
 )
 
@@ -29,9 +29,7 @@ class Installed:
 
 def roundtrip(*values: object) -> list[object]:
     out = io.BytesIO()
-    pickler = FoldPickler(out, {})
-    for value in values:
-        dump_value(pickler, value)
+    dump_values(FoldPickler(out, {}), values)
     unpickler = FoldUnpickler(io.BytesIO(out.getvalue()), {})
 
     async def load() -> list[object]:
@@ -82,3 +80,16 @@ def test_anything_but_our_classes_and_plain_containers_is_refused() -> None:
         assert "not allowed" in str(err)
     else:
         raise AssertionError("unpickled a foreign global")
+
+
+def test_a_container_split_into_parts_and_held_elsewhere_is_not_saved() -> None:
+    """Rebuilt at load, it would come back as two objects: refused, whichever comes
+    first."""
+    big = {i: i for i in range(CHUNK_ITEMS + 1)}
+    for values in ([big, [big]], [[big], big]):
+        try:
+            dump_values(FoldPickler(io.BytesIO(), {}), values)
+        except pickle.PicklingError as err:
+            assert "held elsewhere" in str(err)
+        else:
+            raise AssertionError("saved a state holding a split map twice")

@@ -2,7 +2,9 @@
 hands the event loop back between parts.
 
 One pickler writes every part (its memo spans them: an object two parts share is written
-once and comes back shared). A part is tagged:
+once and comes back shared). A container split into parts is rebuilt at load, so nothing
+else in the state may hold it: saving refuses a state that does (the whole plan of parts
+is made before anything is written, so the order does not matter). A part is tagged:
 
 - ``("obj", class, kind, n)``: one of our objects, then its ``n`` attributes (``attrs``:
   the default state, set back with ``object.__setattr__``) or the items of the dict or
@@ -23,7 +25,7 @@ import asyncio
 import io
 import pickle
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -53,8 +55,13 @@ class FoldPickler(pickle.Pickler):
     def __init__(self, out: io.BytesIO, paths: dict[int, str]) -> None:
         super().__init__(out, protocol=pickle.HIGHEST_PROTOCOL)
         self._paths = paths
+        self.split: set[int] = set()
+        """The containers written in parts (:func:`dump_values`): never written whole."""
 
     def persistent_id(self, obj: Any) -> str | None:
+        if id(obj) in self.split:
+            raise pickle.PicklingError(f"a {type(obj).__name__} split into parts is also "
+                                       "held elsewhere in the state")
         if type(obj) is PackedFacts:
             path = self._paths.get(id(obj))
             if path is None:
@@ -90,29 +97,38 @@ class FoldUnpickler(pickle.Unpickler):
         return record.facts
 
 
-def dump_value(pickler: pickle.Pickler, value: Any, depth: int = 0) -> None:
-    """Write ``value`` as tagged parts (see the module's docstring)."""
+def dump_values(pickler: FoldPickler, values: Sequence[Any]) -> None:
+    """Write ``values`` as tagged parts (see the module's docstring)."""
+    plan: list[Any] = []
+    for value in values:
+        _plan(value, 0, plan, pickler.split)
+    for item in plan:
+        pickler.dump(item)
+
+
+def _plan(value: Any, depth: int, plan: list[Any], split: set[int]) -> None:
     kind = _MAPS.get(type(value))
     if kind is not None and len(value) > CHUNK_ITEMS:
+        split.add(id(value))
         items = list(value.items())
         factory = value.default_factory if isinstance(value, defaultdict) else None
-        pickler.dump(("map", kind, factory, -(-len(items) // CHUNK_ITEMS)))
-        for start in range(0, len(items), CHUNK_ITEMS):
-            pickler.dump(dict(items[start:start + CHUNK_ITEMS]))
+        plan.append(("map", kind, factory, -(-len(items) // CHUNK_ITEMS)))
+        plan.extend(dict(items[start:start + CHUNK_ITEMS])
+                    for start in range(0, len(items), CHUNK_ITEMS))
         return
-    split = _state_parts(value) if depth < SPLIT_DEPTH else None
-    if split is None:
-        pickler.dump(("raw",))
-        pickler.dump(value)
+    parts = _state_parts(value) if depth < SPLIT_DEPTH else None
+    if parts is None:
+        plan += [("raw",), value]
         return
-    kind, parts = split
-    pickler.dump(("obj", type(value), kind, len(parts)))
-    for part in parts:
-        if kind == "list":
-            dump_value(pickler, part, depth + 1)
+    split.add(id(value))
+    how, items = parts
+    plan.append(("obj", type(value), how, len(items)))
+    for item in items:
+        if how == "list":
+            _plan(item, depth + 1, plan, split)
         else:
-            pickler.dump(part[0])
-            dump_value(pickler, part[1], depth + 1)
+            plan.append(item[0])
+            _plan(item[1], depth + 1, plan, split)
 
 
 def _state_parts(obj: Any) -> tuple[str, list[Any]] | None:
@@ -132,14 +148,13 @@ def _state_parts(obj: Any) -> tuple[str, list[Any]] | None:
 
 
 async def load_value(unpickler: pickle.Unpickler) -> Any:
-    """Read one value written by :func:`dump_value`, handing the event loop back after
+    """Read one value written by :func:`dump_values`, handing the event loop back after
     each part."""
     tag = unpickler.load()
     if tag[0] == "map":
         _tag, kind, factory, count = tag
-        value: Any = {"dict": dict, "Counter": Counter}.get(kind) or (
-            lambda: defaultdict(factory))
-        value = value()
+        value: Any = (defaultdict(factory) if kind == "defaultdict"
+                      else Counter() if kind == "Counter" else {})
         for _ in range(count):
             value.update(unpickler.load())
             await asyncio.sleep(0)

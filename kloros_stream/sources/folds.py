@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ..checkpoint import atomic_write_bytes
-from .fold_pickle import FoldPickler, FoldUnpickler, dump_value, load_value
+from . import fold_pickle
+from .fold_pickle import FoldPickler, FoldUnpickler, dump_values, load_value
 
 if TYPE_CHECKING:
     from ..checkpoint import CheckpointStore
@@ -59,18 +60,18 @@ def _facts_identity(record: FileRecord) -> bytes:
     if record.error is None and not record.skipped and record.sha256:
         return b"\0s" + record.sha256.encode()
     imports = facts.imports
-    parts = ["\1".join(sorted(names)) for names in (imports.required, imports.optional,
-                                                     imports.dotted)]
-    return b"\0k" + "\0".join(parts).encode("utf-8", "surrogateescape") + b"\0%d\0" % len(
-        facts.body) + facts.body
+    names = "\0".join("\1".join(sorted(group)) for group in (
+        imports.required, imports.optional, imports.dotted))
+    return b"\0k%s\0%d\0%s" % (names.encode("utf-8", "surrogateescape"), len(facts.body),
+                               facts.body)
 
 
 @functools.cache
 def code_digest(modules: tuple[str, ...]) -> str:
-    """A digest of the source of ``modules`` (and of this one): a state folded by other
-    code is not reused."""
+    """A digest of the source of ``modules`` (and of this one and the format's): a state
+    folded or written by other code is not reused."""
     digest = hashlib.sha256()
-    for name in sorted({__name__, *modules}):
+    for name in sorted({__name__, fold_pickle.__name__, *modules}):
         digest.update(name.encode() + b"\0" + Path(sys.modules[name].__file__ or "").read_bytes())
     return digest.hexdigest()[:16]
 
@@ -136,8 +137,7 @@ class FoldCheckpoint:
             header = (FOLD_FORMAT, self.key, fingerprint(records.values()), len(objects))
             pickler = FoldPickler(out, paths)
             pickler.dump(header)
-            for obj in objects:
-                dump_value(pickler, obj)
+            dump_values(pickler, objects)
             atomic_write_bytes(self.path, out.getvalue())
         except Exception as err:  # a state not saved is folded again
             log.error("fold_checkpoint_not_saved", path=str(self.path), error=repr(err))
