@@ -12,7 +12,8 @@ What counts (nothing else does; no keyword matching):
 Each occurrence is published as a CAPABILITY_GAP (gap_type ``exception``, gap_name
 ``"<Type>: <first line of message>"``) whose facts carry the Sentry-like ``fingerprint``
 (:mod:`~kloros_stream.analysis.fingerprint`) from which the core derives the question id:
-one question per bug, ``occurrences`` counting up.
+one question per bug, ``occurrences`` counting up. One published alone and then held as a
+cause or context by a later chain of its process is withdrawn (:mod:`.exception_absorb`).
 
 Sources: journalctl through :class:`~kloros_stream.sources.journal.JournalFollower`
 (entries to occurrences: :mod:`.exception_journal`) and ``log_files`` through the
@@ -25,8 +26,8 @@ changed, and on stop): the journal ``cursor`` just before the first entry of the
 traceback still being assembled (a restart resumes there: nothing lost, nothing skipped),
 the occurrence keys ``published`` after it and per log file (a replay publishes nothing
 twice), and the LRU of ``fingerprints`` (``dedup_size``) behind ``occurrences``,
-``first_seen``, ``last_seen``; a fingerprint's first sighting is logged at warning level,
-repeats at debug.
+``first_seen``, ``last_seen`` (a fingerprint's first sighting is logged at warning level,
+repeats at debug), and the ``lone`` occurrences a later chain may still absorb.
 
 One-shot (``scan``): ``journalctl --lines=10000`` without ``--follow`` (the scan's
 read-only checkpoint store has no cursor) and each log file from its start, then every
@@ -66,6 +67,7 @@ from ..sources.journal import (
 )
 from ..sources.tailer import TailBatch
 from .base import Monitor, MonitorContext, MonitorUnavailable
+from .exception_absorb import LoneRecords, absorb, resolution, stream_of
 from .exception_files import FileMeta, batch_lines, follow_log_file
 from .exception_journal import (
     DeliveryLag,
@@ -103,6 +105,7 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         self.assembler = TracebackAssembler(flush_after_s=cfg.flush_after_s, chain_grace_s=grace)
         self.lag = DeliveryLag(grace, cfg.flush_after_s)
         self.memory = FingerprintMemory(cfg.dedup_size)
+        self.lone = LoneRecords()
         self.follower: JournalFollower | None = None
         self._accept = entry_filter(cfg.units, cfg.identifiers)
         self.replay = ReplayState()
@@ -171,11 +174,8 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
     async def _follow_journal(self) -> None:
         cfg = self.cfg
         follower = self.follower = JournalFollower(
-            journalctl=cfg.journalctl,
-            namespace=cfg.namespace,
-            after_cursor=self.replay.cursor,
-            initial_lines=cfg.initial_lines,
-            max_line_bytes=self.max_line_bytes,
+            journalctl=cfg.journalctl, namespace=cfg.namespace, after_cursor=self.replay.cursor,
+            initial_lines=cfg.initial_lines, max_line_bytes=self.max_line_bytes,
         )
         await follower.probe()
         self.ctx.status.details["journal"] = "following" if not self.ctx.one_shot else "scan"
@@ -235,7 +235,8 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
             self.ctx.status.count("replays_suppressed")
             return
         add_journal_facts(occ, first, unit, last, wall)
-        self._publish(occ, where=unit or occ.facts["identifier"] or "journal")
+        stream = stream_of("j", unit, occ.facts["pid"], occ.facts["identifier"])
+        self._publish(occ, stream, where=unit or occ.facts["identifier"] or "journal")
 
     # -- log files -------------------------------------------------------------------------
     def _on_file_batch(self, batch: TailBatch) -> None:
@@ -260,7 +261,7 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
             return
         self._dirty = True
         occ.facts.update(source="file", path=path, offset=offset, unit="")
-        self._publish(occ, where=Path(path).name)
+        self._publish(occ, stream_of("f", path), where=Path(path).name)
 
     # -- assembled tracebacks --------------------------------------------------------------
     def _drain(self) -> None:
@@ -281,27 +282,20 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
             unit = item.key[1] if isinstance(item.key, tuple) else ""
             self._publish_journal(occ, first.entry, str(unit), last.entry, last.wall)
         elif isinstance(first, FileMeta) and isinstance(last, FileMeta):
-            occ = traceback_occurrence(
-                item.traceback,
-                file_key(last.offset, item.traceback.text),
-                last.wall,
-            )
+            key = file_key(last.offset, item.traceback.text)
+            occ = traceback_occurrence(item.traceback, key, last.wall)
             self._publish_file(occ, last.path, last.offset)
 
     # -- publishing ------------------------------------------------------------------------
-    def _publish(self, occ: Occurrence, *, where: str) -> None:
+    def _publish(self, occ: Occurrence, stream: tuple[str, ...], *, where: str) -> None:
         count, first_seen, new = self.memory.record(occ.fingerprint, occ.observed_at)
         self._dirty = True
         # the question's evidence is its first sighting's: read the code once
         context = frame_context(occ.records, read_source_lines) if new else None
         self.ctx.status.count(f"{occ.kind}_occurrences")
         (self.log.warning if new else self.log.debug)(
-            "exception_seen",
-            kind=occ.kind,
-            name=occ.title,
-            fingerprint=occ.fingerprint,
-            where=where,
-            occurrences=count,
+            "exception_seen", kind=occ.kind, name=occ.title, fingerprint=occ.fingerprint,
+            where=where, occurrences=count,
         )
         self.ctx.gap(
             gap_type="exception",
@@ -318,6 +312,12 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
                 source_context=context,
             ),
         )
+        for w in absorb(self.lone, self.memory, stream, occ):  # held: see exception_absorb
+            self.ctx.status.count("absorbed_late")
+            self.log.info("exception_absorbed", where=where, **w.log_fields())
+            if w.left == 0:  # sighted nowhere else: its question is resolved
+                self.ctx.resolve(ecosystem=self.ecosystem, observed_at=occ.observed_at,
+                                 **resolution(w, where, GAP_CATEGORY))
 
     # -- timers and state ------------------------------------------------------------------
     def _schedule(self) -> None:
@@ -378,7 +378,7 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
             return
         pending = (meta for _, meta in self.assembler.pending_first_metas())
         cursor = safe_cursor(pending, self.replay.cursor)
-        data = self.replay.dump(cursor, self.memory)
+        data = self.replay.dump(cursor, self.memory, self.lone)
         try:
             self.ctx.checkpoints.save(CHECKPOINT, data)
         except OSError as err:
@@ -390,7 +390,7 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         self.ctx.status.details["fingerprints"] = len(self.memory)
 
     def _load(self) -> None:
-        if self.replay.load(self.ctx.checkpoints.load(CHECKPOINT), self.memory):
+        if self.replay.load(self.ctx.checkpoints.load(CHECKPOINT), self.memory, self.lone):
             self.log.info("exception_state_loaded", cursor=self.replay.cursor,
                           fingerprints=len(self.memory), published=len(self.replay.published))
 

@@ -5,19 +5,28 @@ and which fingerprints were seen how often (one checkpoint, ``state.json``).
   keys of occurrences published after it (the entries a restart re-reads), and per log
   file the keys of recent occurrences (the tailer's at-least-once replay after kill -9);
 - :class:`FingerprintMemory`: the bounded LRU of fingerprints with their count and first
-  and last sighting (the ``occurrences``, ``first_seen``, ``last_seen`` facts).
+  and last sighting (the ``occurrences``, ``first_seen``, ``last_seen`` facts);
+- ``lone``: the occurrences each process published alone that a later chain of it may
+  still absorb (:class:`.exception_absorb.LoneRecords`).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import Any
+from typing import Any, Protocol
 
 from ..sources.journal import cursor_position
 
 MAX_PUBLISHED = 65_536
 FILE_RECENT = 1024
 STATE_VERSION = 1
+
+
+class LoneMemory(Protocol):
+    """What the checkpoint keeps of :class:`.exception_absorb.LoneRecords`."""
+
+    def dump(self) -> list[list[Any]]: ...
+    def load(self, data: Any) -> None: ...
 
 
 class FingerprintMemory:
@@ -47,6 +56,18 @@ class FingerprintMemory:
         item[0] += 1
         item[2] = when
         return item[0], item[1], new
+
+    def discount(self, fp: str) -> int:
+        """Take one sighting off (it was absorbed into another question); returns the
+        sightings left. A fingerprint left with none is forgotten (unknown: 0)."""
+        item = self._items.get(fp)
+        if item is None:
+            return 0
+        item[0] -= 1
+        if item[0] <= 0:
+            del self._items[fp]
+            return 0
+        return item[0]
 
     def dump(self) -> list[list[Any]]:
         return [[fp, *item] for fp, item in self._items.items()]
@@ -107,7 +128,9 @@ class ReplayState:
                 keep[key] = None
         self.published = keep
 
-    def dump(self, safe_cursor: str | None, memory: FingerprintMemory) -> dict[str, Any]:
+    def dump(
+        self, safe_cursor: str | None, memory: FingerprintMemory, lone: LoneMemory
+    ) -> dict[str, Any]:
         """The checkpoint, resuming at ``safe_cursor`` (pruned to it first)."""
         self.prune(safe_cursor)
         return {
@@ -116,9 +139,10 @@ class ReplayState:
             "published": list(self.published),
             "files": {path: list(keys) for path, keys in self._file_recent.items()},
             "fingerprints": memory.dump(),
+            "lone": lone.dump(),
         }
 
-    def load(self, data: Any, memory: FingerprintMemory) -> bool:
+    def load(self, data: Any, memory: FingerprintMemory, lone: LoneMemory) -> bool:
         """Restore from a checkpoint (anything malformed is left out); False if none."""
         if not isinstance(data, dict):
             return False
@@ -135,4 +159,5 @@ class ReplayState:
                     self._file_recent[str(path)] = deque(kept)
                     self._file_seen[str(path)] = set(kept)
         memory.load(data.get("fingerprints"))
+        lone.load(data.get("lone"))
         return True

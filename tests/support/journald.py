@@ -242,8 +242,8 @@ def scripted_journalctl(
 ) -> Path:
     """An executable that answers the probe with ``probe`` and its n-th reading run with
     ``runs[n]`` (``stdout`` bytes as latin-1 text, then each ``[after_s, text]`` of
-    ``more`` after a pause, ``stderr``, ``code``, ``hang``); every call's argv is appended
-    to ``calls.jsonl``."""
+    ``more`` after a pause, or ``[after_s, text, path]`` once ``path`` exists too,
+    ``stderr``, ``code``, ``hang``); every call's argv is appended to ``calls.jsonl``."""
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"runs": runs, "probe": probe or {}}))
     script = tmp_path / "journalctl"
@@ -262,8 +262,10 @@ else:
     step = plan["runs"][min(n, len(plan["runs"]) - 1)]
 sys.stdout.buffer.write(step.get("stdout", "").encode("latin-1"))
 sys.stdout.flush()
-for after_s, text in step.get("more", ()):
+for after_s, text, *gate in step.get("more", ()):
     time.sleep(after_s)
+    while gate and not Path(gate[0]).exists():
+        time.sleep(0.01)
     sys.stdout.buffer.write(text.encode("latin-1"))
     sys.stdout.flush()
 sys.stderr.write(step.get("stderr", ""))
