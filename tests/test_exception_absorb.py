@@ -18,6 +18,7 @@ from kloros_stream.monitors.exception_absorb import (
     identity,
     resolution,
     stream_of,
+    unrecorded,
 )
 from kloros_stream.monitors.exception_state import FingerprintMemory, ReplayState
 from tests.support.inputs import traceback_lines
@@ -221,6 +222,43 @@ def test_checkpoint_keeps_what_a_later_chain_may_absorb() -> None:
     assert list(q.open.values()) == ["ValueError: bad order 7"]
 
 
+def test_a_chain_re_read_after_a_restart_withdraws_parts_the_checkpoint_does_not_count() -> None:
+    """Killed after publishing the logged record alone, before the checkpoint held it: the
+    re-read comes whole (the assembler absorbs the logged record), and the chain withdraws
+    each part whose fingerprint the restored memory does not count."""
+    before = Pipeline()
+    before.feed(LOGGED, at=0.0)
+    before.flush(1.0)
+    [(key_fp, _)] = before.open.items()
+    p = Pipeline()  # the restart: memory and lone records as checkpointed before the kill
+    p.feed([*LOGGED, *CHAIN], at=5.0)
+    p.asm.flush(6.0)
+    [item] = p.asm.completed
+    chain = traceback_occurrence(item.traceback, "k", 6.0)
+    p.memory.record(chain.fingerprint, 6.0)
+    assert absorb(p.lone, p.memory, PROC, chain) == []  # live: nothing to withdraw
+    [w] = absorb(LoneRecords(), p.memory, PROC, chain, replayed=True)
+    assert (w.lone.fingerprint, w.left, w.into) == (key_fp, 0, "ValueError: bad order 7")
+    p.memory.record(key_fp, 7.0)  # counted (the previous run's checkpoint held it)
+    assert absorb(LoneRecords(), p.memory, PROC, chain, replayed=True) == []
+
+
+def test_unrecorded_offers_each_cause_with_what_it_holds() -> None:
+    outer = [*CHAIN, "", "The above exception was the direct cause of the following exception:",
+             "", "Traceback (most recent call last):",
+             '  File "/srv/app/api.py", line 30, in handle', "RuntimeError: request failed"]
+    asm = TracebackAssembler()
+    for text in outer:
+        asm.feed(0, text, 0.0)
+    asm.flush(0.0, force=True)
+    records = asm.completed[0].traceback.chain
+    memory = FingerprintMemory(16)
+    parts = unrecorded(records, memory)
+    assert [lone.title for lone in parts] == ["KeyError: 'order 7'", "ValueError: bad order 7"]
+    memory.record(parts[1].fingerprint, 1.0)
+    assert [lone.title for lone in unrecorded(records, memory)] == ["KeyError: 'order 7'"]
+
+
 def test_identity_is_type_message_and_innermost_frame() -> None:
     tb = TracebackAssembler()
     for text in WORKER:
@@ -304,3 +342,30 @@ async def test_monitor_absorbs_across_a_restart_and_a_replay_brings_nothing_back
         await asyncio.sleep(0.2)
     assert names(pub3.gaps()) == ["OSError: disk full"] and pub3.resolutions() == []
     assert monitor.ctx.status.counters["replays_suppressed"] == 1
+
+
+async def test_monitor_withdraws_a_question_whose_checkpoint_was_lost_in_a_kill(
+    tmp_path: Path,
+) -> None:
+    """Run 1 publishes the logged record alone and is killed before its checkpoint holds
+    it (the state file as it was before); run 2 re-reads the logged record and the re-raise
+    together, the assembler absorbs the logged one, and the chain withdraws its question."""
+    j = Journal()
+    up = j.add("service up", pid=1)
+    logged, chain = journal_lines(j, LOGGED), journal_lines(j, CHAIN)
+    jc = scripted_journalctl(tmp_path, [
+        {"stdout": j.text([up, *logged]), "hang": True},
+        {"stdout": j.text([*logged, *chain]), "hang": True},
+    ])
+    data = config(jc, units=[])
+    state = tmp_path / "var" / "state" / "exception" / "state.json"
+    async with following(tmp_path, data) as (_, pub1):
+        await pub1.wait_for(lambda s: len(s) == 1)
+    [key] = pub1.gaps()
+    state.write_bytes(orjson.dumps({"version": 1, "cursor": up["__CURSOR"], "published": []}))
+    async with following(tmp_path, data) as (monitor, pub2):
+        await pub2.wait_for(lambda s: len(s) == 2)
+    assert names(pub2.gaps()) == ["ValueError: bad order 7"]
+    [res] = pub2.resolutions()
+    assert (res.gap_name, res.facts["fingerprint"]) == (key.gap_name, key.facts["fingerprint"])
+    assert monitor.assembler.absorbed == 1

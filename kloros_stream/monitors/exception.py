@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -78,6 +79,7 @@ from .exception_journal import (
     stream_key,
     sync_follower_status,
     whole_message_occurrences,
+    written_before,
 )
 from .exception_state import FingerprintMemory, ReplayState
 
@@ -117,6 +119,7 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         self._stalled = False
         self._waiting = 0.0  # since when a judgement waits for lines already received
         self._dirty, self._last_save = False, float("-inf")
+        self._resumed_at: float | None = None  # wall time of a restart from a saved cursor
         self._synced: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -236,7 +239,8 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
             return
         add_journal_facts(occ, first, unit, last, wall)
         stream = stream_of("j", unit, occ.facts["pid"], occ.facts["identifier"])
-        self._publish(occ, stream, where=unit or occ.facts["identifier"] or "journal")
+        self._publish(occ, stream, where=unit or occ.facts["identifier"] or "journal",
+                      replayed=written_before(first, self._resumed_at))
 
     # -- log files -------------------------------------------------------------------------
     def _on_file_batch(self, batch: TailBatch) -> None:
@@ -287,7 +291,9 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
             self._publish_file(occ, last.path, last.offset)
 
     # -- publishing ------------------------------------------------------------------------
-    def _publish(self, occ: Occurrence, stream: tuple[str, ...], *, where: str) -> None:
+    def _publish(
+        self, occ: Occurrence, stream: tuple[str, ...], *, where: str, replayed: bool = False
+    ) -> None:
         count, first_seen, new = self.memory.record(occ.fingerprint, occ.observed_at)
         self._dirty = True
         # the question's evidence is its first sighting's: read the code once
@@ -298,21 +304,13 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
             where=where, occurrences=count,
         )
         self.ctx.gap(
-            gap_type="exception",
-            gap_name=occ.title[:MAX_NAME_CHARS],
-            gap_category=GAP_CATEGORY,
-            gap_reason=gap_reason(occ, where),
-            ecosystem=self.ecosystem,
+            gap_type="exception", gap_name=occ.title[:MAX_NAME_CHARS], gap_category=GAP_CATEGORY,
+            gap_reason=gap_reason(occ, where), ecosystem=self.ecosystem,
             observed_at=occ.observed_at,
-            **gap_facts(
-                occ,
-                occurrences=count,
-                first_seen=iso(first_seen),
-                last_seen=iso(occ.observed_at),
-                source_context=context,
-            ),
+            **gap_facts(occ, occurrences=count, first_seen=iso(first_seen),
+                        last_seen=iso(occ.observed_at), source_context=context),
         )
-        for w in absorb(self.lone, self.memory, stream, occ):  # held: see exception_absorb
+        for w in absorb(self.lone, self.memory, stream, occ, replayed=replayed):
             self.ctx.status.count("absorbed_late")
             self.log.info("exception_absorbed", where=where, **w.log_fields())
             if w.left == 0:  # sighted nowhere else: its question is resolved
@@ -391,6 +389,7 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
 
     def _load(self) -> None:
         if self.replay.load(self.ctx.checkpoints.load(CHECKPOINT), self.memory, self.lone):
+            self._resumed_at = time.time() if self.replay.cursor else None
             self.log.info("exception_state_loaded", cursor=self.replay.cursor,
                           fingerprints=len(self.memory), published=len(self.replay.published))
 

@@ -15,7 +15,9 @@ before (:class:`LoneRecords`, the last :data:`PER_STREAM` of each of the last
 exception (type, message and innermost frame: :func:`identity`) is a cause or context of
 the new occurrence is absorbed: its sighting is taken off the fingerprint's count, and if
 no other sighting is left its question is resolved (:func:`absorb`); a fingerprint also
-seen elsewhere keeps its question open (those sightings stand on their own).
+seen elsewhere keeps its question open (those sightings stand on their own). A chain
+re-read after a restart also withdraws its parts that the checkpoint does not count
+(:func:`unrecorded`: published alone just before a kill, the checkpoint not yet saved).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
+from ..analysis.fingerprint import fingerprint_records
 from ..analysis.occurrences import MAX_NAME_CHARS, Occurrence, primary
 from ..analysis.traceback_text import ExceptionRecord
 from .exception_state import FingerprintMemory
@@ -157,16 +160,44 @@ def _lone(item: Any) -> Lone | None:
 
 
 def absorb(
-    lone: LoneRecords, memory: FingerprintMemory, stream: tuple[str, ...], occ: Occurrence
+    lone: LoneRecords,
+    memory: FingerprintMemory,
+    stream: tuple[str, ...],
+    occ: Occurrence,
+    *,
+    replayed: bool = False,
 ) -> list[Withdrawal]:
     """``occ`` was just published by ``stream``: the records of that process it holds are
     absorbed (each sighting taken off its fingerprint's count in ``memory``), then ``occ``
-    is remembered in their place."""
-    out = [
-        Withdrawal(item, memory.discount(item.fingerprint), occ.title[:MAX_NAME_CHARS])
-        for item in lone.held(stream, occ.records)
-    ]
+    is remembered in their place. ``replayed``: ``occ`` was re-read from before a restart
+    (see :func:`unrecorded`)."""
+    into = occ.title[:MAX_NAME_CHARS]
+    out = [Withdrawal(item, memory.discount(item.fingerprint), into)
+           for item in lone.held(stream, occ.records)]
+    if replayed:
+        done = {w.lone.fingerprint for w in out}
+        out += [Withdrawal(item, 0, into) for item in unrecorded(occ.records, memory)
+                if item.fingerprint not in done]
     lone.remember(stream, occ)
+    return out
+
+
+def unrecorded(records: tuple[ExceptionRecord, ...], memory: FingerprintMemory) -> list[Lone]:
+    """The parts of a chain that could have been published alone (each cause or context
+    with what it holds in turn) whose fingerprints ``memory`` does not count. For a chain
+    re-read after a restart: the previous run may have published such a part alone and been
+    killed before its checkpoint recorded it, and now the re-read chain comes whole (the
+    assembler absorbs the part): withdrawing a question that was never asked changes
+    nothing in the feed."""
+    final = primary(records)
+    out: list[Lone] = []
+    for i, record in enumerate(records):
+        if record is final:
+            break
+        if record.depth == 0:
+            fp = fingerprint_records(records[: i + 1])
+            if fp not in memory:
+                out.append(Lone(identity(record), fp, record.title[:MAX_NAME_CHARS]))
     return out
 
 

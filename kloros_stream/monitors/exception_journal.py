@@ -7,6 +7,7 @@ restart must resume.
 - :func:`entry_priority_occurrence`: an entry logged at an error priority;
 - :func:`add_journal_facts`: the journal facts of an occurrence and its latency origin;
 - :func:`safe_cursor`: just before the oldest traceback still being assembled;
+- :func:`written_before`: an entry from before a restart (re-read, or written meanwhile);
 - :func:`sync_follower_status`: journalctl's process and counters in the monitor status;
 - :class:`DeliveryLag`: how late entries reach the monitor, which widens the chain grace.
 
@@ -127,6 +128,12 @@ def add_journal_facts(
     first_ts = entry_realtime(first)
     if first_ts is not None:
         occ.facts["timestamp"] = iso(first_ts)
+
+
+def written_before(entry: dict[str, Any], at: float | None) -> bool:
+    """Whether the entry was written before wall time ``at`` (None: never)."""
+    ts = entry_realtime(entry)
+    return at is not None and ts is not None and ts < at
 
 
 def safe_cursor(pending_first_metas: Iterable[Any], cursor: str | None) -> str | None:
