@@ -16,7 +16,6 @@ When: after a monitor's initial scan (start-up, restart: the monitor calls
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import structlog
 from .bus import SignalBus
 from .core.store import QuestionEntry
 from .escape import clean
+from .heap import HeapSettler
 from .models import CAPABILITY_GAP_RESOLVED, CuriosityQuestion, QuestionStatus, Signal
 from .monitors.base import GapKey, Monitor
 
@@ -103,13 +103,11 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._drop_at = 0.0
         self.totals = {"runs": 0, "reannounced": 0, "resolved": 0}
+        self.heap = HeapSettler()
         bus.drop_listeners.append(self._dropped)
 
     def level_ready(self, name: str) -> None:
-        # What an initial scan built lives long: frozen out of the cyclic collector's
-        # passes, which would walk it again and again (a full pass over a 20 k-file
-        # tree's state holds the event loop for hundreds of milliseconds).
-        gc.freeze()
+        self.heap.level_built()  # what the scan built is frozen; what it freed, returned
         monitor = self.monitors().get(name)
         if monitor is not None:
             self.ready[name] = monitor

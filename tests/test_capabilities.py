@@ -266,6 +266,9 @@ def test_the_kept_answers_of_an_index_are_always_those_of_a_fresh_fold() -> None
         for (r, p), imports in sorted(present.items()):
             fresh.set_file(r, p, imports)
         assert _missing(index) == _missing(fresh), step
+        # nothing outlives the files that import it: the index is the size of a fresh one
+        assert index._importers == fresh._importers, step
+        assert index._dotted_by_part == fresh._dotted_by_part, step
     assert any(_missing(index).values())  # the sequence did reach missing modules
 
 

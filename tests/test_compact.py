@@ -12,8 +12,10 @@ from kloros_stream.analysis.compact import CountMap, SetMap
 def test_set_map_equals_a_dict_of_sets_under_random_changes() -> None:
     rng = random.Random(7)
     compact, plain = SetMap(), dict[str, set[str]]()
-    for _ in range(5000):
-        key, member = rng.choice("abcd"), rng.choice(["x", "y", "z"])
+    members = [f"m{i}" for i in range(14)]  # enough for every form: lone, tuple, set
+    forms = set()
+    for _ in range(20_000):
+        key, member = rng.choice("abcd"), rng.choice(members[: rng.choice((3, 14))])
         if rng.random() < 0.55:
             compact.add(key, member)
             plain.setdefault(key, set()).add(member)
@@ -27,6 +29,8 @@ def test_set_map_equals_a_dict_of_sets_under_random_changes() -> None:
             assert set(compact.get(k)) == plain.get(k, set())
             assert len(compact.get(k)) == len(plain.get(k, ()))
             assert (k in compact) == (k in plain)
+            forms.add(type(compact._data.get(k)))
+    assert forms == {str, tuple, set, type(None)}
     assert compact.get("missing", None) is None
 
 

@@ -112,6 +112,19 @@ def test_a_loose_read_reaches_only_its_own_module_and_the_modules_it_imports() -
     assert set(index.update("c.py", fl("c", local)).resolved) == {attr("c.C.pending")}
 
 
+def test_a_file_keeps_its_imports_only_while_it_reads_attributes_loosely() -> None:
+    """The imports are what a loose read reaches; a file without one keeps none."""
+    index = FlowIndex()
+    index.update("a.py", fl("a", PRODUCER))
+    index.update("b.py", fl("b", "import a\nimport os\ndef drain(w):\n    return w.pending\n"))
+    assert index.files["b.py"].imports == ("a", "os")
+    assert index.files["a.py"].imports == ()
+    assert not index.is_orphan(Q)
+    index.update("b.py", fl("b", "import a\nimport os\ndef drain(w):\n    return 1\n"))
+    assert index.files["b.py"].imports == ()
+    assert index.is_orphan(Q)
+
+
 def test_subscription_through_a_constant_defined_in_another_file() -> None:
     index = FlowIndex()
     index.update("a.py", fl("a", 'def go(bus):\n    bus.emit("CAPABILITY_GAP")\n'))

@@ -231,7 +231,7 @@ class ImportIndex:
                 self._unseen.pop(module, None)
         self._dotted[key] = new_dotted
         for module in old_dotted - new_dotted:
-            self._importers[module].discard(key)
+            self._drop_importer(module, key)
         for module in new_dotted:
             self._importers[module].add(key)
             for part in module.split("."):
@@ -239,7 +239,7 @@ class ImportIndex:
         if affected or packages:  # dotted imports through these names may resolve now
             affected |= self._dotted_modules(affected | packages)
         for module in (old or frozenset()) - new:
-            self._importers[module].discard(key)
+            self._drop_importer(module, key)
         for module in new:
             self._importers[module].add(key)
         self._imports[key] = new
@@ -253,13 +253,31 @@ class ImportIndex:
             return set()
         dotted = self._dotted.pop(key, frozenset())
         for module in old | dotted:
-            self._importers[module].discard(key)
+            self._drop_importer(module, key)
             self._unseen.pop(module, None)
         packages: set[str] = set()
         gone = self.local.discard(root, rel, packages)
         self._changed_names(root, rel)
         changed = gone | packages
         return set(old) | set(dotted) | gone | (self._dotted_modules(changed) if changed else set())
+
+    def _drop_importer(self, module: str, key: tuple[str, str]) -> None:
+        """``key`` no longer imports ``module``; a module nobody imports is forgotten (the
+        index stays the size of what the tree imports now, however long it runs)."""
+        files = self._importers.get(module)
+        if files is None:
+            return
+        files.discard(key)
+        if files:
+            return
+        del self._importers[module]
+        self._unseen.pop(module, None)
+        for part in module.split("."):
+            modules = self._dotted_by_part.get(part)
+            if modules is not None:
+                modules.discard(module)
+                if not modules:
+                    del self._dotted_by_part[part]
 
     def share_imports(self, records: Iterable[FileRecord]) -> None:
         """After a load: hold the records' own import sets (equal to the ones loaded,

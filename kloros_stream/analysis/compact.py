@@ -76,16 +76,22 @@ class _LoneMembers:
         return len(self._data)
 
 
+SMALL_GROUP = 8
+"""A :class:`SetMap` key's members up to this many are a tuple (56-104 bytes), more a set
+(216 bytes up to 4 members, 728 up to 18)."""
+
+
 class SetMap(_LoneMembers):
     """key -> a set of strings, for the aggregates of a tree (``channel -> producing
-    files``): most keys have one member, held alone (a string in the dict) instead of in
-    a set of its own (216 bytes). :meth:`get` gives a key's members (a tuple or a set:
-    iterate, ``len``, ``in``; never change it)."""
+    files``). Most keys have one member, held alone (a string in the dict); a few members
+    are a tuple, many a set, so that a key costs what its members need, not a set's
+    table. :meth:`get` gives a key's members (a tuple or a set: iterate, ``len``, ``in``;
+    never change it)."""
 
     __slots__ = ()
 
     def __init__(self) -> None:
-        self._data: dict[Any, str | set[str]] = {}
+        self._data: dict[Any, str | tuple[str, ...] | set[str]] = {}
 
     def add(self, key: Any, member: str) -> None:
         held = self._data.get(key)
@@ -93,7 +99,11 @@ class SetMap(_LoneMembers):
             self._data[key] = member
         elif type(held) is str:
             if held != member:
-                self._data[key] = {held, member}
+                self._data[key] = (held, member)
+        elif type(held) is tuple:
+            if member not in held:
+                self._data[key] = (*held, member) if len(held) < SMALL_GROUP else {
+                    *held, member}
         else:
             held.add(member)
 
@@ -104,10 +114,14 @@ class SetMap(_LoneMembers):
         if type(held) is str:
             if held == member:
                 del self._data[key]
-            return
-        held.discard(member)
-        if len(held) == 1:
-            self._data[key] = next(iter(held))
+        elif type(held) is tuple:
+            if member in held:
+                rest = tuple(m for m in held if m != member)
+                self._data[key] = rest[0] if len(rest) == 1 else rest
+        else:
+            held.discard(member)
+            if len(held) <= SMALL_GROUP // 2:  # shrunk well below a set's worth
+                self._data[key] = next(iter(held)) if len(held) == 1 else tuple(held)
 
     def change(self, key: Any, member: str, sign: int) -> None:
         """:meth:`add` (``sign`` > 0) or :meth:`discard`."""
@@ -115,7 +129,6 @@ class SetMap(_LoneMembers):
             self.add(key, member)
         else:
             self.discard(key, member)
-
 
 
 class CountMap(_LoneMembers):

@@ -166,6 +166,8 @@ class FileHead:
 
     module: str
     imports: tuple[str, ...]
+    """What the file imports, kept only when it reads attributes loosely (the one use:
+    whether a loose read here reaches a channel); empty for every other file."""
     class_bases: Mapping[str, tuple[str, ...]]
     source: FileFlows | PackedFlows
 
@@ -174,7 +176,7 @@ class FileHead:
         """The head of ``flows``; it keeps ``packed`` instead of them when given."""
         return cls(
             sys.intern(flows.module),
-            tuple(sorted(map(sys.intern, flows.imports))),
+            tuple(sorted(map(sys.intern, flows.imports))) if flows.loose_consumed else (),
             flows.class_bases or EMPTY_MAP,
             flows if packed is None else packed,
         )
