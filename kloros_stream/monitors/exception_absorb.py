@@ -32,12 +32,12 @@ from ..analysis.occurrences import MAX_NAME_CHARS, Occurrence, primary
 from ..analysis.traceback_text import ExceptionRecord
 from .exception_state import FingerprintMemory
 
-PER_STREAM = 8
+PER_STREAM = 4
 """Records published alone remembered per process (a logged exception, and the first part
 of its chain finished early, are two)."""
-MAX_STREAMS = 1024
+MAX_STREAMS = 512
 """Processes remembered (least recently published forgotten first)."""
-MAX_MESSAGE_CHARS = 1000
+MAX_MESSAGE_CHARS = 200
 """Of an exception's message, this much counts for its identity (and is checkpointed)."""
 ABSORBING_KINDS = frozenset({"traceback", "json_log"})
 """Occurrences with an exception chain (an error-priority line holds no cause)."""
