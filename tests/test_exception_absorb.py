@@ -21,7 +21,7 @@ from kloros_stream.monitors.exception_absorb import (
     unrecorded,
 )
 from kloros_stream.monitors.exception_state import FingerprintMemory, ReplayState
-from tests.support.inputs import traceback_lines
+from tests.support.inputs import append_lines, traceback_lines
 from tests.support.journald import scripted_journalctl
 from tests.test_exception_monitor import Journal, config, following, names
 
@@ -369,3 +369,20 @@ async def test_monitor_withdraws_a_question_whose_checkpoint_was_lost_in_a_kill(
     [res] = pub2.resolutions()
     assert (res.gap_name, res.facts["fingerprint"]) == (key.gap_name, key.facts["fingerprint"])
     assert monitor.assembler.absorbed == 1
+
+
+async def test_monitor_withdraws_in_a_log_file_too(tmp_path: Path) -> None:
+    """A log file is one stream: the logged record, then (once it is a question) the
+    re-raise appended to the file."""
+    log = tmp_path / "orders.log"
+    append_lines(log, LOGGED)
+    data = config(tmp_path / "nope" / "journalctl", log_files=["orders.log"])
+    async with following(tmp_path, data) as (_, pub):
+        await pub.wait_for(lambda s: len(s) == 1)
+        append_lines(log, CHAIN)
+        await pub.wait_for(lambda s: len(s) == 3)
+    key, value = pub.gaps()
+    assert (key.facts["source"], value.gap_name) == ("file", "ValueError: bad order 7")
+    [res] = pub.resolutions()
+    assert res.facts["fingerprint"] == key.facts["fingerprint"]
+    assert "orders.log logged it" in res.facts["gap_reason"]
