@@ -15,6 +15,7 @@ venv: $(STAMP)
 
 ## Start the service on the shipped config.toml (watches this repository itself).
 run: $(STAMP)
+	$(BIN)/python -m compileall -q kloros_stream
 	$(BIN)/kloros-stream run --config config.toml
 
 ## Run the whole test suite; JUnit results land where the test monitor watches.
@@ -28,6 +29,7 @@ lint: $(STAMP)
 
 ## Benchmarks: figures go to benchmarks/RESULTS.md (machine, command, medians).
 bench: $(STAMP)
+	$(BIN)/python -m compileall -q kloros_stream
 	$(BIN)/python -m benchmarks
 
 # the real service under random faults, then lost/duplicated/stale against the truth;
