@@ -17,7 +17,8 @@ library again under another prefix when more are needed), the first N by path, a
   ``files_parsed_total`` and the RSS then; same-run reference: the interpreter importing
   the service's modules and exiting (``python -c "import kloros_stream.service"``, median
   of 3), the floor under any restart;
-- RSS of the service once settled after the scan and the edits (psutil);
+- RSS of the service once settled (its heap trimmed after the scans) after the scan and
+  the edits, and after the warm restart (psutil);
 - one-file edit -> feed line: a file is rewritten to emit a topic nobody subscribes to
   (a new question) and back (its resolution); the time from the write to the feed line
   (seen with inotify on the feed file; only the line about that edit counts);
@@ -163,6 +164,17 @@ def _start(svc: Any) -> tuple[float, float, float]:
     return index_s, wall, slowest
 
 
+def _trimmed(svc: Any, timeout: float = 30.0) -> None:
+    """Wait until the service has trimmed its heap after the scans (``heap_trimmed``; a C
+    library without ``malloc_trim`` never logs it: then the timeout), and a moment more."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(e.get("event") == "heap_trimmed" for e in list(svc.logs)):
+            break
+        time.sleep(0.05)
+    time.sleep(1.0)
+
+
 def edit_latencies(svc: Any, edited: Path, feed: Path, n: int) -> list[float]:
     """Edit ``n`` times; each edit's latency ends at the feed line *about that edit* (the
     topic's question, or its resolution). Any other line (an initial-scan question still
@@ -225,6 +237,7 @@ def measure(n: int, work: Path) -> dict[str, Any]:
         if not feed.exists():
             feed.parent.mkdir(parents=True, exist_ok=True)
             feed.touch()
+        _trimmed(svc)
         lat = edit_latencies(svc, tree / "zz_bench" / "edited.py", feed, EDITS)
         result["edit_p50"], result["edit_p99"] = median(lat), percentile(lat, 99)
         result["edit_max"] = max(lat)
@@ -235,7 +248,7 @@ def measure(n: int, work: Path) -> dict[str, Any]:
         result["warm_monitors"] = svc.scan_seconds
         result["warm_journal_s"] = svc.journal_load_s
         result["parsed_warm"] = _metric(svc, "kloros_stream_files_parsed_total")
-        time.sleep(2)
+        _trimmed(svc)
         result["warm_rss_mib"] = psutil.Process(svc.proc.pid).memory_info().rss / 2**20
         assert svc.stop(timeout=60) == 0
         result["import_s"] = import_floor()

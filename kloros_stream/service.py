@@ -200,7 +200,7 @@ class Service:
     async def _shutdown(self) -> None:
         log.info("service_stopping")
         self.notifier.stopping()
-        self.reconciler.heap.cancel()
+        self.reconciler.heap.close()
         await self.ops.stop()
         stopped = await asyncio.gather(*(self.stop_monitor(n) for n in list(self.supervised)))
         if not all(stopped):

@@ -9,24 +9,52 @@ import pytest
 
 from kloros_stream.heap import HeapSettler, rss_bytes
 
+needs_trim = pytest.mark.skipif(HeapSettler().trim is None,
+                                reason="no malloc_trim in this C library")
 
-def test_levels_arriving_together_freeze_at_once_and_trim_once_quiet() -> None:
+
+@needs_trim
+def test_levels_arriving_before_the_delay_ends_are_trimmed_once() -> None:
     async def main() -> HeapSettler:
         settler = HeapSettler(delay_s=0.05)
-        gc.unfreeze()
         settler.level_built()
         assert gc.get_freeze_count() > 0
-        await asyncio.sleep(0.02)
-        settler.level_built()  # another level within the delay: still one trim
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0)  # the settling task has started waiting
+        settler.level_built()  # another level: the wait starts again, one trim for both
+        await settler.wait_idle()
         return settler
 
     settler = asyncio.run(main())
     gc.unfreeze()
-    assert settler.trims == (0 if settler.trim is None else 1)
+    assert settler.trims == 1
 
 
-@pytest.mark.skipif(HeapSettler().trim is None, reason="no malloc_trim in this C library")
+@needs_trim
+def test_a_level_built_during_a_trim_is_trimmed_after_it() -> None:
+    async def main() -> HeapSettler:
+        settler = HeapSettler(delay_s=0.01)
+        trim = settler.trim
+        assert trim is not None
+        started = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def slow_trim(pad: int) -> int:
+            loop.call_soon_threadsafe(started.set)
+            return trim(pad)
+
+        settler.trim = slow_trim
+        settler.level_built()
+        await started.wait()
+        settler.level_built()  # while the first trim runs
+        await settler.wait_idle()
+        return settler
+
+    settler = asyncio.run(main())
+    gc.unfreeze()
+    assert settler.trims == 2
+
+
+@needs_trim
 def test_a_trim_hands_freed_heap_pages_back() -> None:
     """Blocks freed between survivors stay in the process until the heap is trimmed."""
     blocks = [bytes(2000) for _ in range(40_000)]  # ~80 MB from malloc (not pymalloc)
@@ -38,13 +66,15 @@ def test_a_trim_hands_freed_heap_pages_back() -> None:
     assert len(survivors) == 800
 
 
-def test_a_cancelled_settler_does_not_trim() -> None:
+def test_a_closed_settler_only_freezes() -> None:
     async def main() -> HeapSettler:
-        settler = HeapSettler(delay_s=0.05)
+        settler = HeapSettler(delay_s=0.01)
         settler.level_built()
-        settler.cancel()
-        await asyncio.sleep(0.2)
+        settler.close()  # the pending trim is cancelled
+        settler.level_built()  # after the close: frozen, never trimmed
+        await asyncio.sleep(0.1)
         return settler
 
-    assert asyncio.run(main()).trims == 0
+    settler = asyncio.run(main())
     gc.unfreeze()
+    assert settler.trims == 0 and settler.closed

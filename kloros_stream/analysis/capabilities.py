@@ -208,7 +208,7 @@ class ImportIndex:
 
     @property
     def modules(self) -> set[str]:
-        return {m for m, files in self._importers.items() if files}
+        return set(self._importers)  # a module nobody imports is not kept
 
     def set_file(self, root: str, rel: Rel, imports: FileImports | None) -> set[str]:
         """Record a source file and its required imports (None: keep the imports it had,

@@ -77,8 +77,8 @@ class _LoneMembers:
 
 
 SMALL_GROUP = 8
-"""A :class:`SetMap` key's members up to this many are a tuple (56-104 bytes), more a set
-(216 bytes up to 4 members, 728 up to 18)."""
+"""A :class:`SetMap` key's members are a tuple (56-104 bytes) while they grow to this
+many, then a set (728 bytes from 5 to 18 members), back to a tuple at half of it."""
 
 
 class SetMap(_LoneMembers):

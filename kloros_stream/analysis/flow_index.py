@@ -1,7 +1,8 @@
 """Incremental index of flows across a source tree, and the orphaned channels in it.
 
-Pure (no I/O). Per file it keeps a :class:`~.flow_model.FileHead` (module, imports, class
-bases, and the flows themselves or their packed form, decoded when a query needs them);
+Pure (no I/O). Per file it keeps a :class:`~.flow_model.FileHead` (module, class bases,
+imports for a loose reader, and the flows themselves or their packed form, decoded when a
+query needs them);
 per channel it keeps how many files produce and consume it. ``update(path, flows)``
 removes the file's old flows, adds the new ones, and re-checks only the channels the file
 touches (plus the channels sharing an attribute name whose loose-consumer state flipped),
