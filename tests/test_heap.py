@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
@@ -11,6 +13,14 @@ from kloros_stream.heap import HeapSettler, rss_bytes
 
 needs_trim = pytest.mark.skipif(HeapSettler().trim is None,
                                 reason="no malloc_trim in this C library")
+
+
+def settled(main: Callable[[], Coroutine[Any, Any, HeapSettler]]) -> HeapSettler:
+    """Run ``main`` on a fresh loop; the heap is unfrozen again after it."""
+    try:
+        return asyncio.run(main())
+    finally:
+        gc.unfreeze()
 
 
 @needs_trim
@@ -24,9 +34,7 @@ def test_levels_arriving_before_the_delay_ends_are_trimmed_once() -> None:
         await settler.wait_idle()
         return settler
 
-    settler = asyncio.run(main())
-    gc.unfreeze()
-    assert settler.trims == 1
+    assert settled(main).trims == 1
 
 
 @needs_trim
@@ -49,9 +57,7 @@ def test_a_level_built_during_a_trim_is_trimmed_after_it() -> None:
         await settler.wait_idle()
         return settler
 
-    settler = asyncio.run(main())
-    gc.unfreeze()
-    assert settler.trims == 2
+    assert settled(main).trims == 2
 
 
 @needs_trim
@@ -75,6 +81,5 @@ def test_a_closed_settler_only_freezes() -> None:
         await asyncio.sleep(0.1)
         return settler
 
-    settler = asyncio.run(main())
-    gc.unfreeze()
+    settler = settled(main)
     assert settler.trims == 0 and settler.closed
