@@ -5,6 +5,8 @@ re-raise arriving after the chain grace, deterministically), no event loop."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +15,16 @@ import orjson
 from kloros_stream.analysis.occurrences import Occurrence, priority_occurrence, traceback_occurrence
 from kloros_stream.analysis.tracebacks import TracebackAssembler
 from kloros_stream.monitors.exception_absorb import (
+    MAX_GAP_S,
     LoneRecords,
+    Sighting,
     absorb,
     identity,
     resolution,
     stream_of,
     unrecorded,
 )
+from kloros_stream.monitors.exception_journal import journal_sighting
 from kloros_stream.monitors.exception_state import FingerprintMemory, ReplayState
 from tests.support.inputs import append_lines, traceback_lines
 from tests.support.journald import scripted_journalctl
@@ -57,23 +62,26 @@ class Pipeline:
         self.lone = LoneRecords()
         self.published: list[str] = []
         self.open: dict[str, str] = {}  # fingerprint -> title: questions open now
+        self.withdrawn: list[int | None] = []  # sightings left after each withdrawal
 
     def feed(self, lines: list[str], at: float, key: object = PROC) -> None:
-        for i, line in enumerate(lines):
-            self.asm.feed(key, line, at + i * 0.001)
+        for i, line in enumerate(lines):  # each line's time is its entry's own timestamp too
+            self.asm.feed(key, line, at + i * 0.001, at + i * 0.001)
 
     def flush(self, now: float) -> None:
         self.asm.flush(now)
         done, self.asm.completed = self.asm.completed, []
         for n, item in enumerate(done):
             stream = item.key if isinstance(item.key, tuple) else PROC
-            self.publish(traceback_occurrence(item.traceback, f"k{now}-{n}", now), stream)
+            occ = traceback_occurrence(item.traceback, f"k{now}-{n}", now)
+            self.publish(occ, Sighting.of(stream, item.first_meta, item.last_meta, item))
 
-    def publish(self, occ: Occurrence, stream: tuple[str, ...]) -> None:
+    def publish(self, occ: Occurrence, seen: Sighting) -> None:
         self.memory.record(occ.fingerprint, occ.observed_at)
         self.published.append(occ.title)
         self.open[occ.fingerprint] = occ.title
-        for w in absorb(self.lone, self.memory, stream, occ):
+        for w in absorb(self.lone, self.memory, occ, seen):
+            self.withdrawn.append(w.left)
             if w.left == 0:
                 del self.open[w.lone.fingerprint]
 
@@ -88,6 +96,92 @@ def test_a_re_raise_arriving_after_the_chain_grace_withdraws_the_logged_question
     assert p.published == ["KeyError: 'order 7'", "ValueError: bad order 7"]
     assert sorted(p.open.values()) == ["ValueError: bad order 7"]
     assert len(p.lone) == 1  # the chain, which a further re-raise may hold in turn
+
+
+def counts(p: Pipeline) -> dict[str, int]:
+    """Sightings counted per open question's title."""
+    counted = {row[0]: row[1] for row in p.memory.dump()}
+    return {title: counted[fp] for fp, title in p.open.items()}
+
+
+def test_scenario_a_an_earlier_separate_sighting_is_not_withdrawn() -> None:
+    """Request 1 logs the KeyError and carries on; request 2 logs it and re-raises in
+    time (the assembler absorbs that logged record): request 1's sighting stands."""
+    p = Pipeline()
+    p.feed(LOGGED, at=0.0)
+    p.flush(1.0)
+    p.feed([*LOGGED, *CHAIN], at=2.0)
+    p.flush(3.0)
+    assert p.asm.absorbed == 1 and p.withdrawn == []
+    assert counts(p) == {"KeyError: 'order 7'": 1, "ValueError: bad order 7": 1}
+
+
+def test_scenario_b_only_the_logged_record_of_the_late_chain_is_withdrawn() -> None:
+    """Three requests log the KeyError alone, a fourth logs it and re-raises late: one
+    sighting (the fourth's) is taken off, the question stays open with three."""
+    p = Pipeline()
+    for i in range(4):
+        p.feed(LOGGED, at=float(i))
+        p.flush(i + 0.5)
+    assert counts(p) == {"KeyError: 'order 7'": 4}
+    p.feed(CHAIN, at=4.0)
+    p.flush(5.0)
+    assert p.withdrawn == [3]
+    assert counts(p) == {"KeyError: 'order 7'": 3, "ValueError: bad order 7": 1}
+
+
+def test_a_record_published_in_between_ends_the_run() -> None:
+    """The process published another exception after the logged one: not adjacent."""
+    p = Pipeline()
+    p.feed(LOGGED, at=0.0)
+    p.flush(0.5)
+    p.feed(traceback_lines("OSError: disk full", 5, "save"), at=1.0)
+    p.flush(1.5)
+    p.feed(CHAIN, at=2.0)
+    p.flush(3.0)
+    assert p.withdrawn == [] and len(p.open) == 3
+
+
+def test_a_record_written_too_long_before_the_chain_is_not_withdrawn() -> None:
+    p = Pipeline()
+    p.feed(LOGGED, at=0.0)
+    p.flush(0.5)
+    p.feed(CHAIN, at=MAX_GAP_S + 0.1)
+    p.flush(MAX_GAP_S + 1.0)
+    assert p.withdrawn == [] and len(p.open) == 2
+
+
+def test_a_fingerprint_no_longer_counted_is_not_resolved() -> None:
+    """Memory forgot the logged record's fingerprint (another process's pushed it out):
+    its sighting cannot be taken off, and its question is not resolved."""
+    p = Pipeline()
+    p.memory = FingerprintMemory(1)
+    p.feed(LOGGED, at=0.0)
+    p.flush(0.5)
+    p.feed(traceback_lines("OSError: disk full", 5, "save"), at=1.0, key=OTHER)
+    p.flush(1.5)
+    p.feed(CHAIN, at=2.0)
+    p.flush(3.0)
+    assert p.withdrawn == [None]
+    assert "KeyError: 'order 7'" in p.open.values()
+
+
+def test_journal_stream_has_the_boot_and_none_without_a_pid() -> None:
+    e = {"_PID": "4242", "SYSLOG_IDENTIFIER": "orders", "_BOOT_ID": "b1",
+         "__REALTIME_TIMESTAMP": "1000000"}
+    one = journal_sighting(e, "u", e, None)
+    assert one.stream is not None and one.first_at == 1.0
+    assert journal_sighting({**e, "_BOOT_ID": "b2"}, "u", e, None).stream != one.stream
+    assert journal_sighting({**e, "_PID": ""}, "u", e, None).stream is None
+    p = Pipeline()  # with no process known nothing is remembered or withdrawn
+    for lines, at in ((LOGGED, 0.0), (CHAIN, 1.0)):
+        p.feed(lines, at)
+        p.asm.flush(at + 0.5)
+        [item] = p.asm.completed
+        p.asm.completed = []
+        occ = traceback_occurrence(item.traceback, f"k{at}", at)
+        p.publish(occ, Sighting.of(None, item.first_meta, item.last_meta, item))
+    assert p.withdrawn == [] and len(p.lone) == 0 and len(p.open) == 2
 
 
 def test_in_time_the_assembler_absorbs_and_nothing_is_withdrawn() -> None:
@@ -112,7 +206,7 @@ def test_the_chains_own_first_part_finished_early_is_withdrawn_too() -> None:
     p.flush(3.0)
     assert p.published[-1] == "ValueError: bad order 7"
     assert sorted(p.open.values()) == ["ValueError: bad order 7"]
-    assert p.memory.discount("nothing") == 0
+    assert p.memory.discount("nothing") is None
 
 
 def test_a_question_also_sighted_in_another_process_stays_open() -> None:
@@ -166,14 +260,15 @@ def test_priority_lines_are_not_remembered_and_single_records_hold_nothing() -> 
     lone = LoneRecords()
     memory = FingerprintMemory(16)
     line = priority_occurrence("orders", "KeyError: 'order 7'", "3", "c1", 1.0)
-    assert absorb(lone, memory, PROC, line) == [] and len(lone) == 0
+    assert absorb(lone, memory, line, Sighting(PROC, 1.0, 1.0)) == [] and len(lone) == 0
     tb = TracebackAssembler()
     for text in WORKER:
         tb.feed(0, text, 0.0)
     tb.flush(0.0, force=True)
     occ = traceback_occurrence(tb.completed[0].traceback, "c2", 1.0)
-    assert absorb(lone, memory, PROC, occ) == [] and len(lone) == 1
-    assert absorb(lone, memory, PROC, occ) == [] and len(lone) == 2  # a repeat holds nothing
+    seen = Sighting(PROC, 1.0, 1.0)
+    assert absorb(lone, memory, occ, seen) == [] and len(lone) == 1
+    assert absorb(lone, memory, occ, seen) == [] and len(lone) == 2  # a repeat holds nothing
 
 
 def test_lone_records_are_bounded_per_process_and_in_processes() -> None:
@@ -196,9 +291,10 @@ def test_resolution_names_the_question_and_the_chain() -> None:
     [(fp, title)] = p.open.items()
     p.feed(CHAIN, at=2.0)
     p.asm.flush(3.0)
-    occ = traceback_occurrence(p.asm.completed[0].traceback, "k", 3.0)
+    [item] = p.asm.completed
+    occ = traceback_occurrence(item.traceback, "k", 3.0)
     p.memory.record(occ.fingerprint, 3.0)
-    [w] = absorb(p.lone, p.memory, PROC, occ)
+    [w] = absorb(p.lone, p.memory, occ, Sighting.of(PROC, 2.0, 2.1, item))
     facts = resolution(w, "kloros-orders.service", "error_handling")
     assert facts["gap_type"] == "exception" and facts["gap_name"] == title
     assert facts["fingerprint"] == fp and facts["gap_category"] == "error_handling"
@@ -210,7 +306,7 @@ def test_checkpoint_keeps_what_a_later_chain_may_absorb() -> None:
     p = Pipeline()
     p.feed(LOGGED, at=0.0)
     p.flush(1.0)
-    data = orjson.loads(orjson.dumps(ReplayState().dump(None, p.memory, p.lone)))
+    data = orjson.loads(orjson.dumps(ReplayState().dump(None, p.memory, p.lone, 1.0)))
     data["lone"].append(["bad"])
     data["lone"].append([["j", "u"], [["KeyError", "x", "f.py", "12", "f", "fp", "t"]]])
     q = Pipeline()
@@ -236,11 +332,13 @@ def test_a_chain_re_read_after_a_restart_withdraws_parts_the_checkpoint_does_not
     [item] = p.asm.completed
     chain = traceback_occurrence(item.traceback, "k", 6.0)
     p.memory.record(chain.fingerprint, 6.0)
-    assert absorb(p.lone, p.memory, PROC, chain) == []  # live: nothing to withdraw
-    [w] = absorb(LoneRecords(), p.memory, PROC, chain, replayed=True)
+    live = Sighting.of(PROC, 5.0, 5.1, item)
+    assert absorb(p.lone, p.memory, chain, live) == []  # live: nothing to withdraw
+    replayed = Sighting.of(PROC, 5.0, 5.1, item, replayed=True)
+    [w] = absorb(LoneRecords(), p.memory, chain, replayed)
     assert (w.lone.fingerprint, w.left, w.into) == (key_fp, 0, "ValueError: bad order 7")
     p.memory.record(key_fp, 7.0)  # counted (the previous run's checkpoint held it)
-    assert absorb(LoneRecords(), p.memory, PROC, chain, replayed=True) == []
+    assert absorb(LoneRecords(), p.memory, chain, replayed) == []
 
 
 def test_unrecorded_offers_each_cause_with_what_it_holds() -> None:
@@ -274,7 +372,7 @@ def test_fingerprint_memory_discount_forgets_at_zero() -> None:
     memory.record("a", 2.0)
     assert memory.discount("a") == 1
     assert memory.discount("a") == 0 and "a" not in memory
-    assert memory.discount("a") == 0
+    assert memory.discount("a") is None  # unknown: nothing to resolve
 
 
 # -- through the monitor (a scripted journalctl) ---------------------------------------------
@@ -303,7 +401,7 @@ async def test_monitor_withdraws_a_logged_question_when_its_re_raise_comes_late(
     assert res.facts["gap_reason"].startswith("absorbed into the chain of ValueError")
     assert res.facts["gap_category"] == key.facts["gap_category"]
     assert monitor.ctx.status.counters["absorbed_late"] == 1
-    assert monitor.memory.discount(key.facts["fingerprint"]) == 0  # its sighting taken off
+    assert monitor.memory.discount(key.facts["fingerprint"]) is None  # its sighting taken off
 
 
 async def test_monitor_absorbs_across_a_restart_and_a_replay_brings_nothing_back(
@@ -338,8 +436,8 @@ async def test_monitor_absorbs_across_a_restart_and_a_replay_brings_nothing_back
     assert names(pub2.gaps()) == ["ValueError: bad order 7"]
     assert [r.gap_name for r in pub2.resolutions()] == ["KeyError: 'order 7'"]
     async with following(tmp_path, data) as (monitor, pub3):
-        await pub3.wait_for(lambda s: len(s) == 1)
-        await asyncio.sleep(0.2)
+        await pub3.wait_for(lambda s: len(s) == 1 and monitor.replay.cursor == rest[-1]["__CURSOR"]
+                            and not list(monitor.assembler.pending_first_metas()))
     assert names(pub3.gaps()) == ["OSError: disk full"] and pub3.resolutions() == []
     assert monitor.ctx.status.counters["replays_suppressed"] == 1
 
@@ -362,7 +460,8 @@ async def test_monitor_withdraws_a_question_whose_checkpoint_was_lost_in_a_kill(
     async with following(tmp_path, data) as (_, pub1):
         await pub1.wait_for(lambda s: len(s) == 1)
     [key] = pub1.gaps()
-    state.write_bytes(orjson.dumps({"version": 1, "cursor": up["__CURSOR"], "published": []}))
+    state.write_bytes(orjson.dumps({"version": 1, "cursor": up["__CURSOR"], "published": [],
+                                    "saved_at": time.time(), "final": False}))
     async with following(tmp_path, data) as (monitor, pub2):
         await pub2.wait_for(lambda s: len(s) == 2)
     assert names(pub2.gaps()) == ["ValueError: bad order 7"]
@@ -386,3 +485,58 @@ async def test_monitor_withdraws_in_a_log_file_too(tmp_path: Path) -> None:
     [res] = pub.resolutions()
     assert res.facts["fingerprint"] == key.facts["fingerprint"]
     assert "orders.log logged it" in res.facts["gap_reason"]
+
+
+async def test_after_a_clean_stop_chains_written_while_down_withdraw_nothing(
+    tmp_path: Path,
+) -> None:
+    """Run 1 stops cleanly (its final save holds all it read); while it is down the app
+    writes logged-and-re-raised chains; run 2 reads them whole: nothing is withdrawn."""
+    j = Journal()
+    up = j.add("service up", pid=1)
+    chains = [e for _ in range(3) for e in journal_lines(j, [*LOGGED, *CHAIN])]
+    jc = scripted_journalctl(tmp_path, [
+        {"stdout": j.text([up]), "hang": True},
+        {"stdout": j.text(chains), "hang": True},
+    ])
+    data = config(jc, units=[])
+    state = tmp_path / "var" / "state" / "exception" / "state.json"
+    async with following(tmp_path, data) as (monitor, _):
+        await asyncio_wait(lambda: monitor.replay.cursor == up["__CURSOR"])
+    assert orjson.loads(state.read_bytes())["final"] is True
+    async with following(tmp_path, data) as (monitor, pub):
+        await pub.wait_for(lambda s: len(s) == 3 and monitor.replay.cursor
+                           == chains[-1]["__CURSOR"])
+    assert names(pub.gaps()) == ["ValueError: bad order 7"] * 3 and pub.resolutions() == []
+    assert monitor.ctx.status.counters.get("absorbed_late", 0) == 0
+    assert monitor.assembler.absorbed == 3
+
+
+async def test_after_a_kill_chains_written_after_the_last_save_withdraw_nothing(
+    tmp_path: Path,
+) -> None:
+    """Killed long after its last save: entries written later than that save plus the
+    checkpoint interval and flush window were never read by it."""
+    j = Journal()
+    up = j.add("service up", pid=1)
+    chain = journal_lines(j, [*LOGGED, *CHAIN])
+    jc = scripted_journalctl(tmp_path, [{"stdout": j.text(chain), "hang": True}])
+    state = tmp_path / "var" / "state" / "exception" / "state.json"
+    state.parent.mkdir(parents=True)
+    saved_at = int(up["__REALTIME_TIMESTAMP"]) / 1e6 - 100.0
+    state.write_bytes(orjson.dumps({"version": 1, "cursor": up["__CURSOR"], "published": [],
+                                    "saved_at": saved_at, "final": False}))
+    async with following(tmp_path, config(jc, units=[])) as (monitor, pub):
+        await pub.wait_for(lambda s: len(s) == 1 and monitor.replay.cursor
+                           == chain[-1]["__CURSOR"])
+    assert names(pub.gaps()) == ["ValueError: bad order 7"] and pub.resolutions() == []
+    assert monitor.ctx.status.counters.get("absorbed_late", 0) == 0
+
+
+async def asyncio_wait(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait until ``predicate()`` holds (polling); fail the test after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not met"
+        await asyncio.sleep(0.01)

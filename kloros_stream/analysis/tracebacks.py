@@ -104,6 +104,11 @@ class Assembled:
     traceback: Traceback
     first_meta: Any
     last_meta: Any
+    absorbed: tuple[Assembled, ...] = ()
+    """Held records dropped because this one holds them (a logged record absorbed in
+    time)."""
+    rejoined: bool = False
+    """Its head was finished (and reported) alone before its chained tail came."""
 
 
 @dataclass(slots=True)
@@ -128,6 +133,7 @@ class _Pending:
     """Lines taken since the record started."""
     max_gap: float = 0.0
     """The longest quiet between two of its lines so far (arrival jitter)."""
+    rejoined: bool = False
 
     def add(self, line: str) -> None:
         self.count += 1
@@ -302,7 +308,8 @@ class TracebackAssembler:
             # The tail of a chain arrived after its head was already finished: keep the
             # head's text so the chain parses whole (the head was reported on its own).
             del self._recent[key]
-            self._open(key, _Pending([*recent.lines, "", line], _CHAIN, meta, meta, now))
+            self._open(key, _Pending([*recent.lines, "", line], _CHAIN, meta, meta, now,
+                                     rejoined=True))
             return True
         return False
 
@@ -364,13 +371,15 @@ class TracebackAssembler:
         tb = parse_traceback_lines(lines)
         if tb is None or (p.headerless and not tb.complete):
             return
-        done = Assembled(key, tb, p.first_meta, p.last_meta)
+        absorbed: tuple[Assembled, ...] = ()
         held = self._held.pop(key, None)
         if held is not None:
             if held[0].traceback.primary in tb.chain[:-1]:
                 self.absorbed += 1
+                absorbed = (held[0],)
             else:
                 self.completed.append(held[0])
+        done = Assembled(key, tb, p.first_meta, p.last_meta, absorbed, p.rejoined)
         if followed and tb.complete:
             self._held[key] = (done, p.last_at)
         else:

@@ -68,18 +68,18 @@ from ..sources.journal import (
 )
 from ..sources.tailer import TailBatch
 from .base import Monitor, MonitorContext, MonitorUnavailable
-from .exception_absorb import LoneRecords, absorb, resolution, stream_of
+from .exception_absorb import LoneRecords, Sighting, absorb, resolution, stream_of
 from .exception_files import FileMeta, batch_lines, follow_log_file
 from .exception_journal import (
     DeliveryLag,
     JournalMeta,
     add_journal_facts,
+    journal_sighting,
     line_occurrence,
     safe_cursor,
     stream_key,
     sync_follower_status,
     whole_message_occurrences,
-    written_before,
 )
 from .exception_state import FingerprintMemory, ReplayState
 
@@ -119,7 +119,7 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         self._stalled = False
         self._waiting = 0.0  # since when a judgement waits for lines already received
         self._dirty, self._last_save = False, float("-inf")
-        self._resumed_at: float | None = None  # wall time of a restart from a saved cursor
+        self._maybe_read: float | None = None  # a killed run may have read entries before
         self._synced: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -171,7 +171,7 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
             files = [k for k, _ in self.assembler.pending_first_metas() if k[0] == "f"]
             self.assembler.flush(0.0, keys=files)
         self._drain()
-        self._save()
+        self._save(final=True)
 
     # -- journal ---------------------------------------------------------------------------
     async def _follow_journal(self) -> None:
@@ -232,15 +232,15 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
             self._publish_journal(occ, entry, unit, entry, wall)
 
     def _publish_journal(
-        self, occ: Occurrence, first: dict[str, Any], unit: str, last: dict[str, Any], wall: float
+        self, occ: Occurrence, first: dict[str, Any], unit: str, last: dict[str, Any],
+        wall: float, item: Assembled | None = None,
     ) -> None:
         if not self.replay.journal_first(occ.key):
             self.ctx.status.count("replays_suppressed")
             return
         add_journal_facts(occ, first, unit, last, wall)
-        stream = stream_of("j", unit, occ.facts["pid"], occ.facts["identifier"])
-        self._publish(occ, stream, where=unit or occ.facts["identifier"] or "journal",
-                      replayed=written_before(first, self._resumed_at))
+        seen = journal_sighting(first, unit, last, self._maybe_read, item)
+        self._publish(occ, seen, where=unit or occ.facts["identifier"] or "journal")
 
     # -- log files -------------------------------------------------------------------------
     def _on_file_batch(self, batch: TailBatch) -> None:
@@ -254,18 +254,23 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
             if line.startswith("{") and '"exception"' in line:
                 occ = json_occurrence(line, file_key(end, line), batch.observed_at)
                 if occ is not None:
-                    self._publish_file(occ, path, end)
+                    self._publish_file(occ, path, end, batch.observed_at)
         self.ctx.touch(batch.observed_at)
         self._drain()
         self._schedule()
 
-    def _publish_file(self, occ: Occurrence, path: str, offset: int) -> None:
+    def _publish_file(
+        self, occ: Occurrence, path: str, offset: int, first_at: float,
+        item: Assembled | None = None,
+    ) -> None:
         if not self.replay.file_first(path, occ.key):
             self.ctx.status.count("replays_suppressed")
             return
         self._dirty = True
         occ.facts.update(source="file", path=path, offset=offset, unit="")
-        self._publish(occ, stream_of("f", path), where=Path(path).name)
+        seen = Sighting.of(stream_of("f", path), first_at, occ.observed_at, item,
+                           lambda meta: meta.wall)
+        self._publish(occ, seen, where=Path(path).name)
 
     # -- assembled tracebacks --------------------------------------------------------------
     def _drain(self) -> None:
@@ -284,16 +289,14 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         if isinstance(first, JournalMeta) and isinstance(last, JournalMeta):
             occ = traceback_occurrence(item.traceback, entry_key(first.entry), last.wall)
             unit = item.key[1] if isinstance(item.key, tuple) else ""
-            self._publish_journal(occ, first.entry, str(unit), last.entry, last.wall)
+            self._publish_journal(occ, first.entry, str(unit), last.entry, last.wall, item)
         elif isinstance(first, FileMeta) and isinstance(last, FileMeta):
             key = file_key(last.offset, item.traceback.text)
             occ = traceback_occurrence(item.traceback, key, last.wall)
-            self._publish_file(occ, last.path, last.offset)
+            self._publish_file(occ, last.path, last.offset, first.wall, item)
 
     # -- publishing ------------------------------------------------------------------------
-    def _publish(
-        self, occ: Occurrence, stream: tuple[str, ...], *, where: str, replayed: bool = False
-    ) -> None:
+    def _publish(self, occ: Occurrence, seen: Sighting, *, where: str) -> None:
         count, first_seen, new = self.memory.record(occ.fingerprint, occ.observed_at)
         self._dirty = True
         # the question's evidence is its first sighting's: read the code once
@@ -310,7 +313,7 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
             **gap_facts(occ, occurrences=count, first_seen=iso(first_seen),
                         last_seen=iso(occ.observed_at), source_context=context),
         )
-        for w in absorb(self.lone, self.memory, stream, occ, replayed=replayed):
+        for w in absorb(self.lone, self.memory, occ, seen):
             self.ctx.status.count("absorbed_late")
             self.log.info("exception_absorbed", where=where, **w.log_fields())
             if w.left == 0:  # sighted nowhere else: its question is resolved
@@ -371,12 +374,12 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
             self.log.exception("exception_monitor_timer_failed")
         self._schedule()
 
-    def _save(self) -> None:
+    def _save(self, *, final: bool = False) -> None:
         if self.ctx.one_shot:
             return
         pending = (meta for _, meta in self.assembler.pending_first_metas())
         cursor = safe_cursor(pending, self.replay.cursor)
-        data = self.replay.dump(cursor, self.memory, self.lone)
+        data = self.replay.dump(cursor, self.memory, self.lone, time.time(), final=final)
         try:
             self.ctx.checkpoints.save(CHECKPOINT, data)
         except OSError as err:
@@ -389,7 +392,9 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
 
     def _load(self) -> None:
         if self.replay.load(self.ctx.checkpoints.load(CHECKPOINT), self.memory, self.lone):
-            self._resumed_at = time.time() if self.replay.cursor else None
+            if self.replay.cursor and self.replay.saved_at is not None:  # killed after it
+                window = CHECKPOINT_INTERVAL_S + self.cfg.flush_after_s
+                self._maybe_read = min(time.time(), self.replay.saved_at + window)
             self.log.info("exception_state_loaded", cursor=self.replay.cursor,
                           fingerprints=len(self.memory), published=len(self.replay.published))
 

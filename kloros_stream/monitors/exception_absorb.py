@@ -9,27 +9,32 @@ when that holds it (:attr:`~kloros_stream.analysis.tracebacks.TracebackAssembler
 but on a loaded machine the re-raise may be written after the chain grace: the logged
 record was then published alone, beside the chain's question. That edge is repaired from
 the level, whenever it came late: every published occurrence is compared with the records
-its process (:func:`stream_of`: unit, PID and identifier; a log file) published alone
-before (:class:`LoneRecords`, the last :data:`PER_STREAM` of each of the last
-:data:`MAX_STREAMS` processes, kept in the checkpoint). A remembered record whose final
-exception (type, message and innermost frame: :func:`identity`) is a cause or context of
-the new occurrence is absorbed: its sighting is taken off the fingerprint's count, and if
-no other sighting is left its question is resolved (:func:`absorb`); a fingerprint also
-seen elsewhere keeps its question open (those sightings stand on their own). A chain
-re-read after a restart also withdraws its parts that the checkpoint does not count
-(:func:`unrecorded`: published alone just before a kill, the checkpoint not yet saved).
+its process (:func:`stream_of`: unit, PID, identifier and boot; a log file; none without a
+PID) published alone just before it (:class:`LoneRecords`, the last :data:`PER_STREAM` of
+each of the last :data:`MAX_STREAMS` processes, kept in the checkpoint). Only the latest
+run of them counts (:meth:`LoneRecords.held`): walking back from the last one the process
+published, each whose final exception (type, message and innermost frame: :func:`identity`)
+is a cause or context of the new chain not yet matched, written at most :data:`MAX_GAP_S`
+before the chain's first entry, is absorbed (one per cause record; none for a cause whose
+logged record the assembler already absorbed in time); the walk stops at the first that
+does not qualify, so separate earlier sightings stand. An absorbed sighting is taken off
+the fingerprint's count; with no other sighting left its question is resolved
+(:func:`absorb`). A chain re-read after a kill also withdraws its parts that the
+checkpoint does not count (:func:`unrecorded`: published alone just before the kill, the
+checkpoint not yet saved), if the previous run may have read them.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Hashable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
 from ..analysis.fingerprint import fingerprint_records
 from ..analysis.occurrences import MAX_NAME_CHARS, Occurrence, primary
 from ..analysis.traceback_text import ExceptionRecord
+from ..analysis.tracebacks import Assembled
 from .exception_state import FingerprintMemory
 
 PER_STREAM = 4
@@ -39,6 +44,9 @@ MAX_STREAMS = 512
 """Processes remembered (least recently published forgotten first)."""
 MAX_MESSAGE_CHARS = 200
 """Of an exception's message, this much counts for its identity (and is checkpointed)."""
+MAX_GAP_S = 30.0
+"""A record published alone is held by a chain of its process only if the chain's first
+entry was written at most this long after the record's last (the entries' own times)."""
 ABSORBING_KINDS = frozenset({"traceback", "json_log"})
 """Occurrences with an exception chain (an error-priority line holds no cause)."""
 
@@ -59,9 +67,41 @@ def identity(record: ExceptionRecord) -> Identity:
 
 
 def stream_of(source: str, *parts: Any) -> tuple[str, ...]:
-    """The process an occurrence came from: ``("j", unit, pid, identifier)`` for the
+    """The process an occurrence came from: ``("j", unit, pid, identifier, boot)`` for the
     journal, ``("f", path)`` for a log file."""
     return (source, *("" if p is None else str(p) for p in parts))
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """Where and when a published occurrence was written, as :func:`absorb` needs it."""
+
+    stream: tuple[str, ...] | None
+    """Its process (:func:`stream_of`); None: unknown (nothing remembered or absorbed)."""
+    first_at: float | None
+    """Its first entry's own timestamp (None: unknown, it holds nothing)."""
+    last_at: float | None
+    """Its last entry's own timestamp (None: unknown, it is never held)."""
+    in_time: tuple[tuple[ExceptionRecord, float | None], ...] = ()
+    """Logged records the assembler absorbed into it in time, with their last entry's
+    time: a cause no remembered record stands for again (unless it is that same print,
+    re-read after a restart)."""
+    rejoined: bool = False
+    """Its head was published alone before its tail came (that head is its own print)."""
+    replayed: bool = False
+    """Re-read after a kill: the previous run may have read it unrecorded."""
+
+    @classmethod
+    def of(cls, stream: tuple[str, ...] | None, first_at: float | None,
+           last_at: float | None, item: Assembled | None,
+           when: Callable[[Any], float | None] = lambda meta: meta,
+           replayed: bool = False) -> Sighting:
+        """The sighting of an occurrence built from ``item`` (None: from one line);
+        ``when``: a line's own time from its metadata."""
+        if item is None:
+            return cls(stream, first_at, last_at, replayed=replayed)
+        in_time = tuple((a.traceback.primary, when(a.last_meta)) for a in item.absorbed)
+        return cls(stream, first_at, last_at, in_time, item.rejoined, replayed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +111,8 @@ class Lone:
     identity: Identity
     fingerprint: str
     title: str
+    at: float | None
+    """Its last entry's own timestamp (None: unknown, never held)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +120,9 @@ class Withdrawal:
     """A remembered occurrence absorbed into a later chain of its process."""
 
     lone: Lone
-    left: int
-    """Sightings of its fingerprint left after this one is taken off (0: resolve it)."""
+    left: int | None
+    """Sightings of its fingerprint left after this one is taken off (0: resolve it;
+    None: the fingerprint is no longer counted, nothing is resolved)."""
     into: str
     """The title of the chain that holds it."""
 
@@ -99,26 +142,44 @@ class LoneRecords:
     def __len__(self) -> int:
         return sum(len(v) for v in self._items.values())
 
-    def held(self, stream: tuple[str, ...], records: tuple[ExceptionRecord, ...]) -> list[Lone]:
-        """Take out and return the remembered records of ``stream`` that ``records`` holds
-        as a cause or context (every record of the chain but its final exception)."""
+    def held(self, stream: tuple[str, ...], records: tuple[ExceptionRecord, ...],
+             seen: Sighting) -> list[Lone]:
+        """Take out and return the latest records of ``stream`` that ``records`` holds as a
+        cause or context (see the module docstring): from the last one back, one per
+        cause record not absorbed in time, each written at most :data:`MAX_GAP_S` before
+        the chain; the first that does not qualify ends the walk."""
         kept = self._items.get(stream)
-        if not kept or len(records) < 2:
+        if not kept or len(records) < 2 or seen.first_at is None:
             return []
         final = primary(records)
-        causes = {identity(r) for r in records if r is not final}
-        out = [lone for lone in kept if lone.identity in causes]
-        if out:
-            kept[:] = [lone for lone in kept if lone.identity not in causes]
-            if not kept:
-                del self._items[stream]
+        causes = Counter(identity(r) for r in records if r is not final)
+        remembered = {(x.identity, x.at) for x in kept}
+        for record, at in seen.in_time:
+            if (identity(record), at) not in remembered:
+                causes[identity(record)] -= 1
+        own, out = seen.rejoined, []
+        while kept:
+            item = kept[-1]
+            if (item.at is None or seen.first_at - item.at > MAX_GAP_S
+                    or causes[item.identity] <= 0):
+                break
+            if own:  # the chain's own head, published before its tail: holds no cause
+                own = False
+            else:
+                causes[item.identity] -= 1
+            out.append(kept.pop())
+        if not kept:
+            del self._items[stream]
         return out
 
-    def remember(self, stream: tuple[str, ...], occ: Occurrence) -> None:
-        """Remember ``occ`` (published alone) as a record its process may hold later."""
+    def remember(self, stream: tuple[str, ...], occ: Occurrence, at: float | None) -> None:
+        """Remember ``occ`` (published alone, its last entry written at ``at``) as a record
+        its process may hold later; anything else it published ends the run before it."""
         if occ.kind not in ABSORBING_KINDS or not occ.records:
+            self._items.pop(stream, None)
             return
-        lone = Lone(identity(primary(occ.records)), occ.fingerprint, occ.title[:MAX_NAME_CHARS])
+        title = occ.title[:MAX_NAME_CHARS]
+        lone = Lone(identity(primary(occ.records)), occ.fingerprint, title, at)
         kept = self._items.get(stream)
         if kept is None:
             kept = self._items[stream] = []
@@ -131,7 +192,7 @@ class LoneRecords:
 
     def dump(self) -> list[list[Any]]:
         return [
-            [list(stream), [[*lone.identity, lone.fingerprint, lone.title] for lone in kept]]
+            [list(stream), [[*x.identity, x.fingerprint, x.title, x.at] for x in kept]]
             for stream, kept in self._items.items()
         ]
 
@@ -149,36 +210,38 @@ class LoneRecords:
 
 
 def _lone(item: Any) -> Lone | None:
-    if not (isinstance(item, list) and len(item) == 7):
+    if not (isinstance(item, list) and len(item) in (7, 8)):
         return None
-    exc_type, message, filename, lineno, function, fp, title = item
+    exc_type, message, filename, lineno, function, fp, title = item[:7]
+    at = item[7] if len(item) == 8 else None  # an older checkpoint: never held
     if not all(isinstance(v, str) for v in (exc_type, message, filename, function, fp, title)):
         return None
     if lineno is not None and type(lineno) is not int:
         return None
-    return Lone((exc_type, message, filename, lineno, function), fp, title)
+    if at is not None and type(at) not in (int, float):
+        return None
+    return Lone((exc_type, message, filename, lineno, function), fp, title,
+                None if at is None else float(at))
 
 
 def absorb(
-    lone: LoneRecords,
-    memory: FingerprintMemory,
-    stream: tuple[str, ...],
-    occ: Occurrence,
-    *,
-    replayed: bool = False,
+    lone: LoneRecords, memory: FingerprintMemory, occ: Occurrence, seen: Sighting
 ) -> list[Withdrawal]:
-    """``occ`` was just published by ``stream``: the records of that process it holds are
-    absorbed (each sighting taken off its fingerprint's count in ``memory``), then ``occ``
-    is remembered in their place. ``replayed``: ``occ`` was re-read from before a restart
-    (see :func:`unrecorded`)."""
+    """``occ`` was just published (``seen``: by which process, when): the records of
+    that process it holds are absorbed (each sighting taken off its fingerprint's count in
+    ``memory``), then ``occ`` is remembered in their place. A replayed chain also withdraws
+    its parts the checkpoint does not count (:func:`unrecorded`)."""
     into = occ.title[:MAX_NAME_CHARS]
-    out = [Withdrawal(item, memory.discount(item.fingerprint), into)
-           for item in lone.held(stream, occ.records)]
-    if replayed:
+    out: list[Withdrawal] = []
+    if seen.stream is not None:
+        out = [Withdrawal(item, memory.discount(item.fingerprint), into)
+               for item in lone.held(seen.stream, occ.records, seen)]
+    if seen.replayed:
         done = {w.lone.fingerprint for w in out}
         out += [Withdrawal(item, 0, into) for item in unrecorded(occ.records, memory)
                 if item.fingerprint not in done]
-    lone.remember(stream, occ)
+    if seen.stream is not None:
+        lone.remember(seen.stream, occ, seen.last_at)
     return out
 
 
@@ -197,7 +260,7 @@ def unrecorded(records: tuple[ExceptionRecord, ...], memory: FingerprintMemory) 
         if record.depth == 0:
             fp = fingerprint_records(records[: i + 1])
             if fp not in memory:
-                out.append(Lone(identity(record), fp, record.title[:MAX_NAME_CHARS]))
+                out.append(Lone(identity(record), fp, record.title[:MAX_NAME_CHARS], None))
     return out
 
 

@@ -7,7 +7,8 @@ restart must resume.
 - :func:`entry_priority_occurrence`: an entry logged at an error priority;
 - :func:`add_journal_facts`: the journal facts of an occurrence and its latency origin;
 - :func:`safe_cursor`: just before the oldest traceback still being assembled;
-- :func:`written_before`: an entry from before a restart (re-read, or written meanwhile);
+- :func:`written_before`: an entry written before a wall time (one a killed run may have read);
+- :func:`journal_sighting`: an occurrence's process and entry times for absorption;
 - :func:`sync_follower_status`: journalctl's process and counters in the monitor status;
 - :class:`DeliveryLag`: how late entries reach the monitor, which widens the chain grace.
 
@@ -29,7 +30,7 @@ from ..analysis.occurrences import (
     priority_occurrence,
     traceback_occurrence,
 )
-from ..analysis.tracebacks import assemble_text
+from ..analysis.tracebacks import Assembled, assemble_text
 from ..core.identity import iso
 from ..sources.journal import (
     JournalBatch,
@@ -39,6 +40,7 @@ from ..sources.journal import (
     entry_realtime,
 )
 from .base import MonitorStatus
+from .exception_absorb import Sighting, stream_of
 
 LIVE_WINDOW_S = 10.0
 """An entry read within this of its journal timestamp is live: its timestamp is the
@@ -134,6 +136,22 @@ def written_before(entry: dict[str, Any], at: float | None) -> bool:
     """Whether the entry was written before wall time ``at`` (None: never)."""
     ts = entry_realtime(entry)
     return at is not None and ts is not None and ts < at
+
+
+def journal_sighting(
+    first: dict[str, Any], unit: str, last: dict[str, Any], before: float | None,
+    item: Assembled | None = None,
+) -> Sighting:
+    """An occurrence of entries ``first`` to ``last`` as absorption sees it: its process
+    (unit, PID, identifier, boot; none without a PID), its entries' own times, and whether
+    a killed previous run may have read it (written before ``before``)."""
+    pid = entry_field(first, "_PID")
+    stream = None
+    if pid:
+        stream = stream_of("j", unit, pid, entry_field(first, "SYSLOG_IDENTIFIER"),
+                           entry_field(first, "_BOOT_ID"))
+    return Sighting.of(stream, entry_realtime(first), entry_realtime(last), item,
+                       lambda meta: entry_realtime(meta.entry), written_before(first, before))
 
 
 def safe_cursor(pending_first_metas: Iterable[Any], cursor: str | None) -> str | None:

@@ -57,12 +57,13 @@ class FingerprintMemory:
         item[2] = when
         return item[0], item[1], new
 
-    def discount(self, fp: str) -> int:
+    def discount(self, fp: str) -> int | None:
         """Take one sighting off (it was absorbed into another question); returns the
-        sightings left. A fingerprint left with none is forgotten (unknown: 0)."""
+        sightings left, None for a fingerprint not counted (forgotten: nothing to resolve).
+        A fingerprint left with none is forgotten."""
         item = self._items.get(fp)
         if item is None:
-            return 0
+            return None
         item[0] -= 1
         if item[0] <= 0:
             del self._items[fp]
@@ -92,6 +93,8 @@ class ReplayState:
         self.cursor: str | None = None
         """The last journal entry processed."""
         self.published: dict[str, None] = {}
+        self.saved_at: float | None = None
+        """Wall time of the loaded checkpoint's save (None: unknown or a final save)."""
         self._file_recent: dict[str, deque[str]] = {}
         self._file_seen: dict[str, set[str]] = {}
 
@@ -129,11 +132,15 @@ class ReplayState:
         self.published = keep
 
     def dump(
-        self, safe_cursor: str | None, memory: FingerprintMemory, lone: LoneMemory
+        self, safe_cursor: str | None, memory: FingerprintMemory, lone: LoneMemory,
+        saved_at: float, *, final: bool = False,
     ) -> dict[str, Any]:
-        """The checkpoint, resuming at ``safe_cursor`` (pruned to it first)."""
+        """The checkpoint, resuming at ``safe_cursor`` (pruned to it first), saved at wall
+        time ``saved_at``; ``final``: at a clean stop (everything read is in it)."""
         self.prune(safe_cursor)
         return {
+            "saved_at": saved_at,
+            "final": final,
             "version": STATE_VERSION,
             "cursor": safe_cursor,
             "published": list(self.published),
@@ -146,6 +153,9 @@ class ReplayState:
         """Restore from a checkpoint (anything malformed is left out); False if none."""
         if not isinstance(data, dict):
             return False
+        saved_at, final = data.get("saved_at"), data.get("final")
+        if type(saved_at) in (int, float) and final is False:
+            self.saved_at = float(saved_at)
         cursor = data.get("cursor")
         self.cursor = cursor if isinstance(cursor, str) and cursor else None
         published = data.get("published")
