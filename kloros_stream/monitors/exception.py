@@ -231,10 +231,8 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         if occ is not None:
             self._publish_journal(occ, entry, unit, entry, wall)
 
-    def _publish_journal(
-        self, occ: Occurrence, first: dict[str, Any], unit: str, last: dict[str, Any],
-        wall: float, item: Assembled | None = None,
-    ) -> None:
+    def _publish_journal(self, occ: Occurrence, first: dict[str, Any], unit: str,
+                         last: dict[str, Any], wall: float, item: Assembled | None = None) -> None:
         if not self.replay.journal_first(occ.key):
             self.ctx.status.count("replays_suppressed")
             return
@@ -259,10 +257,8 @@ class ExceptionMonitor(Monitor[ExceptionMonitorConfig]):
         self._drain()
         self._schedule()
 
-    def _publish_file(
-        self, occ: Occurrence, path: str, offset: int, first_at: float,
-        item: Assembled | None = None,
-    ) -> None:
+    def _publish_file(self, occ: Occurrence, path: str, offset: int, first_at: float,
+                      item: Assembled | None = None) -> None:
         if not self.replay.file_first(path, occ.key):
             self.ctx.status.count("replays_suppressed")
             return

@@ -8,6 +8,8 @@ and which fingerprints were seen how often (one checkpoint, ``state.json``).
   and last sighting (the ``occurrences``, ``first_seen``, ``last_seen`` facts);
 - ``lone``: the occurrences each process published alone that a later chain of it may
   still absorb (:class:`.exception_absorb.LoneRecords`).
+- ``saved_at`` and ``final``: the save's wall time, and whether it was a clean stop's (after
+  a kill, entries written up to then the killed run may have read without recording).
 """
 
 from __future__ import annotations
