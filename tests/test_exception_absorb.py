@@ -4,9 +4,7 @@ re-raise arriving after the chain grace, deterministically), no event loop."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +24,10 @@ from kloros_stream.monitors.exception_absorb import (
 )
 from kloros_stream.monitors.exception_journal import journal_sighting
 from kloros_stream.monitors.exception_state import FingerprintMemory, ReplayState
+from tests.support.exception_monitor import Journal, config, following, names
 from tests.support.inputs import append_lines, traceback_lines
 from tests.support.journald import scripted_journalctl
-from tests.test_exception_monitor import Journal, config, following, names
+from tests.support.scripted import wait_until
 
 WORKER = [
     "Traceback (most recent call last):",
@@ -502,7 +501,7 @@ async def test_after_a_clean_stop_chains_written_while_down_withdraw_nothing(
     data = config(jc, units=[])
     state = tmp_path / "var" / "state" / "exception" / "state.json"
     async with following(tmp_path, data) as (monitor, _):
-        await asyncio_wait(lambda: monitor.replay.cursor == up["__CURSOR"])
+        await wait_until(lambda: monitor.replay.cursor == up["__CURSOR"])
     assert orjson.loads(state.read_bytes())["final"] is True
     async with following(tmp_path, data) as (monitor, pub):
         await pub.wait_for(lambda s: len(s) == 3 and monitor.replay.cursor
@@ -532,11 +531,3 @@ async def test_after_a_kill_chains_written_after_the_last_save_withdraw_nothing(
     assert names(pub.gaps()) == ["ValueError: bad order 7"] and pub.resolutions() == []
     assert monitor.ctx.status.counters.get("absorbed_late", 0) == 0
 
-
-async def asyncio_wait(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait until ``predicate()`` holds (polling); fail the test after ``timeout``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not met"
-        await asyncio.sleep(0.01)

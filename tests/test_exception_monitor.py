@@ -5,10 +5,8 @@ unavailability, log files (a scripted journalctl; on a real journald and through
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,8 @@ import pytest
 from kloros_stream.models import Signal
 from kloros_stream.monitors.base import MonitorUnavailable
 from kloros_stream.monitors.exception import ExceptionMonitor, FingerprintMemory
-from tests.support.fakes import ListPublisher, make_context
+from tests.support.exception_monitor import Journal, config, following, names
+from tests.support.fakes import make_context
 from tests.support.inputs import append_lines, traceback_lines
 from tests.support.journald import (
     calls,
@@ -27,76 +26,10 @@ from tests.support.journald import (
 from tests.support.scripted import wait_until as async_wait_until
 
 
-# -- a journal as journalctl -o json prints it ----------------------------------------------
-class Journal:
-    """Builds journal entries with increasing cursors."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.entries: list[dict[str, Any]] = []
-
-    def add(
-        self,
-        message: str,
-        *,
-        unit: str = "kloros-brain.service",
-        pid: int = 100,
-        ident: str = "brain",
-        priority: int = 6,
-        stream: str = "s1",
-        **extra: Any,
-    ) -> dict[str, Any]:
-        self.n += 1
-        e = {
-            "__CURSOR": f"s=feed;i={self.n:x};b=b;m={self.n:x};t=1;x=2",
-            "__REALTIME_TIMESTAMP": str(1_700_000_000_000_000 + self.n * 1000),
-            "_SYSTEMD_UNIT": unit,
-            "_PID": str(pid),
-            "SYSLOG_IDENTIFIER": ident,
-            "PRIORITY": str(priority),
-            "_STREAM_ID": stream,
-            "MESSAGE": message,
-            **extra,
-        }
-        self.entries.append(e)
-        return e
-
-    def lines(self, messages: list[str], **kw: Any) -> list[dict[str, Any]]:
-        return [self.add(m, **kw) for m in messages]
-
-    @staticmethod
-    def text(entries: list[dict[str, Any]]) -> str:
-        return "".join(orjson.dumps(e).decode() + "\n" for e in entries)
-
-
-def config(jc: Path | str, **section: Any) -> dict[str, Any]:
-    return {"monitors": {"exception": {"journalctl": str(jc), **section}}}
-
-
 async def scan(tmp_path: Path, data: dict[str, Any]) -> tuple[list[Signal], Any]:
     ctx, pub = make_context("exception", tmp_path, data, one_shot=True)
     await asyncio.wait_for(ExceptionMonitor(ctx).run(), 30)
     return pub.gaps("exception"), ctx
-
-
-@contextlib.asynccontextmanager
-async def following(
-    tmp_path: Path, data: dict[str, Any], publisher: ListPublisher | None = None
-) -> AsyncIterator[tuple[ExceptionMonitor, ListPublisher]]:
-    ctx, pub = make_context("exception", tmp_path, data, publisher=publisher)
-    monitor = ExceptionMonitor(ctx)
-    task = asyncio.create_task(monitor.run())
-    try:
-        yield monitor, pub
-    finally:
-        task.cancel()
-        await asyncio.wait({task})
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
-
-
-def names(signals: list[Signal]) -> list[str]:
-    return sorted(s.gap_name for s in signals)
 
 
 # -- what counts ---------------------------------------------------------------------------
