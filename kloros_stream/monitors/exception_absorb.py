@@ -7,8 +7,8 @@ logged traceback, then the final chain that holds the logged exception as its co
 The assembler holds the logged record until the next record of its stream and drops it
 when that holds it (:attr:`~kloros_stream.analysis.tracebacks.TracebackAssembler.absorbed`),
 but on a loaded machine the re-raise may be written after the chain grace: the logged
-record was then published alone, beside the chain's question. That edge is repaired from
-the level, whenever it came late: every published occurrence is compared with the records
+record was then published alone, beside the chain's question. That is undone afterwards,
+however late the chain came: every published occurrence is compared with the records
 its process (:func:`stream_of`: unit, PID, identifier and boot; a log file; none without a
 PID) published alone just before it (:class:`LoneRecords`, the last :data:`PER_STREAM` of
 each of the last :data:`MAX_STREAMS` processes, kept in the checkpoint). Only the latest
@@ -17,7 +17,8 @@ published, each whose final exception (type, message and innermost frame: :func:
 is a cause or context of the new chain not yet matched, written at most :data:`MAX_GAP_S`
 before the chain's first entry, is absorbed (one per cause record; none for a cause whose
 logged record the assembler already absorbed in time); the walk stops at the first that
-does not qualify, so separate earlier sightings stand. An absorbed sighting is taken off
+does not qualify (the limits of telling a late re-raise from a separate sighting this
+way are in docs/monitors.md). An absorbed sighting is taken off
 the fingerprint's count; with no other sighting left its question is resolved
 (:func:`absorb`). A chain re-read after a kill also withdraws its parts that the
 checkpoint does not count (:func:`unrecorded`: published alone just before the kill, the

@@ -139,7 +139,10 @@ def written_before(entry: dict[str, Any], at: float | None) -> bool:
 
 
 def journal_sighting(
-    first: dict[str, Any], unit: str, last: dict[str, Any], before: float | None,
+    first: dict[str, Any],
+    unit: str,
+    last: dict[str, Any],
+    before: float | None,
     item: Assembled | None = None,
 ) -> Sighting:
     """An occurrence of entries ``first`` to ``last`` as absorption sees it: its process
@@ -148,10 +151,17 @@ def journal_sighting(
     pid = entry_field(first, "_PID")
     stream = None
     if pid:
-        stream = stream_of("j", unit, pid, entry_field(first, "SYSLOG_IDENTIFIER"),
-                           entry_field(first, "_BOOT_ID"))
-    return Sighting.of(stream, entry_realtime(first), entry_realtime(last), item,
-                       lambda meta: entry_realtime(meta.entry), written_before(first, before))
+        stream = stream_of(
+            "j", unit, pid, entry_field(first, "SYSLOG_IDENTIFIER"), entry_field(first, "_BOOT_ID")
+        )
+    return Sighting.of(
+        stream,
+        entry_realtime(first),
+        entry_realtime(last),
+        item,
+        lambda meta: entry_realtime(meta.entry),
+        written_before(first, before),
+    )
 
 
 def safe_cursor(pending_first_metas: Iterable[Any], cursor: str | None) -> str | None:

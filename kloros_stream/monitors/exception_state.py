@@ -134,8 +134,13 @@ class ReplayState:
         self.published = keep
 
     def dump(
-        self, safe_cursor: str | None, memory: FingerprintMemory, lone: LoneMemory,
-        saved_at: float, *, final: bool = False,
+        self,
+        safe_cursor: str | None,
+        memory: FingerprintMemory,
+        lone: LoneMemory,
+        saved_at: float,
+        *,
+        final: bool = False,
     ) -> dict[str, Any]:
         """The checkpoint, resuming at ``safe_cursor`` (pruned to it first), saved at wall
         time ``saved_at``; ``final``: at a clean stop (everything read is in it)."""
