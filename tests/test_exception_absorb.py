@@ -255,6 +255,22 @@ def test_a_chain_that_is_logged_and_re_raised_again_is_absorbed_by_the_outer_one
     assert list(p.open.values()) == ["RuntimeError: request failed"]
 
 
+def test_an_in_time_absorption_two_chains_deep_withdraws_nothing() -> None:
+    """Request 2 logs the KeyError, prints the K -> V chain and raises K -> V -> R, all in
+    time: the logged KeyError is absorbed into the printed chain, that chain into the
+    final one. Request 1's separate KeyError stands."""
+    outer = [*CHAIN, "", "During handling of the above exception, another exception occurred:",
+             "", "Traceback (most recent call last):",
+             '  File "/srv/app/api.py", line 30, in handle', "RuntimeError: request failed"]
+    p = Pipeline()
+    p.feed(LOGGED, at=0.0)
+    p.flush(1.0)
+    p.feed([*LOGGED, *CHAIN, *outer], at=2.0)
+    p.flush(3.0)
+    assert p.asm.absorbed == 2 and p.withdrawn == []
+    assert counts(p)["KeyError: 'order 7'"] == 1
+
+
 def test_priority_lines_are_not_remembered_and_single_records_hold_nothing() -> None:
     lone = LoneRecords()
     memory = FingerprintMemory(16)

@@ -28,7 +28,7 @@ checkpoint not yet saved), if the previous run may have read them.
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,8 +101,20 @@ class Sighting:
         ``when``: a line's own time from its metadata."""
         if item is None:
             return cls(stream, first_at, last_at, replayed=replayed)
-        in_time = tuple((a.traceback.primary, when(a.last_meta)) for a in item.absorbed)
-        return cls(stream, first_at, last_at, in_time, item.rejoined, replayed)
+        return cls(stream, first_at, last_at, tuple(_in_time(item.absorbed, when)),
+                   item.rejoined, replayed)
+
+
+def _in_time(absorbed: tuple[Assembled, ...],
+             when: Callable[[Any], float | None]) -> Iterator[tuple[ExceptionRecord, float | None]]:
+    """Every exception of the prints absorbed in time, and of what they absorbed in turn
+    (a logged record absorbed into a printed chain absorbed into the final one)."""
+    for item in absorbed:
+        at = when(item.last_meta)
+        for record in item.traceback.chain:
+            if record.depth == 0:
+                yield record, at
+        yield from _in_time(item.absorbed, when)
 
 
 @dataclass(frozen=True, slots=True)
