@@ -46,6 +46,9 @@ CHAIN = [
     "ValueError: bad order 7",
 ]
 LOGGED = ["ERROR:root:lookup failed for order 7", *WORKER]
+OUTER = [*CHAIN, "", "During handling of the above exception, another exception occurred:",
+         "", "Traceback (most recent call last):",
+         '  File "/srv/app/api.py", line 30, in handle', "RuntimeError: request failed"]
 GRACE = 0.02
 PROC = stream_of("j", "kloros-orders.service", 4242, "orders")
 OTHER = stream_of("j", "kloros-orders.service", 4343, "orders")
@@ -244,13 +247,10 @@ def test_only_the_same_exception_is_absorbed_type_message_and_location() -> None
 
 
 def test_a_chain_that_is_logged_and_re_raised_again_is_absorbed_by_the_outer_one() -> None:
-    outer = [*CHAIN, "", "During handling of the above exception, another exception occurred:",
-             "", "Traceback (most recent call last):",
-             '  File "/srv/app/api.py", line 30, in handle', "RuntimeError: request failed"]
     p = Pipeline()
     p.feed(CHAIN, at=0.0)
     p.flush(1.0)
-    p.feed(outer, at=2.0)
+    p.feed(OUTER, at=2.0)
     p.flush(3.0)
     assert list(p.open.values()) == ["RuntimeError: request failed"]
 
@@ -259,13 +259,10 @@ def test_an_in_time_absorption_two_chains_deep_withdraws_nothing() -> None:
     """Request 2 logs the KeyError, prints the K -> V chain and raises K -> V -> R, all in
     time: the logged KeyError is absorbed into the printed chain, that chain into the
     final one. Request 1's separate KeyError stands."""
-    outer = [*CHAIN, "", "During handling of the above exception, another exception occurred:",
-             "", "Traceback (most recent call last):",
-             '  File "/srv/app/api.py", line 30, in handle', "RuntimeError: request failed"]
     p = Pipeline()
     p.feed(LOGGED, at=0.0)
     p.flush(1.0)
-    p.feed([*LOGGED, *CHAIN, *outer], at=2.0)
+    p.feed([*LOGGED, *CHAIN, *OUTER], at=2.0)
     p.flush(3.0)
     assert p.asm.absorbed == 2 and p.withdrawn == []
     assert counts(p)["KeyError: 'order 7'"] == 1
