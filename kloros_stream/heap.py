@@ -83,7 +83,7 @@ class HeapSettler:
                 return  # no level arrived during the trim
 
     async def wait_idle(self) -> None:
-        """Until no trim is pending or running (tests, benchmarks)."""
+        """Until no trim is pending or running (for tests)."""
         if self._task is not None:
             await asyncio.shield(self._task)
 
